@@ -1,0 +1,275 @@
+"""Thin Typer commands: parse arguments, call the lab, print data to stdout and errors to stderr."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from labctl import __version__
+from labctl.errors import LabctlError, TopologyError, UsageError
+
+app = typer.Typer(
+    name="labctl",
+    help="Build and study a Kubernetes + Calico networking lab (netns on this host, or real VMs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_debug = False
+
+TopologyOpt = Annotated[Optional[Path], typer.Option("--topology", "-t", help="topology YAML file", show_default=False)]
+NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", help="lab name (default: the only lab)")]
+
+
+class TableFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class CheckFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+class GraphFormat(str, enum.Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+def _fail(err: LabctlError) -> None:
+    if _debug:
+        raise err
+    if isinstance(err, TopologyError):
+        for line in err.problems:
+            typer.echo(line, err=True)
+    else:
+        typer.echo(f"labctl: error: {err}", err=True)
+    raise typer.Exit(err.exit_code) from None
+
+
+def _topology(path: Optional[Path]):
+    from labctl import layout, topology
+
+    src = path if path is not None else layout.seed_topology()
+    return topology.load(src), src
+
+
+def _find_lab(name: Optional[str], topo_file: Optional[Path]):
+    from labctl.lab import Lab
+
+    return Lab.find(name, topo_file).require()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    if version:
+        typer.echo(f"labctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def validate(topology_file: TopologyOpt = None) -> None:
+    """Check a topology file; one line per problem, exit 2 if there is any."""
+    try:
+        t, src = _topology(topology_file)
+    except LabctlError as e:
+        _fail(e)
+    wl = len(t.workloads) if t.workloads is not None else len(t.nodes)
+    typer.echo(f"{src}: ok: lab {t.name} ({t.provider}), {len(t.nodes)} nodes, {wl} workloads")
+
+
+@app.command()
+def schema() -> None:
+    """Print the topology file's JSON Schema."""
+    from labctl import topology
+
+    typer.echo(json.dumps(topology.schema(), indent=2))
+
+
+@app.command()
+def render(
+    topology_file: TopologyOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="lab directory to write")] = None,
+    no_ipip: Annotated[bool, typer.Option("--no-ipip", help="render as for a kernel without ipip")] = False,
+) -> None:
+    """Write the lab directory (inventory, kubeadm, Calico, BIRD, labels) without touching any host."""
+    from labctl import layout, render as r, topology
+
+    try:
+        t, src = _topology(topology_file)
+        lab = layout.LabDir(output.resolve()) if output else layout.lab_dir(t.name)
+        for path in r.render(topology.plan(t), lab, src, ipip=not no_ipip):
+            typer.echo(path)
+    except LabctlError as e:
+        _fail(e)
+
+
+def _progress(lab_dir, command: str):
+    from labctl.progress import Progress
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Progress(lab_dir.logs / f"{command}-{stamp}.log")
+
+
+@app.command()
+def up(
+    topology_file: TopologyOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="ansible check mode: show what would change")] = False,
+) -> None:
+    """Create the lab (default: the seed lab) and provision it with ansible; labels are applied last."""
+    from labctl import layout
+    from labctl.lab import Lab
+
+    try:
+        t, src = _topology(topology_file)
+        lab = Lab(layout.lab_dir(t.name))
+        progress = _progress(lab.dir, "up")
+        try:
+            st = lab.up(t, src, progress, check=check)
+        finally:
+            progress.close()
+    except LabctlError as e:
+        _fail(e)
+    tunnel = (st.get("tunnel") or {}).get("device") or "none"
+    typer.echo(f"lab {t.name} is up: {len(t.nodes)} nodes, tunnel {tunnel}; "
+               f"next: labctl inspect, labctl verify (log: {progress.log_path})", err=True)
+
+
+@app.command()
+def down(topology_file: TopologyOpt = None, name: NameOpt = None) -> None:
+    """Remove everything the lab created; a lab that is already gone is not an error."""
+    from labctl import layout, render as r, topology
+    from labctl.lab import Lab
+    from labctl.progress import Progress
+
+    try:
+        data = None
+        if name is None and topology_file is not None:
+            t = topology.load(topology_file)
+            lab = Lab(layout.lab_dir(t.name))
+            if not lab.dir.topology_data.exists():
+                # the lab dir is gone: tear down by the names the topology implies
+                plan = topology.plan(t)
+                data = r.topology_data(plan, r.context(plan, lab.dir))
+        else:
+            try:
+                lab = Lab.find(name, None)
+            except UsageError as e:
+                if "no lab" in str(e):
+                    typer.echo("no lab to remove", err=True)
+                    return
+                raise
+        progress = Progress(None)
+        removed = lab.down(progress, data)
+    except LabctlError as e:
+        _fail(e)
+    typer.echo(f"lab {lab.name} removed" if removed else f"lab {lab.name}: nothing to remove", err=True)
+
+
+@app.command("list")
+def list_labs() -> None:
+    """List labs and their phase."""
+    from labctl.lab import Lab
+
+    for n in Lab.names():
+        st = Lab.find(n).state()
+        typer.echo(f"{n}\t{st.get('provider', '?')}\t{st.get('phase', '?')}")
+
+
+@app.command()
+def inspect(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+) -> None:
+    """Show each live node: physical IP, tunnel device and IP, pod block, labels, BGP peers."""
+    from labctl import inspect as ins
+
+    try:
+        lab = _find_lab(name, topology_file)
+        typer.echo(ins.format(ins.rows(lab), format.value))
+    except LabctlError as e:
+        _fail(e)
+
+
+@app.command()
+def verify(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
+    wait: Annotated[float, typer.Option(help="retry failing checks for up to this many seconds")] = 5.0,
+) -> None:
+    """Check SSH, BGP sessions, routes, labels, placement and pod-to-pod ping; exit 0 only if all pass."""
+    from labctl import verify as v
+
+    try:
+        lab = _find_lab(name, topology_file)
+        checks = v.verify(lab, wait=wait)
+    except LabctlError as e:
+        _fail(e)
+    typer.echo(v.format(checks, format.value))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def graph(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+) -> None:
+    """Draw the lab: LAN, nodes with physical and tunnel IPs, labels, BGP sessions by state."""
+    from labctl import graph as g, inspect as ins
+
+    try:
+        lab = _find_lab(name, topology_file)
+        typer.echo(g.render(lab.data(), ins.rows(lab), format.value))
+    except LabctlError as e:
+        _fail(e)
+
+
+@app.command("exec")
+def exec_(
+    node: Annotated[str, typer.Argument(help="node name")],
+    command: Annotated[list[str], typer.Argument(help="command to run on the node (after --)")],
+    name: NameOpt = None,
+) -> None:
+    """Run a command on a node over SSH; its output and exit code are the command's."""
+    import shlex
+
+    from labctl import nodes
+
+    try:
+        lab = _find_lab(name, None)
+        n = next((x for x in lab.data()["nodes"] if x["name"] == node), None)
+        if n is None:
+            raise UsageError(f"no node {node!r} in lab {lab.name}",
+                             f"nodes: {', '.join(x['name'] for x in lab.data()['nodes'])}")
+        with nodes.NodeShell(lab.dir, n) as s:
+            rc, out, err = s.run(" ".join(shlex.quote(c) for c in command), timeout=600)
+    except LabctlError as e:
+        _fail(e)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    raise typer.Exit(rc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("labctl: interrupted", err=True)
+        sys.exit(130)

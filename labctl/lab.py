@@ -1,0 +1,182 @@
+"""A lab: its directory, state and lock, and the up/down sequences that both providers share."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from labctl import layout, providers, render, topology
+from labctl.errors import Interrupted, LabctlError, LockedError, UsageError
+from labctl.layout import LabDir
+from labctl.progress import Progress
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Lab:
+    def __init__(self, dir: LabDir):
+        self.dir = dir
+
+    @property
+    def name(self) -> str:
+        return self.dir.root.name
+
+    # -- finding labs ------------------------------------------------------------------------
+
+    @staticmethod
+    def names() -> list[str]:
+        h = layout.home()
+        if not h.is_dir():
+            return []
+        return sorted(p.name for p in h.iterdir() if (p / "topology-data.json").exists() or (p / "state.json").exists())
+
+    @classmethod
+    def find(cls, name: str | None = None, topology_file: Path | None = None) -> "Lab":
+        """The lab a command means: --name, else -t's lab name, else the only lab there is."""
+        if name is None and topology_file is not None:
+            name = topology.load(topology_file).name
+        if name is None:
+            labs = cls.names()
+            if len(labs) == 1:
+                name = labs[0]
+            elif not labs:
+                raise UsageError(f"no lab under {layout.home()}", "run `labctl up` first")
+            else:
+                raise UsageError(f"several labs: {', '.join(labs)}", "pick one with --name")
+        lab = cls(layout.lab_dir(name))
+        return lab
+
+    def require(self) -> "Lab":
+        if not self.dir.topology_data.exists():
+            raise UsageError(f"lab {self.name!r} does not exist under {layout.home()}", "run `labctl up` first")
+        return self
+
+    # -- state -------------------------------------------------------------------------------
+
+    def data(self) -> dict:
+        return json.loads(self.dir.topology_data.read_text())
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self.dir.state.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_state(self, **changes) -> dict:
+        st = self.state() | changes | {"updated": now()}
+        tmp = self.dir.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(st, indent=2) + "\n")
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.dir.state)
+        return st
+
+    @contextlib.contextmanager
+    def lock(self):
+        """One up/down at a time per lab; the kernel drops the flock when the holder dies."""
+        self.dir.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.dir.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise LockedError(f"lab {self.name!r} is busy: pid {holder} holds its lock",
+                                  "wait for it, or stop that process") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- up / down ---------------------------------------------------------------------------
+
+    def up(self, topo: topology.Topology, source: Path | None, progress: Progress, check: bool = False) -> dict:
+        plan = topology.plan(topo)
+        prov = providers.get(topo.provider, self)
+        with self.lock(), _signals() as cancel:
+            progress.phase("preflight")
+            ctx_data = render.topology_data(plan, render.context(plan, self.dir))
+            for w in prov.preflight(ctx_data):
+                progress.warn(w)
+            ipip = prov.ipip_supported()
+            tunnel = render.tunnel_device(topo.calico.encapsulation, ipip)
+            fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
+            if fallback:
+                progress.warn("this kernel has no ipip: IPIP is emulated with vxlan.calico (VNI 4096, UDP 4789)")
+            progress.phase("render")
+            render.render(plan, self.dir, source, ipip=ipip)
+            data = self.data()
+            self.save_state(name=topo.name, provider=topo.provider, phase="bootstrap", log=str(progress.log_path),
+                            tunnel={"device": tunnel, "encapsulation": topo.calico.encapsulation,
+                                    "fallback": "kernel has no ipip: IPIP emulated with VXLAN" if fallback else None},
+                            created=self.state().get("created", now()))
+            progress.phase(f"bootstrap ({topo.provider})")
+            _checkpoint(cancel)
+            pids = prov.bootstrap(data, progress)
+            self.save_state(phase="provision", pids={"sshd": pids})
+            _checkpoint(cancel)
+            from labctl import runner
+
+            try:
+                result = runner.run_playbook(self.dir, prov.up_playbook, progress, check=check, cancel=cancel)
+            except LabctlError as e:
+                self.save_state(phase="failed", error=str(e))
+                raise
+            if check:
+                return self.save_state(phase=self.state().get("phase"))
+            labels = {n["name"]: n["labels"] for n in data["nodes"]}
+            placement = {w["name"]: w["node"] for w in data["workloads"]}
+            return self.save_state(phase="ready", error=None, labels=labels, placement=placement,
+                                   changed=result.changed)
+
+    def down(self, progress: Progress, data: dict | None = None) -> bool:
+        """Remove everything the lab created; False if there was nothing to remove."""
+        if data is None and not self.dir.topology_data.exists():
+            if self.dir.root.exists():
+                shutil.rmtree(self.dir.root)
+                return True
+            return False
+        data = data or self.data()
+        prov = providers.get(data["provider"], self)
+        with self.lock():
+            if prov.down_playbook and self.dir.inventory.exists():
+                from labctl import runner
+
+                progress.phase(f"reset ({data['provider']})")
+                runner.run_playbook(self.dir, prov.down_playbook, progress)
+            progress.phase(f"teardown ({data['provider']})")
+            prov.teardown(data, progress)
+            shutil.rmtree(self.dir.root)
+        return True
+
+
+def _checkpoint(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
+
+
+@contextlib.contextmanager
+def _signals():
+    """SIGINT/SIGTERM set an event the runner polls (ansible-runner's cancel_callback), so the
+    playbook stops cleanly instead of leaving ansible-playbook running in its own session."""
+    cancel = threading.Event()
+
+    def handler(signum, _frame):
+        cancel.signum = signum  # type: ignore[attr-defined]
+        cancel.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield cancel
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

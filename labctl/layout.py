@@ -1,0 +1,129 @@
+"""Where things are: the lab directory layout (the one place that defines it), the labs home,
+and the playbooks and templates shipped with labctl."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+
+
+def shipped(name: str) -> Path:
+    """`playbooks` or `templates`: inside the installed package, or at the top of a checkout."""
+    for base in (_PKG / name, _PKG.parent / name):
+        if base.is_dir():
+            return base
+    raise FileNotFoundError(f"labctl installation is missing its {name}/ directory")
+
+
+def home() -> Path:
+    """Where labs live: $LABCTL_HOME, else /var/lib/labctl for root, else ~/.local/state/labctl."""
+    if env := os.environ.get("LABCTL_HOME"):
+        return Path(env).expanduser().resolve()
+    if os.geteuid() == 0:
+        return Path("/var/lib/labctl")
+    return Path.home() / ".local/state/labctl"
+
+
+def seed_topology() -> Path:
+    """The built-in default lab: inventories/seed/topology.yml, shipped as a template too."""
+    for p in (_PKG.parent / "inventories/seed/topology.yml", shipped("templates") / "seed-topology.yml"):
+        if p.is_file():
+            return p
+    raise FileNotFoundError("the seed topology is missing from this installation")
+
+
+@dataclass(frozen=True)
+class LabDir:
+    root: Path
+
+    # inputs and rendered files (render writes these, nothing else)
+    @property
+    def topology(self) -> Path:
+        return self.root / "topology.yml"
+
+    @property
+    def topology_data(self) -> Path:
+        return self.root / "topology-data.json"
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "ansible-inventory.yml"
+
+    @property
+    def ansible_cfg(self) -> Path:
+        return self.root / "ansible.cfg"
+
+    @property
+    def kubeadm_init(self) -> Path:
+        return self.root / "kubeadm" / "init.yaml"
+
+    def kubeadm_join(self, node: str) -> Path:
+        return self.root / "kubeadm" / f"join-{node}.yaml"
+
+    @property
+    def calico_resources(self) -> Path:
+        return self.root / "calico" / "custom-resources.yaml"
+
+    @property
+    def node_labels(self) -> Path:
+        return self.root / "node-labels.yaml"
+
+    def bird_conf(self, node: str) -> Path:
+        return self.root / "bird" / f"{node}.conf"
+
+    # lab runtime
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def runner(self) -> Path:
+        """ansible-runner's private data dir (artifacts of each run)."""
+        return self.root / "runner"
+
+    @property
+    def ssh(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.ssh / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh / "known_hosts"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.ssh / "authorized_keys"
+
+    @property
+    def control_dir(self) -> Path:
+        """ansible's SSH ControlPersist sockets, closed by down."""
+        return self.ssh / "cp"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    def node_dir(self, node: str) -> Path:
+        """netns: the node's own files (sshd config and host key, BIRD socket, pid files, labels)."""
+        return self.root / "nodes" / node
+
+    def bird_socket(self, node: str) -> Path:
+        return self.node_dir(node) / "bird.ctl"
+
+
+def lab_dir(name: str) -> LabDir:
+    return LabDir(home() / name)

@@ -1,0 +1,173 @@
+"""Talking to live nodes over SSH (paramiko) and reading their network state.
+
+Both providers are read the same way: one SSH session per node runs a probe script whose
+sections are parsed here. Host keys must match the lab's known_hosts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from labctl.errors import LabctlError
+
+SECTION = "=====labctl:"
+
+
+@dataclass
+class Session:
+    """Peer name, state and info of one BGP protocol as BIRD shows it."""
+
+    name: str
+    state: str
+    info: str
+    since: str = ""
+
+    @property
+    def established(self) -> bool:
+        return self.info.startswith("Established")
+
+
+@dataclass
+class NodeFacts:
+    name: str
+    address: str
+    reachable: bool = False
+    error: str = ""
+    hostname: str = ""
+    interface: str = ""
+    physical_ip: str = ""
+    tunnel_device: str = ""
+    tunnel_ip: str = ""
+    block: str = ""
+    labels: dict = field(default_factory=dict)
+    sessions: list[Session] = field(default_factory=list)
+    routes: list[dict] = field(default_factory=list)
+    bird_running: bool = False
+
+
+class NodeShell:
+    """One SSH connection to a node."""
+
+    def __init__(self, lab_dir, node: dict, timeout: float = 5.0):
+        import paramiko  # heavy; only commands that reach nodes import it
+
+        self.node = node
+        c = paramiko.SSHClient()
+        c.load_host_keys(str(lab_dir.known_hosts))
+        c.set_missing_host_key_policy(paramiko.RejectPolicy())
+        ssh = node.get("ssh") or {}
+        key = str(lab_dir.ssh_key) if lab_dir.ssh_key.exists() else ssh.get("key")
+        try:
+            c.connect(node["address"], port=int(ssh.get("port", 22)), username=ssh.get("user", "root"),
+                      key_filename=key, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                      allow_agent=False, look_for_keys=False)
+        except Exception as e:  # paramiko raises many types; all mean "unreachable"
+            raise LabctlError(f"ssh {node['name']} ({node['address']}): {e.__class__.__name__}: {e}") from None
+        self.client = c
+
+    def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+        _, out, err = self.client.exec_command(command, timeout=timeout)
+        o = out.read().decode(errors="replace")
+        e = err.read().decode(errors="replace")
+        return out.channel.recv_exit_status(), o, e
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def probe_script(node: dict) -> str:
+    sock = shlex.quote(node.get("bird_socket", "/var/run/calico/bird.ctl"))
+    labels = shlex.quote(f"{node['dir']}/labels.json") if node.get("dir") else "/dev/null"
+    parts = {
+        "hostname": "hostname",
+        "addr": "ip -j -4 addr show",
+        "route": "ip -j -4 route show",
+        "bird": f"birdc -s {sock} show protocols 2>&1",
+        "labels": f"cat {labels} 2>/dev/null || echo '{{}}'",
+    }
+    return "; ".join(f"echo '{SECTION}{k}'; {cmd}" for k, cmd in parts.items())
+
+
+def parse_probe(facts: NodeFacts, out: str, pool: str | None = None) -> NodeFacts:
+    sections: dict[str, str] = {}
+    key = None
+    for line in out.splitlines():
+        if line.startswith(SECTION):
+            key = line[len(SECTION):]
+            sections[key] = ""
+        elif key:
+            sections[key] += line + "\n"
+    facts.hostname = sections.get("hostname", "").strip()
+    try:
+        addrs = json.loads(sections.get("addr") or "[]")
+    except ValueError:
+        addrs = []
+    for link in addrs:
+        for a in link.get("addr_info", []):
+            if a.get("local") == facts.address:
+                facts.interface, facts.physical_ip = link["ifname"], f"{a['local']}/{a['prefixlen']}"
+            if link.get("ifname") in ("tunl0", "vxlan.calico") and a.get("prefixlen") == 32:
+                facts.tunnel_device, facts.tunnel_ip = link["ifname"], a["local"]
+    try:
+        facts.routes = json.loads(sections.get("route") or "[]")
+    except ValueError:
+        facts.routes = []
+    # Calico blackholes the node's own block (and BIRD announces it)
+    for r in facts.routes:
+        if r.get("type") == "blackhole" and r.get("protocol") == "bird":
+            facts.block = r["dst"]
+    bird = sections.get("bird", "")
+    facts.bird_running = "BIRD" in bird and "ready" in bird
+    facts.sessions = parse_protocols(bird)
+    try:
+        facts.labels = json.loads(sections.get("labels") or "{}")
+    except ValueError:
+        facts.labels = {}
+    return facts
+
+
+_PROTO = re.compile(r"^(\S+)\s+BGP\s+\S+\s+(\S+)\s+(\S+(?:\s\S+)?)\s*(.*)$")
+
+
+def parse_protocols(text: str) -> list[Session]:
+    """Rows of `birdc show protocols` whose protocol is BGP."""
+    out = []
+    for line in text.splitlines():
+        m = _PROTO.match(line.strip())
+        if m:
+            since, info = m.group(3), m.group(4).strip()
+            # `since` is one token (time) or two (date time); info follows
+            parts = since.split()
+            if len(parts) == 2 and not re.match(r"^\d", parts[1]):
+                since, info = parts[0], (parts[1] + " " + info).strip()
+            out.append(Session(m.group(1), m.group(2), info, since))
+    return out
+
+
+def gather(lab_dir, nodes: list[dict], pool: str | None = None) -> list[NodeFacts]:
+    """Probe every node in parallel; unreachable nodes come back with reachable=False."""
+
+    def one(node: dict) -> NodeFacts:
+        f = NodeFacts(node["name"], node["address"])
+        try:
+            with NodeShell(lab_dir, node) as s:
+                rc, out, err = s.run(probe_script(node))
+        except LabctlError as e:
+            f.error = str(e)
+            return f
+        f.reachable = True
+        return parse_probe(f, out, pool)
+
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as ex:
+        return list(ex.map(one, nodes))

@@ -1,0 +1,257 @@
+"""The netns provider: each node is a network namespace on a LAN bridge, with its own sshd
+(and UTS namespace, for its hostname). Once the nodes answer SSH, the playbooks do the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from labctl import sh
+from labctl.errors import HostError
+from labctl.layout import LabDir
+
+TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
+SSHD = "/usr/sbin/sshd"
+
+
+def lab_id(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:6]
+
+
+def bridge_name(lab: str) -> str:
+    return f"br-lc{lab_id(lab)}"
+
+
+def host_veth(lab: str, index: int) -> str:
+    return f"lc{lab_id(lab)}-{index}"
+
+
+def node_netns(lab: str, node: str) -> str:
+    return f"lc-{lab}.{node}"
+
+
+class NetnsProvider:
+    name = "netns"
+    up_playbook = "netns-up.yml"
+    down_playbook = None
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.dir: LabDir = lab.dir
+
+    # -- checks before anything is created -------------------------------------------------
+
+    def preflight(self, data: dict) -> list[str]:
+        """Raise HostError if this host cannot run the lab; return warnings."""
+        if os.geteuid() != 0:
+            raise HostError("the netns provider needs root", "run it with sudo")
+        missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
+        if missing:
+            raise HostError(f"missing tools: {', '.join(missing)}",
+                            "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux")
+        self.check_routes(data)
+        return []
+
+    def check_routes(self, data: dict) -> None:
+        """Refuse CIDRs that overlap a route the host already has (but our own bridge's)."""
+        ours = bridge_name(data["name"])
+        mine = {
+            "network.lan": data["network"]["lan"],
+            "kubernetes.pod_subnet": data["kubernetes"]["pod_subnet"],
+            "kubernetes.service_subnet": data["kubernetes"]["service_subnet"],
+            "calico.pool": data["calico"]["pool"],
+        }
+        routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
+        for r in routes:
+            dst = r.get("dst", "")
+            if dst in ("default", "") or r.get("dev") == ours or r.get("type") in ("broadcast",):
+                continue
+            if r.get("type") == "local" and dst.startswith("127."):
+                continue
+            try:
+                net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
+            except ValueError:
+                continue
+            for field, cidr in mine.items():
+                if net.overlaps(ipaddress.IPv4Network(cidr)):
+                    raise HostError(f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
+                                    "pick CIDRs this host does not use")
+
+    def ipip_supported(self) -> bool:
+        if Path("/sys/module/ipip").exists():
+            return True
+        return shutil.which("modprobe") is not None and sh.ok(["modprobe", "-n", "-q", "ipip"])
+
+    # -- bring up --------------------------------------------------------------------------
+
+    def bootstrap(self, data: dict, progress) -> dict:
+        """Bridge, namespaces, NICs, keys and sshd; idempotent. Returns pids per node."""
+        name = data["name"]
+        br = bridge_name(name)
+        gw = data["network"]["gateway"]
+        plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+        if not _link_exists(br):
+            sh.run(["ip", "link", "add", br, "type", "bridge"])
+            sh.run(["ip", "addr", "add", f"{gw}/{plen}", "dev", br])
+        sh.run(["ip", "link", "set", br, "up"])
+        self._keys(data)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        pids = {}
+        for i, n in enumerate(data["nodes"]):
+            ns = node_netns(name, n["name"])
+            veth = host_veth(name, i)
+            if not Path(f"/run/netns/{ns}").exists():
+                sh.run(["ip", "netns", "add", ns])
+            if not _link_exists(veth):
+                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", n["interface"], "netns", ns])
+            sh.run(["ip", "link", "set", veth, "master", br, "up"])
+            nsx = ["ip", "-n", ns]
+            sh.run(nsx + ["link", "set", "lo", "up"])
+            addr = f"{n['address']}/{plen}"
+            if addr not in sh.run(nsx + ["-4", "-o", "addr", "show", "dev", n["interface"]]).stdout:
+                sh.run(nsx + ["addr", "add", addr, "dev", n["interface"]])
+            sh.run(nsx + ["link", "set", n["interface"], "up"])
+            # the LAN gateway is the host, whose ip_forward stays 0: nothing leaves through it,
+            # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
+            sh.run(nsx + ["route", "replace", "default", "via", gw, "dev", n["interface"]])
+            pids[n["name"]] = self._sshd(data, n, ns)
+        return pids
+
+    def _keys(self, data: dict) -> None:
+        d = self.dir
+        d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not d.ssh_key.exists():
+            sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{data['name']}", "-f", str(d.ssh_key)])
+        os.chmod(d.ssh_key, 0o600)
+        pub = Path(str(d.ssh_key) + ".pub").read_text()
+        d.authorized_keys.write_text(pub)
+        os.chmod(d.authorized_keys, 0o600)
+        known = []
+        for n in data["nodes"]:
+            nd = d.node_dir(n["name"])
+            nd.mkdir(parents=True, exist_ok=True, mode=0o700)
+            hk = nd / "ssh_host_ed25519_key"
+            if not hk.exists():
+                sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
+            key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
+            known.append(f"{n['address']} {key_type} {key}\n")
+        d.known_hosts.write_text("".join(known))
+
+    def _sshd(self, data: dict, n: dict, ns: str) -> int:
+        nd = self.dir.node_dir(n["name"])
+        pidfile = nd / "sshd.pid"
+        pid = _pid(pidfile)
+        if pid and _alive(pid):
+            return pid
+        cfg = nd / "sshd_config"
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {n['address']}",
+                    "Port 22",
+                    f"HostKey {nd / 'ssh_host_ed25519_key'}",
+                    f"PidFile {pidfile}",
+                    f"AuthorizedKeysFile {self.dir.authorized_keys}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    # the lab dir may sit under a sticky /tmp, which StrictModes rejects;
+                    # authorized_keys is labctl's own 0600 file in a 0700 lab dir
+                    "StrictModes no",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    "PrintLastLog no",
+                    "MaxSessions 100",
+                    "MaxStartups 100:30:200",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+        # nsenter (not `ip netns exec`) keeps the host's mount namespace, so `ip netns add`
+        # run on the node makes pod namespaces the host can see and `labctl down` can remove
+        sh.run(["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--uts", "--",
+                "/bin/sh", "-c", 'hostname "$1" && exec "$2" -f "$3" -E "$4"', "sh",
+                n["name"], SSHD, str(cfg), str(nd / "sshd.log")])
+        for _ in range(50):
+            pid = _pid(pidfile)
+            if pid:
+                return pid
+            time.sleep(0.02)
+        raise HostError(f"sshd of node {n['name']} did not start", f"see {nd / 'sshd.log'}")
+
+    # -- tear down -------------------------------------------------------------------------
+
+    def teardown(self, data: dict, progress) -> None:
+        name = data["name"]
+        self._close_masters()
+        for n in data["nodes"]:
+            for pod in n.get("pods", []):
+                _delete_netns(pod["netns"])
+            _delete_netns(node_netns(name, n["name"]))
+        br = bridge_name(name)
+        if _link_exists(br):
+            sh.run(["ip", "link", "del", br])
+        # `ip netns del` returns before the kernel has released the veths
+        prefix = f"lc{lab_id(name)}-"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            links = sh.run(["ip", "-o", "link", "show"]).stdout
+            if f": {prefix}" not in links and f": {br}" not in links:
+                return
+            time.sleep(0.05)
+        progress.warn(f"host links {prefix}* still present after 10 s")
+
+    def _close_masters(self) -> None:
+        cp = self.dir.control_dir
+        if not cp.is_dir():
+            return
+        for sock in cp.iterdir():
+            sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
+
+
+def _link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _delete_netns(ns: str) -> None:
+    """Kill every process in the namespace (by pid), then delete it."""
+    if not Path(f"/run/netns/{ns}").exists():
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [int(p) for p in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.02)
+    sh.run(["ip", "netns", "del", ns])

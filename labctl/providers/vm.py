@@ -1,0 +1,29 @@
+"""The vm provider: the nodes are existing machines reached over SSH; playbooks do everything."""
+
+from __future__ import annotations
+
+from labctl.layout import LabDir
+
+
+class VmProvider:
+    name = "vm"
+    up_playbook = "vm-up.yml"
+    down_playbook = "vm-down.yml"
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.dir: LabDir = lab.dir
+
+    def preflight(self, data: dict) -> list[str]:
+        return []
+
+    def ipip_supported(self) -> bool:
+        return True  # real kernels have ipip; the host_prep role loads the module
+
+    def bootstrap(self, data: dict, progress) -> dict:
+        self.dir.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir.known_hosts.touch(mode=0o600, exist_ok=True)
+        return {}
+
+    def teardown(self, data: dict, progress) -> None:
+        return None

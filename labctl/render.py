@@ -1,0 +1,170 @@
+"""Render a lab directory from a topology with Jinja2 (StrictUndefined). Touches no host.
+
+Every value that lands in a YAML file goes through the `y` filter (a JSON scalar, which is
+valid YAML), so no topology string can add keys or documents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jinja2
+
+from labctl import layout
+from labctl.layout import LabDir
+from labctl.topology import Plan, base_labels
+
+CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+
+
+def _y(value) -> str:
+    if hasattr(value, "compressed"):  # ipaddress objects
+        value = str(value)
+    return json.dumps(value)
+
+
+def _bird_str(value) -> str:
+    s = str(value)
+    if '"' in s or "\\" in s or "\n" in s:
+        raise ValueError(f"refusing to put {s!r} into a BIRD config")
+    return f'"{s}"'
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(layout.shipped("templates"))),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["y"] = _y
+    env.filters["bird_str"] = _bird_str
+    return env
+
+
+def tunnel_device(encapsulation: str, ipip: bool) -> str | None:
+    """The node's tunnel device; IPIP falls back to VXLAN where the kernel has no ipip."""
+    if encapsulation == "None":
+        return None
+    if encapsulation.startswith("IPIP") and ipip:
+        return "tunl0"
+    return "vxlan.calico"
+
+
+def k8s_version(version: str) -> str:
+    # without a patch, kubeadm resolves the newest patch of the minor (or its own version offline)
+    return f"v{version}" if version.count(".") == 2 else f"stable-{version}"
+
+
+def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
+    t = plan.topology
+    tunnel = tunnel_device(t.calico.encapsulation, ipip)
+    # CrossSubnet: every node here shares one LAN, so routes go straight over it
+    cross = t.calico.encapsulation.endswith("CrossSubnet")
+    nodes = []
+    for n in plan.nodes:
+        nodes.append(
+            {
+                "name": n.name,
+                "role": n.role,
+                "address": str(n.address),
+                "interface": n.interface,
+                "block": str(n.block),
+                "tunnel_ip": str(n.tunnel_ip) if n.tunnel_ip else None,
+                "vtep_mac": n.vtep_mac,
+                "labels": n.labels,
+                "base_labels": base_labels(n.name, n.role),
+                "ssh": n.ssh.model_dump(),
+                "dir": str(lab.node_dir(n.name)),
+                "bird_socket": str(lab.bird_socket(n.name)),
+                "mesh_name": "Mesh_" + str(n.address).replace(".", "_"),
+                "pods": [
+                    {"name": p.name, "ip": str(p.ip), "veth": p.veth, "netns": pod_netns(t.name, p.name)}
+                    for p in plan.pods
+                    if p.node == n.name
+                ],
+            }
+        )
+    return {
+        "lab": t.name,
+        "provider": t.provider,
+        "lab_dir": str(lab.root),
+        "paths": lab,
+        "t": t,
+        "lan": str(t.network.lan),
+        "lan_prefixlen": t.network.lan.prefixlen,
+        "gateway": str(t.gateway),
+        "pool": str(t.pool),
+        "nodes": nodes,
+        "control_plane": next(n for n in nodes if n["role"] == "control-plane"),
+        "workers": [n for n in nodes if n["role"] == "worker"],
+        "tunnel_device": tunnel,
+        "route_mode": "direct" if tunnel is None or cross else tunnel,
+        "k8s_version": k8s_version(t.kubernetes.version),
+        "cri_socket": CRI_SOCKET,
+        "python": "/usr/bin/python3",
+    }
+
+
+def pod_netns(lab: str, pod: str) -> str:
+    return f"lc-{lab}.pod.{pod}"
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+def topology_data(plan: Plan, ctx: dict) -> dict:
+    t = plan.topology
+    return {
+        "name": t.name,
+        "provider": t.provider,
+        "network": {"lan": ctx["lan"], "gateway": ctx["gateway"]},
+        "kubernetes": t.kubernetes.model_dump(mode="json"),
+        "calico": t.calico.model_dump(mode="json") | {"pool": ctx["pool"], "tunnel_device": ctx["tunnel_device"]},
+        "nodes": [{k: v for k, v in n.items() if k not in ("ssh",)} for n in ctx["nodes"]],
+        "workloads": [
+            {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
+            for p in plan.pods
+        ],
+    }
+
+
+def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = True) -> list[Path]:
+    """Write every rendered file of the lab; returns them in order."""
+    env = _env()
+    ctx = context(plan, lab, ipip)
+    lab.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(lab.root, 0o700)
+    out: list[Path] = []
+
+    def put(path: Path, template: str, **extra) -> None:
+        _write(path, env.get_template(template).render(**ctx, **extra))
+        out.append(path)
+
+    if source is not None and source.resolve() != lab.topology.resolve():
+        shutil.copyfile(source, lab.topology)
+        out.append(lab.topology)
+    _write(lab.topology_data, json.dumps(topology_data(plan, ctx), indent=2) + "\n")
+    out.append(lab.topology_data)
+    put(lab.inventory, "ansible-inventory.yml.j2")
+    put(lab.ansible_cfg, "ansible.cfg.j2")
+    put(lab.kubeadm_init, "kubeadm-init.yaml.j2")
+    for w in ctx["workers"]:
+        put(lab.kubeadm_join(w["name"]), "kubeadm-join.yaml.j2", node=w)
+    put(lab.calico_resources, "calico-resources.yaml.j2")
+    put(lab.node_labels, "node-labels.yaml.j2")
+    if plan.topology.provider == "netns":
+        for n in ctx["nodes"]:
+            peers = [p for p in ctx["nodes"] if p["name"] != n["name"]]
+            put(lab.bird_conf(n["name"]), "bird.conf.j2", node=n, peers=peers)
+    return out

@@ -1,0 +1,132 @@
+"""The only module that imports ansible_runner. Runs a playbook against a lab and turns its
+events into progress lines; a failure comes back as one ProvisionError naming host, task,
+message and log file."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labctl import layout
+from labctl.errors import Interrupted, ProvisionError
+from labctl.layout import LabDir
+from labctl.progress import Progress
+
+
+@dataclass
+class Failure:
+    host: str
+    task: str
+    message: str
+
+
+@dataclass
+class Result:
+    status: str
+    rc: int
+    changed: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+
+class _Events:
+    """ansible-runner event -> progress line."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.failures: list[Failure] = []
+        self.changed: dict[str, int] = {}
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        if kind == "playbook_on_play_start":
+            self.p.phase(data.get("play", "").strip() or "play")
+        elif kind == "playbook_on_task_start" and not data.get("is_conditional"):
+            self.p.task(f"TASK {data.get('task', '').strip()}")
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            host = data.get("host", "?")
+            res = data.get("res") or {}
+            status = {"runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
+                      "runner_on_skipped": "skipped"}.get(kind, "changed" if res.get("changed") else "ok")
+            if kind == "runner_on_failed" and data.get("ignore_errors"):
+                status = "ok"
+            detail = ""
+            if status in ("failed", "unreachable"):
+                detail = _message(res)
+                self.failures.append(Failure(host, data.get("task", "?").strip(), detail))
+            if status == "changed":
+                self.changed[host] = self.changed.get(host, 0) + 1
+            self.p.host(host, status, data.get("duration"), detail)
+        elif kind == "runner_on_async_poll":
+            pass
+        stdout = event.get("stdout")
+        if stdout:
+            self.p.log(stdout)
+        return True
+
+
+def _message(res: dict) -> str:
+    if res.get("censored"):
+        return res["censored"]
+    for key in ("msg", "stderr", "module_stderr", "stdout"):
+        val = res.get(key)
+        if val:
+            lines = [x for x in str(val).strip().splitlines() if x.strip()]
+            if lines:
+                return lines[-1][:400]
+    return "failed"
+
+
+def run_playbook(
+    lab: LabDir,
+    playbook: str,
+    progress: Progress,
+    extravars: dict | None = None,
+    check: bool = False,
+    limit: str | None = None,
+    cancel: threading.Event | None = None,
+) -> Result:
+    import ansible_runner  # heavy: imported only when a playbook runs
+
+    playbooks = layout.shipped("playbooks")
+    env = {
+        "ANSIBLE_CONFIG": str(lab.ansible_cfg),
+        "ANSIBLE_ROLES_PATH": str(playbooks / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        # ansible-runner starts ansible-playbook through PATH: make it the one beside this python
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "ANSIBLE_LOCAL_TEMP": str(lab.runner / "tmp"),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    lab.runner.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lab.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    events = _Events(progress)
+    cmdline = "--check --diff" if check else None
+    r = ansible_runner.run(
+        private_data_dir=str(lab.runner),
+        playbook=str(playbooks / playbook),
+        inventory=str(lab.inventory),
+        extravars=extravars or {},
+        envvars=env,
+        cmdline=cmdline,
+        limit=limit,
+        quiet=True,
+        event_handler=events,
+        cancel_callback=(lambda: cancel.is_set()) if cancel is not None else None,
+        rotate_artifacts=5,
+        suppress_env_files=True,
+    )
+    result = Result(r.status, r.rc, events.changed, events.failures)
+    if r.status == "canceled":
+        raise Interrupted(getattr(cancel, "signum", 2))
+    if r.status != "successful":
+        log = progress.log_path
+        if events.failures:
+            f = events.failures[0]
+            raise ProvisionError(f"{f.host}: task '{f.task}' failed: {f.message}", f"log file saved to {log}")
+        raise ProvisionError(f"ansible-playbook {playbook} ended {r.status} (rc {r.rc})", f"log file saved to {log}")
+    return result

@@ -1,0 +1,548 @@
+"""The topology file: its model (pydantic v2), its checks, and what follows from it.
+
+`load()` returns a `Topology` or raises `TopologyError` with one `FILE:LINE: path: message (hint)`
+line per problem. `plan()` derives everything a lab needs that the user did not write: node
+blocks and tunnel IPs, pod addresses and where each workload lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from labctl import yamlsrc
+from labctl.errors import TopologyError
+from labctl.yamlsrc import Problem
+
+SUPPORTED_K8S = range(31, 36)  # 1.31 .. 1.35 (kubeadm v1beta4 exists from 1.31)
+# Calico minor -> Kubernetes minors it is tested with (Calico docs, "System requirements")
+CALICO_K8S = {29: range(29, 32), 30: range(31, 36), 31: range(32, 36), 32: range(32, 36)}
+ENCAPSULATIONS = ("IPIP", "IPIPCrossSubnet", "VXLAN", "VXLANCrossSubnet", "None")
+LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+HOSTNAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
+
+
+def _ipv4(v: Any) -> IPv4Address:
+    if not isinstance(v, str):
+        raise ValueError("must be an IPv4 address string such as 10.12.22.1")
+    try:
+        return IPv4Address(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4 address") from None
+
+
+def _net(v: Any) -> IPv4Network:
+    # host bits are accepted here and reported by _host_bits(), which can suggest the network
+    if not isinstance(v, str):
+        raise ValueError("must be a CIDR string such as 10.12.0.0/16")
+    try:
+        return IPv4Network(v, strict=False)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4 CIDR") from None
+
+
+Address = Annotated[
+    IPv4Address, PlainValidator(_ipv4), PlainSerializer(str), WithJsonSchema({"type": "string", "format": "ipv4"})
+]
+Network = Annotated[
+    IPv4Network,
+    PlainValidator(_net),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+\.\d+\.\d+\.\d+/\d+$"}),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Ssh(_Model):
+    user: str = Field("root", description="SSH user; not root means tasks use become (sudo)")
+    port: int = Field(22, ge=1, le=65535)
+    key: str = Field("~/.ssh/id_ed25519", description="private key (vm provider; netns makes a lab key)")
+    jump: str | None = Field(None, description="ProxyJump bastion, [user@]host[:port]")
+
+
+class NetworkCfg(_Model):
+    lan: Network = Field(description="the LAN all nodes share; netns creates it as a bridge")
+    gateway: Address | None = Field(None, description="default: the last host address of lan")
+
+
+class Kubernetes(_Model):
+    version: str = Field("1.34", description="1.MINOR or 1.MINOR.PATCH, 1.31-1.35")
+    pod_subnet: Network = Field(default_factory=lambda: IPv4Network("192.168.0.0/16"))
+    service_subnet: Network = Field(default_factory=lambda: IPv4Network("10.96.0.0/12"))
+
+
+class Calico(_Model):
+    version: str = Field("v3.30.7", description="vX.Y.Z, 3.29-3.32")
+    encapsulation: Literal["IPIP", "IPIPCrossSubnet", "VXLAN", "VXLANCrossSubnet", "None"] = "IPIP"
+    pool: Network | None = Field(None, description="default: kubernetes.pod_subnet; must lie inside it")
+    block_size: int = Field(26, description="20..32")
+    asn: int = Field(64512, description="BGP AS number of every node")
+    nat_outgoing: bool = True
+
+
+class Defaults(_Model):
+    interface: str = Field("eth0", description="the node's LAN NIC name")
+    ssh: Ssh = Field(default_factory=Ssh)
+
+
+class Node(_Model):
+    role: Literal["control-plane", "worker"]
+    address: Address
+    labels: dict[str, str] = Field(default_factory=dict)
+    interface: str | None = Field(None, description="overrides defaults.interface")
+    ssh: Ssh | None = Field(None, description="overrides defaults.ssh (vm provider)")
+
+
+class Workload(_Model):
+    name: str
+    node_selector: dict[str, str] = Field(default_factory=dict)
+
+
+class Topology(_Model):
+    name: str = Field(description="lab name: ^[a-z][a-z0-9-]{0,19}$")
+    provider: Literal["netns", "vm"] = "netns"
+    network: NetworkCfg
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+    calico: Calico = Field(default_factory=Calico)
+    defaults: Defaults = Field(default_factory=Defaults)
+    nodes: dict[str, Node] = Field(min_length=1)
+    workloads: list[Workload] | None = Field(None, description="default: one pod per node")
+
+    @property
+    def gateway(self) -> IPv4Address:
+        return self.network.gateway or self.network.lan.broadcast_address - 1
+
+    @property
+    def pool(self) -> IPv4Network:
+        return self.calico.pool or self.kubernetes.pod_subnet
+
+
+def schema() -> dict:
+    return Topology.model_json_schema()
+
+
+# --- errors from pydantic, one line per field ---------------------------------------------
+
+_TYPE_WORDS = {
+    "string_type": ("must be a string", "quote it"),
+    "int_type": ("must be an integer", None),
+    "bool_type": ("must be true or false", None),
+    "dict_type": ("must be a mapping", None),
+    "list_type": ("must be a list", None),
+    "model_type": ("must be a mapping", None),
+    "missing": ("is required", None),
+    "extra_forbidden": ("unknown field", None),
+    "too_short": ("must not be empty", None),
+}
+
+
+def _pydantic_problems(err: ValidationError, data: dict) -> list[Problem]:
+    out = []
+    for e in err.errors(include_url=False):
+        path = tuple(x for x in e["loc"] if x != "[key]")
+        kind = e["type"]
+        msg, hint = _TYPE_WORDS.get(kind, (e["msg"], None))
+        if kind == "extra_forbidden":
+            parent = _model_at(path[:-1])
+            valid = ", ".join(parent.model_fields) if parent else ""
+            hint = f"valid fields: {valid}" if valid else None
+            msg = f"unknown field {path[-1]!r}"
+        elif kind == "literal_error":
+            msg = f"{e['input']!r} is not one of {e['ctx']['expected']}"
+        elif kind == "value_error":
+            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+        elif kind == "string_type" and isinstance(e.get("input"), bool | float | int):
+            # YAML turns no/yes/on/off into booleans and 1.30 into a float
+            hint = f"YAML read {e['input']!r}; quote the value"
+        out.append(Problem(path, msg, hint))
+    return out
+
+
+def _model_at(path: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Topology
+    i = 0
+    while model is not None and i < len(path):
+        name = path[i]
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", ())
+        if name == "nodes" or name == "ssh" and model is Node:
+            model = Node if name == "nodes" else Ssh
+            i += 2 if name == "nodes" else 1
+            continue
+        if name == "workloads":
+            model = Workload
+            i += 2
+            continue
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        i += 1
+    return model
+
+
+# --- semantic checks ------------------------------------------------------------------------
+
+
+def _label_problems(labels: dict[str, str], path: tuple) -> list[Problem]:
+    out = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+            out.append(Problem(path + (key,), f"label key prefix {prefix!r} is not a DNS subdomain",
+                               "lowercase letters, digits, '-' and '.'"))
+        elif not LABEL_NAME.match(name):
+            out.append(Problem(path + (key,), f"label key {key!r} is not valid in Kubernetes",
+                               "name part: 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
+        if value and not LABEL_NAME.match(value):
+            out.append(Problem(path + (key,), f"label value {value!r} is not valid in Kubernetes",
+                               "0-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
+    return out
+
+
+def _version_problems(t: Topology) -> list[Problem]:
+    out = []
+    m = re.fullmatch(r"1\.(\d+)(?:\.(\d+))?", t.kubernetes.version)
+    kminor = int(m.group(1)) if m else None
+    if not m:
+        out.append(Problem(("kubernetes", "version"), f"{t.kubernetes.version!r} is not 1.MINOR or 1.MINOR.PATCH",
+                           'for example "1.34"'))
+    elif kminor not in SUPPORTED_K8S:
+        out.append(Problem(("kubernetes", "version"), f"Kubernetes {t.kubernetes.version} is not supported",
+                           f"supported: 1.{SUPPORTED_K8S.start}-1.{SUPPORTED_K8S.stop - 1}"))
+    c = re.fullmatch(r"v3\.(\d+)\.(\d+)", t.calico.version)
+    if not c:
+        out.append(Problem(("calico", "version"), f"{t.calico.version!r} is not a Calico release vX.Y.Z",
+                           "for example v3.30.7"))
+    elif int(c.group(1)) not in CALICO_K8S:
+        out.append(Problem(("calico", "version"), f"Calico {t.calico.version} is not supported",
+                           "supported: v3.29.x-v3.32.x"))
+    elif kminor in SUPPORTED_K8S and kminor not in CALICO_K8S[int(c.group(1))]:
+        k = CALICO_K8S[int(c.group(1))]
+        out.append(Problem(("calico", "version"),
+                           f"Calico {t.calico.version} is not tested with Kubernetes 1.{kminor}",
+                           f"it supports 1.{k.start}-1.{k.stop - 1}"))
+    return out
+
+
+def _net_problems(t: Topology) -> list[Problem]:
+    out = []
+    nets = {
+        ("network", "lan"): t.network.lan,
+        ("kubernetes", "pod_subnet"): t.kubernetes.pod_subnet,
+        ("kubernetes", "service_subnet"): t.kubernetes.service_subnet,
+    }
+    for path, net in nets.items():
+        if net.prefixlen < 8:
+            out.append(Problem(path, f"{net} is too large", "use a /8 or smaller"))
+        if net.overlaps(ipaddress.IPv4Network("127.0.0.0/8")) or net.overlaps(ipaddress.IPv4Network("169.254.0.0/16")):
+            out.append(Problem(path, f"{net} overlaps loopback or link-local space", None))
+    items = list(nets.items())
+    for i, (pa, a) in enumerate(items):
+        for pb, b in items[i + 1:]:
+            if a.overlaps(b):
+                out.append(Problem(pb, f"{b} overlaps {'.'.join(pa)} {a}", "the LAN, pods and services need disjoint CIDRs"))
+    lan = t.network.lan
+    gw = t.gateway
+    if t.network.gateway is not None:
+        if gw not in lan:
+            out.append(Problem(("network", "gateway"), f"{gw} is not inside network.lan {lan}", None))
+        elif gw in (lan.network_address, lan.broadcast_address):
+            out.append(Problem(("network", "gateway"), f"{gw} is the network or broadcast address of {lan}", None))
+    if lan.prefixlen > 29:
+        out.append(Problem(("network", "lan"), f"{lan} is too small", "use a /29 or larger"))
+    pool = t.pool
+    ppath = ("calico", "pool") if t.calico.pool else ("kubernetes", "pod_subnet")
+    if t.calico.pool is not None and not pool.subnet_of(t.kubernetes.pod_subnet):
+        out.append(Problem(ppath, f"{pool} is not inside kubernetes.pod_subnet {t.kubernetes.pod_subnet}",
+                           "Calico's operator rejects a pool outside the pod subnet"))
+    bs = t.calico.block_size
+    if not 20 <= bs <= 32:
+        out.append(Problem(("calico", "block_size"), f"{bs} is out of range", "20..32 (Calico's default is 26)"))
+    elif bs < pool.prefixlen:
+        out.append(Problem(("calico", "block_size"), f"/{bs} blocks are larger than the pool {pool}",
+                           f"use a block_size of at least {pool.prefixlen}"))
+    elif 2 ** (bs - pool.prefixlen) < len(t.nodes):
+        out.append(Problem(ppath, f"{pool} holds {2 ** (bs - pool.prefixlen)} /{bs} blocks, fewer than "
+                                  f"the {len(t.nodes)} nodes", "use a larger pool or a larger block_size"))
+    asn = t.calico.asn
+    if not 1 <= asn <= 4294967294 or asn in (23456, 65535):
+        out.append(Problem(("calico", "asn"), f"{asn} is not a usable AS number",
+                           "1-4294967294, not 23456 or 65535; private: 64512-65534"))
+    return out
+
+
+def _host_bits(src: yamlsrc.Source) -> list[Problem]:
+    out = []
+    data = src.data if isinstance(src.data, dict) else {}
+    for path in (("network", "lan"), ("kubernetes", "pod_subnet"), ("kubernetes", "service_subnet"), ("calico", "pool")):
+        v: Any = data
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        if isinstance(v, str):
+            try:
+                ipaddress.IPv4Network(v)
+            except ValueError:
+                try:
+                    n = ipaddress.IPv4Network(v, strict=False)
+                    out.append(Problem(path, f"{v} has host bits set", f"did you mean {n}?"))
+                except ValueError:
+                    pass
+    return out
+
+
+def _node_problems(t: Topology) -> list[Problem]:
+    out = []
+    cps = [n for n, node in t.nodes.items() if node.role == "control-plane"]
+    if len(cps) != 1:
+        out.append(Problem(("nodes",), f"need exactly one control-plane node, found {len(cps)}"
+                           + (f" ({', '.join(cps)})" if cps else ""), "set role: control-plane on one node"))
+    seen: dict[IPv4Address, str] = {}
+    lan = t.network.lan
+    for name, node in t.nodes.items():
+        path = ("nodes", name)
+        if not DNS_LABEL.match(name):
+            out.append(Problem(path, f"node name {name!r} is not a DNS-1123 label",
+                               "lowercase letters, digits and '-', 1-63 chars, alphanumeric at both ends"))
+        a = node.address
+        if t.provider == "netns" or a in lan:
+            if a not in lan:
+                out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}", None))
+            elif a in (lan.network_address, lan.broadcast_address):
+                out.append(Problem(path + ("address",), f"{a} is the network or broadcast address of {lan}", None))
+            elif a == t.gateway:
+                out.append(Problem(path + ("address",), f"{a} is the LAN gateway", "pick another address"))
+        elif t.provider == "vm":
+            out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}",
+                               "network.lan must be the subnet the VMs share"))
+        if a in seen:
+            out.append(Problem(path + ("address",), f"{a} is already used by node {seen[a]}", None))
+        seen.setdefault(a, name)
+        ifname = node.interface or t.defaults.interface
+        ipath = path + ("interface",) if node.interface else ("defaults", "interface")
+        if not IFNAME.match(ifname) or ifname in ("lo", "tunl0", "vxlan.calico", "all", "default"):
+            out.append(Problem(ipath, f"{ifname!r} is not a usable interface name",
+                               "1-15 of [A-Za-z0-9_.-], not lo/tunl0/vxlan.calico"))
+        out += _label_problems(node.labels, path + ("labels",))
+        if node.ssh is not None:
+            out += _ssh_problems(node.ssh, path + ("ssh",))
+    return out + _ssh_problems(t.defaults.ssh, ("defaults", "ssh"))
+
+
+def _ssh_problems(ssh: Ssh, path: tuple) -> list[Problem]:
+    out = []
+    if not USERNAME.match(ssh.user):
+        out.append(Problem(path + ("user",), f"{ssh.user!r} is not a valid user name", None))
+    if ssh.jump is not None:
+        m = re.fullmatch(r"(?:([a-z_][a-z0-9_.-]*)@)?([^@:\s]+)(?::(\d+))?", ssh.jump)
+        if not m or not HOSTNAME.match(m.group(2)) or (m.group(3) and not 0 < int(m.group(3)) < 65536):
+            out.append(Problem(path + ("jump",), f"{ssh.jump!r} is not [user@]host[:port]", None))
+    if not ssh.key or "\n" in ssh.key or "\0" in ssh.key:
+        out.append(Problem(path + ("key",), "not a usable file path", None))
+    return out
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        k = (p.path, p.message)
+        if k not in seen:
+            seen.add(k)
+            out.append(p)
+    return out
+
+
+def _workload_problems(t: Topology) -> list[Problem]:
+    out = []
+    names: set[str] = set()
+    for i, w in enumerate(t.workloads or []):
+        path = ("workloads", i)
+        if not DNS_LABEL.match(w.name) or len(w.name) > 40:
+            out.append(Problem(path + ("name",), f"{w.name!r} is not a valid workload name",
+                               "a DNS-1123 label of at most 40 chars"))
+        if w.name in names:
+            out.append(Problem(path + ("name",), f"workload {w.name!r} is declared twice", None))
+        names.add(w.name)
+        out += _label_problems(w.node_selector, path + ("node_selector",))
+        if not any(_matches(w.node_selector, name, node) for name, node in t.nodes.items()):
+            out.append(Problem(path + ("node_selector",), f"{w.node_selector} matches no node",
+                               "check the nodes' labels"))
+    return out
+
+
+def check(t: Topology) -> list[Problem]:
+    return _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
+
+
+def load(path: Path) -> Topology:
+    src = yamlsrc.load_file(path)
+    return from_source(src)
+
+
+def loads(text: str, name: str = "<topology>") -> Topology:
+    return from_source(yamlsrc.load(text, name))
+
+
+def from_source(src: yamlsrc.Source) -> Topology:
+    if src.problems and src.data is None:
+        raise TopologyError([src.format(p) for p in src.problems])
+    problems = list(src.problems) + _host_bits(src)
+    try:
+        topo = Topology.model_validate(src.data)
+    except ValidationError as e:
+        raise TopologyError([src.format(p) for p in problems + _pydantic_problems(e, src.data)]) from None
+    problems += check(topo)
+    if not problems:
+        problems += plan_problems(topo)
+    if problems:
+        raise TopologyError([src.format(p) for p in _dedupe(problems)])
+    return topo
+
+
+# --- what follows from a topology -----------------------------------------------------------
+
+
+def base_labels(name: str, role: str) -> dict[str, str]:
+    """Labels Kubernetes itself puts on a node."""
+    base = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if role == "control-plane":
+        base["node-role.kubernetes.io/control-plane"] = ""
+    return base
+
+
+def implicit_labels(name: str, node: Node) -> dict[str, str]:
+    return base_labels(name, node.role) | dict(node.labels)
+
+
+def _matches(selector: dict[str, str], name: str, node: Node) -> bool:
+    labels = implicit_labels(name, node)
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    name: str
+    node: str
+    ip: IPv4Address
+    veth: str  # node side, Calico style: cali + 11 hex chars
+    node_selector: dict
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    index: int
+    role: str
+    address: IPv4Address
+    interface: str
+    block: IPv4Network
+    tunnel_ip: IPv4Address | None
+    vtep_mac: str
+    labels: dict  # the user's labels (applied last)
+    ssh: Ssh
+
+
+@dataclass(frozen=True)
+class Plan:
+    topology: Topology
+    nodes: list[NodePlan]
+    pods: list[PodPlan]
+
+    def node(self, name: str) -> NodePlan:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def control_plane(self) -> NodePlan:
+        return next(n for n in self.nodes if n.role == "control-plane")
+
+    @property
+    def workers(self) -> list[NodePlan]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+
+def _workloads(t: Topology) -> list[Workload]:
+    if t.workloads is not None:
+        return list(t.workloads)
+    return [Workload(name=f"pod-{n}"[:40].rstrip("-"), node_selector={"kubernetes.io/hostname": n}) for n in t.nodes]
+
+
+def _schedule(t: Topology, wl: list[Workload]) -> list[tuple[Workload, str]]:
+    """Like kube-scheduler's spreading, simply: each workload goes to the matching node with the
+    fewest workloads so far, ties broken by node order."""
+    load = {n: 0 for n in t.nodes}
+    out = []
+    for w in wl:
+        candidates = [n for n, node in t.nodes.items() if _matches(w.node_selector, n, node)]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda n: load[n])
+        load[best] += 1
+        out.append((w, best))
+    return out
+
+
+def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
+    problems = []
+    blocks = t.pool.subnets(new_prefix=t.calico.block_size)
+    nodes = []
+    for i, (name, node) in enumerate(t.nodes.items()):
+        block = next(blocks)
+        tunnel = None
+        if t.calico.encapsulation != "None":
+            tunnel = block.network_address + (1 if block.num_addresses > 1 else 0)
+        mac = "66:" + ":".join(f"{b:02x}" for b in hashlib.sha1(f"{t.name}/{name}".encode()).digest()[:5])
+        nodes.append(NodePlan(name, i, node.role, node.address, node.interface or t.defaults.interface,
+                              block, tunnel, mac, dict(node.labels), node.ssh or t.defaults.ssh))
+    pods = []
+    by_node = {n.name: n for n in nodes}
+    used: dict[str, int] = {}
+    wl = _workloads(t)
+    for w, node_name in _schedule(t, wl):
+        n = by_node[node_name]
+        k = used.get(node_name, 0)
+        used[node_name] = k + 1
+        first = 2 if n.tunnel_ip is not None else 1
+        if first + k >= n.block.num_addresses - 1:
+            idx = wl.index(w)
+            path = ("workloads", idx) if t.workloads is not None else ("calico", "block_size")
+            problems.append(Problem(path, f"block {n.block} of node {node_name} has no address left for {w.name}",
+                                    "use a smaller calico.block_size"))
+            continue
+        ip = n.block.network_address + first + k
+        veth = "cali" + hashlib.sha1(f"{t.name}.{w.name}".encode()).hexdigest()[:11]
+        pods.append(PodPlan(w.name, node_name, ip, veth, dict(w.node_selector)))
+    return Plan(t, nodes, pods), problems
+
+
+def plan_problems(t: Topology) -> list[Problem]:
+    return _plan(t)[1]
+
+
+def plan(t: Topology) -> Plan:
+    p, _ = _plan(t)
+    return p
