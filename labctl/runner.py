@@ -46,6 +46,8 @@ class _Events:
             self.p.phase(data.get("play", "").strip() or "play")
         elif kind == "playbook_on_task_start" and not data.get("is_conditional"):
             self.p.task(f"TASK {data.get('task', '').strip()}")
+        elif kind == "playbook_on_handler_task_start":
+            self.p.task(f"HANDLER {data.get('task', '').strip()}")
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             host = data.get("host", "?")
             res = data.get("res") or {}
@@ -60,8 +62,6 @@ class _Events:
             if status == "changed":
                 self.changed[host] = self.changed.get(host, 0) + 1
             self.p.host(host, status, data.get("duration"), detail)
-        elif kind == "runner_on_async_poll":
-            pass
         stdout = event.get("stdout")
         if stdout:
             self.p.log(stdout)

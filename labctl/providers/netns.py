@@ -55,7 +55,15 @@ class NetnsProvider:
         if missing:
             raise HostError(f"missing tools: {', '.join(missing)}",
                             "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux")
+        if _link_exists(bridge_name(data["name"])) and not self.dir.state.exists():
+            raise HostError(f"a lab named {data['name']!r} is already running from another labctl home",
+                            "take it down there, or rename this lab")
         self.check_routes(data)
+        # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
+        longest = max([str(self.dir.bird_socket(n["name"])) for n in data["nodes"]] + [str(self.dir.control_dir / ("x" * 40))], key=len)
+        if len(longest) > 107:
+            raise HostError(f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
+                            "set LABCTL_HOME to a shorter directory")
         return []
 
     def check_routes(self, data: dict) -> None:
