@@ -26,6 +26,15 @@ def _y(value) -> str:
     return json.dumps(value)
 
 
+def _ansible_y(value) -> str:
+    """`y` for files ansible reads: a string that could hold Jinja is marked !unsafe, so a
+    topology value is data to ansible, never a template."""
+    text = _y(value)
+    if isinstance(value, str) and any(m in value for m in ("{{", "{%", "{#")):
+        return f"!unsafe {text}"
+    return text
+
+
 def _bird_str(value) -> str:
     s = str(value)
     if '"' in s or "\\" in s or "\n" in s:
@@ -43,6 +52,7 @@ def _env() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["y"] = _y
+    env.filters["ay"] = _ansible_y
     env.filters["bird_str"] = _bird_str
     return env
 

@@ -38,6 +38,7 @@ class _Events:
         self.p = progress
         self.failures: list[Failure] = []
         self.changed: dict[str, int] = {}
+        self.output: list[str] = []
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
@@ -65,13 +66,19 @@ class _Events:
         stdout = event.get("stdout")
         if stdout:
             self.p.log(stdout)
+            if kind in ("verbose", "error", "warning"):
+                self.output += stdout.splitlines()
         return True
 
 
 def _message(res: dict) -> str:
     if res.get("censored"):
         return res["censored"]
-    for key in ("msg", "stderr", "module_stderr", "stdout"):
+    keys = ("msg", "stderr", "module_stderr", "stdout")
+    if res.get("rc") not in (None, 0):
+        # a command's own words say more than ansible's "non-zero return code"
+        keys = ("stderr", "stdout", "module_stderr", "msg")
+    for key in keys:
         val = res.get(key)
         if val:
             lines = [x for x in str(val).strip().splitlines() if x.strip()]
@@ -128,5 +135,7 @@ def run_playbook(
         if events.failures:
             f = events.failures[0]
             raise ProvisionError(f"{f.host}: task '{f.task}' failed: {f.message}", f"log file saved to {log}")
-        raise ProvisionError(f"ansible-playbook {playbook} ended {r.status} (rc {r.rc})", f"log file saved to {log}")
+        errors = [x for x in events.output if "ERROR" in x]
+        why = errors[0].split("]:", 1)[-1].strip() if errors else f"ended {r.status} (rc {r.rc})"
+        raise ProvisionError(f"ansible-playbook {playbook}: {why}", f"log file saved to {log}")
     return result

@@ -396,7 +396,10 @@ def _workload_problems(t: Topology) -> list[Problem]:
 
 
 def check(t: Topology) -> list[Problem]:
-    return _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
+    name = [] if LAB_NAME.match(t.name) else [
+        Problem(("name",), f"{t.name!r} does not match the pattern ^[a-z][a-z0-9-]{{0,19}}$",
+                "lowercase letter first, then up to 19 of [a-z0-9-]")]
+    return name + _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
 
 
 def load(path: Path) -> Topology:

@@ -59,6 +59,9 @@ class Source:
         return f"{self.name}:{line}: {dotted(p.path)}: {p.message}{hint}"
 
 
+_PLAIN_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+
+
 class _Walker:
     def __init__(self, src: Source):
         self.src = src
@@ -73,6 +76,8 @@ class _Walker:
             self.src.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             return self.scalars.construct_object(node)
+        if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(None, None, f"tag {node.tag!r} is not allowed", node.start_mark)
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
         out: dict = {}

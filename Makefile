@@ -1,0 +1,45 @@
+# The two commands of the README (run as root on Debian 12 / Ubuntu 22.04+):
+#   make up     system packages, a venv with labctl, then `labctl up` of the seed lab
+#   make test   the same setup, then the test suite (real namespaces, sshd, BIRD, ansible)
+VENV    ?= .venv
+PYTHON  ?= python3
+APT_PACKAGES = bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux python3 python3-venv python3-pip
+PYTEST_ARGS ?=
+
+.PHONY: deps venv up down verify test bench lint clean
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "run as root (sudo make ...): namespaces and apt need it" >&2; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+up: deps venv
+	$(VENV)/bin/labctl up
+	$(VENV)/bin/labctl inspect
+
+down: venv
+	$(VENV)/bin/labctl down
+
+verify: venv
+	$(VENV)/bin/labctl verify
+
+test: deps venv
+	$(VENV)/bin/python -m pytest -v $(PYTEST_ARGS) tests
+
+bench: deps venv
+	$(VENV)/bin/python bench/up.py
+
+lint: venv
+	$(VENV)/bin/ansible-lint --profile production playbooks/
+	$(VENV)/bin/yamllint -s playbooks/ inventories/
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

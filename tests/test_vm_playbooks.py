@@ -1,0 +1,81 @@
+"""The vm provider's playbooks without VMs: syntax against a rendered vm inventory, and lint."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labctl import layout, render, topology
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOKS = ROOT / "playbooks"
+
+VM_TOPOLOGY = """\
+name: vmt
+provider: vm
+network: {lan: 10.20.0.0/24}
+kubernetes: {version: "1.34.2"}
+calico: {version: v3.30.7, encapsulation: VXLAN, block_size: 26}
+defaults:
+  interface: ens3
+  ssh: {user: ubuntu, key: /nonexistent/id_ed25519, jump: admin@bastion.example:2222}
+nodes:
+  cp-1: {role: control-plane, address: 10.20.0.10}
+  wk-1: {role: worker, address: 10.20.0.11, labels: {worker: no-1}}
+  wk-2: {role: worker, address: 10.20.0.12, labels: {worker: no-2}}
+"""
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (pip install ansible-core ansible-lint yamllint)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vm_lab(tmp_path_factory) -> layout.LabDir:
+    tmp = tmp_path_factory.mktemp("vm")
+    src = tmp / "topology.yml"
+    src.write_text(VM_TOPOLOGY)
+    lab = layout.LabDir(tmp / "lab")
+    render.render(topology.plan(topology.load(src)), lab, src)
+    return lab
+
+
+def test_rendered_vm_inventory_has_what_the_roles_use(vm_lab):
+    text = vm_lab.inventory.read_text()
+    for key in ("ansible_become", "ansible_ssh_common_args", "node_labels", "calico_encapsulation", "lab_dir"):
+        assert key in text
+    for node in ("wk-1", "wk-2"):
+        join = vm_lab.kubeadm_join(node).read_text()
+        assert "{{ kubeadm_join_token }}" in join and "{{ kubeadm_ca_cert_hash }}" in join
+
+
+@pytest.mark.parametrize("playbook", ["vm-up.yml", "vm-down.yml"])
+def test_syntax(vm_lab, playbook):
+    exe = need("ansible-playbook")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(vm_lab.ansible_cfg), ANSIBLE_NOCOLOR="1")
+    p = subprocess.run(
+        [exe, "--syntax-check", "-i", str(vm_lab.inventory), str(PLAYBOOKS / playbook)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_ansible_lint_production():
+    exe = need("ansible-lint")
+    p = subprocess.run(
+        [exe, "--profile", "production", "--nocolor", "playbooks/"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env=dict(os.environ, NO_COLOR="1", ANSIBLE_NOCOLOR="1"),
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_yamllint():
+    exe = need("yamllint")
+    p = subprocess.run([exe, "-s", "playbooks/"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
