@@ -54,7 +54,9 @@ def main() -> None:
     f, o = statistics.median(floor), statistics.median(ours)
     print(f"runs: {args.runs} (medians)")
     print(f"floor (plain shell, bench/floor.sh):  {f:6.2f} s   {' '.join(f'{x:.2f}' for x in floor)}")
-    print(f"labctl up:                            {statistics.median(ups):6.2f} s   {' '.join(f'{x:.2f}' for x in ups)}")
+    print(
+        f"labctl up:                            {statistics.median(ups):6.2f} s   {' '.join(f'{x:.2f}' for x in ups)}"
+    )
     print(f"labctl up + verify:                   {o:6.2f} s   {' '.join(f'{x:.2f}' for x in ours)}")
     print(f"ratio (labctl up+verify / floor):     {o / f:6.2f}   target <= 2.5; absolute target <= 12 s")
 

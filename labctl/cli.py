@@ -7,7 +7,7 @@ import enum
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,22 +24,22 @@ app = typer.Typer(
 )
 _debug = False
 
-TopologyOpt = Annotated[Optional[Path], typer.Option("--topology", "-t", help="topology YAML file", show_default=False)]
-NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", help="lab name (default: the only lab)")]
+TopologyOpt = Annotated[Path | None, typer.Option("--topology", "-t", help="topology YAML file", show_default=False)]
+NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="lab name (default: the only lab)")]
 
 
-class TableFormat(str, enum.Enum):
+class TableFormat(enum.StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class CheckFormat(str, enum.Enum):
+class CheckFormat(enum.StrEnum):
     table = "table"
     json = "json"
 
 
-class GraphFormat(str, enum.Enum):
+class GraphFormat(enum.StrEnum):
     mermaid = "mermaid"
     dot = "dot"
 
@@ -55,14 +55,14 @@ def _fail(err: LabctlError) -> None:
     raise typer.Exit(err.exit_code) from None
 
 
-def _topology(path: Optional[Path]):
+def _topology(path: Path | None):
     from labctl import layout, topology
 
     src = path if path is not None else layout.seed_topology()
     return topology.load(src), src
 
 
-def _find_lab(name: Optional[str], topo_file: Optional[Path]):
+def _find_lab(name: str | None, topo_file: Path | None):
     from labctl.lab import Lab
 
     return Lab.find(name, topo_file).require()
@@ -102,11 +102,12 @@ def schema() -> None:
 @app.command()
 def render(
     topology_file: TopologyOpt = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="lab directory to write")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="lab directory to write")] = None,
     no_ipip: Annotated[bool, typer.Option("--no-ipip", help="render as for a kernel without ipip")] = False,
 ) -> None:
     """Write the lab directory (inventory, kubeadm, Calico, BIRD, labels) without touching any host."""
-    from labctl import layout, render as r, topology
+    from labctl import layout, topology
+    from labctl import render as r
 
     try:
         t, src = _topology(topology_file)
@@ -144,14 +145,18 @@ def up(
     except LabctlError as e:
         _fail(e)
     tunnel = (st.get("tunnel") or {}).get("device") or "none"
-    typer.echo(f"lab {t.name} is up: {len(t.nodes)} nodes, tunnel {tunnel}; "
-               f"next: labctl inspect, labctl verify (log: {progress.log_path})", err=True)
+    typer.echo(
+        f"lab {t.name} is up: {len(t.nodes)} nodes, tunnel {tunnel}; "
+        f"next: labctl inspect, labctl verify (log: {progress.log_path})",
+        err=True,
+    )
 
 
 @app.command()
 def down(topology_file: TopologyOpt = None, name: NameOpt = None) -> None:
     """Remove everything the lab created; a lab that is already gone is not an error."""
-    from labctl import layout, render as r, topology
+    from labctl import layout, topology
+    from labctl import render as r
     from labctl.lab import Lab
     from labctl.progress import Progress
 
@@ -232,7 +237,8 @@ def graph(
     format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
 ) -> None:
     """Draw the lab: LAN, nodes with physical and tunnel IPs, labels, BGP sessions by state."""
-    from labctl import graph as g, inspect as ins
+    from labctl import graph as g
+    from labctl import inspect as ins
 
     try:
         lab = _find_lab(name, topology_file)
@@ -256,8 +262,9 @@ def exec_(
         lab = _find_lab(name, None)
         n = next((x for x in lab.data()["nodes"] if x["name"] == node), None)
         if n is None:
-            raise UsageError(f"no node {node!r} in lab {lab.name}",
-                             f"nodes: {', '.join(x['name'] for x in lab.data()['nodes'])}")
+            raise UsageError(
+                f"no node {node!r} in lab {lab.name}", f"nodes: {', '.join(x['name'] for x in lab.data()['nodes'])}"
+            )
         with nodes.NodeShell(lab.dir, n) as s:
             rc, out, err = s.run(" ".join(shlex.quote(c) for c in command), timeout=600)
     except LabctlError as e:

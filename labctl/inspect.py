@@ -13,9 +13,9 @@ COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device",
 
 def rows(lab) -> list[dict]:
     data = lab.data()
-    facts = live.gather(lab.dir, data["nodes"], data["calico"]["pool"])
+    facts = live.gather(lab.dir, data["nodes"])
     out = []
-    for node, f in zip(data["nodes"], facts):
+    for node, f in zip(data["nodes"], facts, strict=True):
         expected = len(data["nodes"]) - 1
         est = sum(1 for s in f.sessions if s.established)
         state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
@@ -31,8 +31,11 @@ def rows(lab) -> list[dict]:
                 "tunnel_ip": f.tunnel_ip,
                 "block": f.block,
                 "labels": f.labels,
-                "bgp": {"established": est, "expected": expected,
-                        "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions]},
+                "bgp": {
+                    "established": est,
+                    "expected": expected,
+                    "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
+                },
                 "error": f.error,
             }
         )
@@ -62,7 +65,7 @@ def format(rows_: list[dict], fmt: str) -> str:
 
 
 def table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header)] + [fmt.format(*map(str, r)) for r in body]
     return "\n".join(line.rstrip() for line in lines)

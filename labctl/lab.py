@@ -19,7 +19,7 @@ from labctl.progress import Progress
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 class Lab:
@@ -40,7 +40,7 @@ class Lab:
         return sorted(p.name for p in h.iterdir() if (p / "topology-data.json").exists() or (p / "state.json").exists())
 
     @classmethod
-    def find(cls, name: str | None = None, topology_file: Path | None = None) -> "Lab":
+    def find(cls, name: str | None = None, topology_file: Path | None = None) -> Lab:
         """The lab a command means: --name, else -t's lab name, else the only lab there is."""
         if name is None and topology_file is not None:
             name = topology.load(topology_file).name
@@ -55,7 +55,7 @@ class Lab:
         lab = cls(layout.lab_dir(name))
         return lab
 
-    def require(self) -> "Lab":
+    def require(self) -> Lab:
         if not self.dir.topology_data.exists():
             raise UsageError(f"lab {self.name!r} does not exist under {layout.home()}", "run `labctl up` first")
         return self
@@ -89,8 +89,9 @@ class Lab:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise LockedError(f"lab {self.name!r} is busy: pid {holder} holds its lock",
-                                  "wait for it, or stop that process") from None
+                raise LockedError(
+                    f"lab {self.name!r} is busy: pid {holder} holds its lock", "wait for it, or stop that process"
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
@@ -115,10 +116,18 @@ class Lab:
             progress.phase("render")
             render.render(plan, self.dir, source, ipip=ipip)
             data = self.data()
-            self.save_state(name=topo.name, provider=topo.provider, phase="bootstrap", log=str(progress.log_path),
-                            tunnel={"device": tunnel, "encapsulation": topo.calico.encapsulation,
-                                    "fallback": "kernel has no ipip: IPIP emulated with VXLAN" if fallback else None},
-                            created=self.state().get("created", now()))
+            self.save_state(
+                name=topo.name,
+                provider=topo.provider,
+                phase="bootstrap",
+                log=str(progress.log_path),
+                tunnel={
+                    "device": tunnel,
+                    "encapsulation": topo.calico.encapsulation,
+                    "fallback": "kernel has no ipip: IPIP emulated with VXLAN" if fallback else None,
+                },
+                created=self.state().get("created", now()),
+            )
             progress.phase(f"bootstrap ({topo.provider})")
             _checkpoint(cancel)
             pids = prov.bootstrap(data, progress)
@@ -135,8 +144,9 @@ class Lab:
                 return self.save_state(phase=self.state().get("phase"))
             labels = {n["name"]: n["labels"] for n in data["nodes"]}
             placement = {w["name"]: w["node"] for w in data["workloads"]}
-            return self.save_state(phase="ready", error=None, labels=labels, placement=placement,
-                                   changed=result.changed)
+            return self.save_state(
+                phase="ready", error=None, labels=labels, placement=placement, changed=result.changed
+            )
 
     def down(self, progress: Progress, data: dict | None = None) -> bool:
         """Remove everything the lab created; False if there was nothing to remove."""

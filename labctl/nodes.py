@@ -46,6 +46,7 @@ class NodeFacts:
     sessions: list[Session] = field(default_factory=list)
     routes: list[dict] = field(default_factory=list)
     bird_running: bool = False
+    extra: dict[str, str] = field(default_factory=dict)  # outputs of the caller's extra commands
 
 
 class NodeShell:
@@ -61,9 +62,17 @@ class NodeShell:
         ssh = node.get("ssh") or {}
         key = str(lab_dir.ssh_key) if lab_dir.ssh_key.exists() else ssh.get("key")
         try:
-            c.connect(node["address"], port=int(ssh.get("port", 22)), username=ssh.get("user", "root"),
-                      key_filename=key, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                      allow_agent=False, look_for_keys=False)
+            c.connect(
+                node["address"],
+                port=int(ssh.get("port", 22)),
+                username=ssh.get("user", "root"),
+                key_filename=key,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
         except Exception as e:  # paramiko raises many types; all mean "unreachable"
             raise LabctlError(f"ssh {node['name']} ({node['address']}): {e.__class__.__name__}: {e}") from None
         self.client = c
@@ -84,7 +93,7 @@ class NodeShell:
         self.close()
 
 
-def probe_script(node: dict) -> str:
+def probe_script(node: dict, extra: dict[str, str] | None = None) -> str:
     sock = shlex.quote(node.get("bird_socket", "/var/run/calico/bird.ctl"))
     labels = shlex.quote(f"{node['dir']}/labels.json") if node.get("dir") else "/dev/null"
     parts = {
@@ -94,15 +103,16 @@ def probe_script(node: dict) -> str:
         "bird": f"birdc -s {sock} show protocols 2>&1",
         "labels": f"cat {labels} 2>/dev/null || echo '{{}}'",
     }
+    parts |= {f"extra:{k}": f'{cmd}; echo "rc=$?"' for k, cmd in (extra or {}).items()}
     return "; ".join(f"echo '{SECTION}{k}'; {cmd}" for k, cmd in parts.items())
 
 
-def parse_probe(facts: NodeFacts, out: str, pool: str | None = None) -> NodeFacts:
+def parse_probe(facts: NodeFacts, out: str) -> NodeFacts:
     sections: dict[str, str] = {}
     key = None
     for line in out.splitlines():
         if line.startswith(SECTION):
-            key = line[len(SECTION):]
+            key = line[len(SECTION) :]
             sections[key] = ""
         elif key:
             sections[key] += line + "\n"
@@ -132,6 +142,7 @@ def parse_probe(facts: NodeFacts, out: str, pool: str | None = None) -> NodeFact
         facts.labels = json.loads(sections.get("labels") or "{}")
     except ValueError:
         facts.labels = {}
+    facts.extra = {k[len("extra:") :]: v for k, v in sections.items() if k.startswith("extra:")}
     return facts
 
 
@@ -153,19 +164,21 @@ def parse_protocols(text: str) -> list[Session]:
     return out
 
 
-def gather(lab_dir, nodes: list[dict], pool: str | None = None) -> list[NodeFacts]:
-    """Probe every node in parallel; unreachable nodes come back with reachable=False."""
+def gather(lab_dir, nodes: list[dict], extra: dict[str, dict[str, str]] | None = None) -> list[NodeFacts]:
+    """Probe every node in parallel, one SSH session each; `extra` adds commands per node
+    (name -> {key: command}) whose output and exit code land in NodeFacts.extra.
+    Unreachable nodes come back with reachable=False."""
 
     def one(node: dict) -> NodeFacts:
         f = NodeFacts(node["name"], node["address"])
         try:
             with NodeShell(lab_dir, node) as s:
-                rc, out, err = s.run(probe_script(node))
+                rc, out, err = s.run(probe_script(node, (extra or {}).get(node["name"])))
         except LabctlError as e:
             f.error = str(e)
             return f
         f.reachable = True
-        return parse_probe(f, out, pool)
+        return parse_probe(f, out)
 
     if not nodes:
         return []

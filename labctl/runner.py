@@ -52,8 +52,11 @@ class _Events:
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             host = data.get("host", "?")
             res = data.get("res") or {}
-            status = {"runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
-                      "runner_on_skipped": "skipped"}.get(kind, "changed" if res.get("changed") else "ok")
+            status = {
+                "runner_on_failed": "failed",
+                "runner_on_unreachable": "unreachable",
+                "runner_on_skipped": "skipped",
+            }.get(kind, "changed" if res.get("changed") else "ok")
             if kind == "runner_on_failed" and data.get("ignore_errors"):
                 status = "ok"
             detail = ""

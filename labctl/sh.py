@@ -7,7 +7,9 @@ import subprocess
 from labctl.errors import HostError
 
 
-def run(argv: list[str], check: bool = True, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], check: bool = True, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     try:
         p = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout)
     except FileNotFoundError:

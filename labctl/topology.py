@@ -214,14 +214,29 @@ def _label_problems(labels: dict[str, str], path: tuple) -> list[Problem]:
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
         if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
-            out.append(Problem(path + (key,), f"label key prefix {prefix!r} is not a DNS subdomain",
-                               "lowercase letters, digits, '-' and '.'"))
+            out.append(
+                Problem(
+                    path + (key,),
+                    f"label key prefix {prefix!r} is not a DNS subdomain",
+                    "lowercase letters, digits, '-' and '.'",
+                )
+            )
         elif not LABEL_NAME.match(name):
-            out.append(Problem(path + (key,), f"label key {key!r} is not valid in Kubernetes",
-                               "name part: 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
+            out.append(
+                Problem(
+                    path + (key,),
+                    f"label key {key!r} is not valid in Kubernetes",
+                    "name part: 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends",
+                )
+            )
         if value and not LABEL_NAME.match(value):
-            out.append(Problem(path + (key,), f"label value {value!r} is not valid in Kubernetes",
-                               "0-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
+            out.append(
+                Problem(
+                    path + (key,),
+                    f"label value {value!r} is not valid in Kubernetes",
+                    "0-63 of [A-Za-z0-9-_.], alphanumeric at both ends",
+                )
+            )
     return out
 
 
@@ -230,23 +245,41 @@ def _version_problems(t: Topology) -> list[Problem]:
     m = re.fullmatch(r"1\.(\d+)(?:\.(\d+))?", t.kubernetes.version)
     kminor = int(m.group(1)) if m else None
     if not m:
-        out.append(Problem(("kubernetes", "version"), f"{t.kubernetes.version!r} is not 1.MINOR or 1.MINOR.PATCH",
-                           'for example "1.34"'))
+        out.append(
+            Problem(
+                ("kubernetes", "version"),
+                f"{t.kubernetes.version!r} is not 1.MINOR or 1.MINOR.PATCH",
+                'for example "1.34"',
+            )
+        )
     elif kminor not in SUPPORTED_K8S:
-        out.append(Problem(("kubernetes", "version"), f"Kubernetes {t.kubernetes.version} is not supported",
-                           f"supported: 1.{SUPPORTED_K8S.start}-1.{SUPPORTED_K8S.stop - 1}"))
+        out.append(
+            Problem(
+                ("kubernetes", "version"),
+                f"Kubernetes {t.kubernetes.version} is not supported",
+                f"supported: 1.{SUPPORTED_K8S.start}-1.{SUPPORTED_K8S.stop - 1}",
+            )
+        )
     c = re.fullmatch(r"v3\.(\d+)\.(\d+)", t.calico.version)
     if not c:
-        out.append(Problem(("calico", "version"), f"{t.calico.version!r} is not a Calico release vX.Y.Z",
-                           "for example v3.30.7"))
+        out.append(
+            Problem(
+                ("calico", "version"), f"{t.calico.version!r} is not a Calico release vX.Y.Z", "for example v3.30.7"
+            )
+        )
     elif int(c.group(1)) not in CALICO_K8S:
-        out.append(Problem(("calico", "version"), f"Calico {t.calico.version} is not supported",
-                           "supported: v3.29.x-v3.32.x"))
+        out.append(
+            Problem(("calico", "version"), f"Calico {t.calico.version} is not supported", "supported: v3.29.x-v3.32.x")
+        )
     elif kminor in SUPPORTED_K8S and kminor not in CALICO_K8S[int(c.group(1))]:
         k = CALICO_K8S[int(c.group(1))]
-        out.append(Problem(("calico", "version"),
-                           f"Calico {t.calico.version} is not tested with Kubernetes 1.{kminor}",
-                           f"it supports 1.{k.start}-1.{k.stop - 1}"))
+        out.append(
+            Problem(
+                ("calico", "version"),
+                f"Calico {t.calico.version} is not tested with Kubernetes 1.{kminor}",
+                f"it supports 1.{k.start}-1.{k.stop - 1}",
+            )
+        )
     return out
 
 
@@ -264,9 +297,11 @@ def _net_problems(t: Topology) -> list[Problem]:
             out.append(Problem(path, f"{net} overlaps loopback or link-local space", None))
     items = list(nets.items())
     for i, (pa, a) in enumerate(items):
-        for pb, b in items[i + 1:]:
+        for pb, b in items[i + 1 :]:
             if a.overlaps(b):
-                out.append(Problem(pb, f"{b} overlaps {'.'.join(pa)} {a}", "the LAN, pods and services need disjoint CIDRs"))
+                out.append(
+                    Problem(pb, f"{b} overlaps {'.'.join(pa)} {a}", "the LAN, pods and services need disjoint CIDRs")
+                )
     lan = t.network.lan
     gw = t.gateway
     if t.network.gateway is not None:
@@ -279,28 +314,53 @@ def _net_problems(t: Topology) -> list[Problem]:
     pool = t.pool
     ppath = ("calico", "pool") if t.calico.pool else ("kubernetes", "pod_subnet")
     if t.calico.pool is not None and not pool.subnet_of(t.kubernetes.pod_subnet):
-        out.append(Problem(ppath, f"{pool} is not inside kubernetes.pod_subnet {t.kubernetes.pod_subnet}",
-                           "Calico's operator rejects a pool outside the pod subnet"))
+        out.append(
+            Problem(
+                ppath,
+                f"{pool} is not inside kubernetes.pod_subnet {t.kubernetes.pod_subnet}",
+                "Calico's operator rejects a pool outside the pod subnet",
+            )
+        )
     bs = t.calico.block_size
     if not 20 <= bs <= 32:
         out.append(Problem(("calico", "block_size"), f"{bs} is out of range", "20..32 (Calico's default is 26)"))
     elif bs < pool.prefixlen:
-        out.append(Problem(("calico", "block_size"), f"/{bs} blocks are larger than the pool {pool}",
-                           f"use a block_size of at least {pool.prefixlen}"))
+        out.append(
+            Problem(
+                ("calico", "block_size"),
+                f"/{bs} blocks are larger than the pool {pool}",
+                f"use a block_size of at least {pool.prefixlen}",
+            )
+        )
     elif 2 ** (bs - pool.prefixlen) < len(t.nodes):
-        out.append(Problem(ppath, f"{pool} holds {2 ** (bs - pool.prefixlen)} /{bs} blocks, fewer than "
-                                  f"the {len(t.nodes)} nodes", "use a larger pool or a larger block_size"))
+        out.append(
+            Problem(
+                ppath,
+                f"{pool} holds {2 ** (bs - pool.prefixlen)} /{bs} blocks, fewer than the {len(t.nodes)} nodes",
+                "use a larger pool or a larger block_size",
+            )
+        )
     asn = t.calico.asn
     if not 1 <= asn <= 4294967294 or asn in (23456, 65535):
-        out.append(Problem(("calico", "asn"), f"{asn} is not a usable AS number",
-                           "1-4294967294, not 23456 or 65535; private: 64512-65534"))
+        out.append(
+            Problem(
+                ("calico", "asn"),
+                f"{asn} is not a usable AS number",
+                "1-4294967294, not 23456 or 65535; private: 64512-65534",
+            )
+        )
     return out
 
 
 def _host_bits(src: yamlsrc.Source) -> list[Problem]:
     out = []
     data = src.data if isinstance(src.data, dict) else {}
-    for path in (("network", "lan"), ("kubernetes", "pod_subnet"), ("kubernetes", "service_subnet"), ("calico", "pool")):
+    for path in (
+        ("network", "lan"),
+        ("kubernetes", "pod_subnet"),
+        ("kubernetes", "service_subnet"),
+        ("calico", "pool"),
+    ):
         v: Any = data
         for p in path:
             v = v.get(p) if isinstance(v, dict) else None
@@ -320,15 +380,25 @@ def _node_problems(t: Topology) -> list[Problem]:
     out = []
     cps = [n for n, node in t.nodes.items() if node.role == "control-plane"]
     if len(cps) != 1:
-        out.append(Problem(("nodes",), f"need exactly one control-plane node, found {len(cps)}"
-                           + (f" ({', '.join(cps)})" if cps else ""), "set role: control-plane on one node"))
+        out.append(
+            Problem(
+                ("nodes",),
+                f"need exactly one control-plane node, found {len(cps)}" + (f" ({', '.join(cps)})" if cps else ""),
+                "set role: control-plane on one node",
+            )
+        )
     seen: dict[IPv4Address, str] = {}
     lan = t.network.lan
     for name, node in t.nodes.items():
         path = ("nodes", name)
         if not DNS_LABEL.match(name):
-            out.append(Problem(path, f"node name {name!r} is not a DNS-1123 label",
-                               "lowercase letters, digits and '-', 1-63 chars, alphanumeric at both ends"))
+            out.append(
+                Problem(
+                    path,
+                    f"node name {name!r} is not a DNS-1123 label",
+                    "lowercase letters, digits and '-', 1-63 chars, alphanumeric at both ends",
+                )
+            )
         a = node.address
         if t.provider == "netns" or a in lan:
             if a not in lan:
@@ -338,16 +408,26 @@ def _node_problems(t: Topology) -> list[Problem]:
             elif a == t.gateway:
                 out.append(Problem(path + ("address",), f"{a} is the LAN gateway", "pick another address"))
         elif t.provider == "vm":
-            out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}",
-                               "network.lan must be the subnet the VMs share"))
+            out.append(
+                Problem(
+                    path + ("address",),
+                    f"{a} is not inside network.lan {lan}",
+                    "network.lan must be the subnet the VMs share",
+                )
+            )
         if a in seen:
             out.append(Problem(path + ("address",), f"{a} is already used by node {seen[a]}", None))
         seen.setdefault(a, name)
         ifname = node.interface or t.defaults.interface
         ipath = path + ("interface",) if node.interface else ("defaults", "interface")
         if not IFNAME.match(ifname) or ifname in ("lo", "tunl0", "vxlan.calico", "all", "default"):
-            out.append(Problem(ipath, f"{ifname!r} is not a usable interface name",
-                               "1-15 of [A-Za-z0-9_.-], not lo/tunl0/vxlan.calico"))
+            out.append(
+                Problem(
+                    ipath,
+                    f"{ifname!r} is not a usable interface name",
+                    "1-15 of [A-Za-z0-9_.-], not lo/tunl0/vxlan.calico",
+                )
+            )
         out += _label_problems(node.labels, path + ("labels",))
         if node.ssh is not None:
             out += _ssh_problems(node.ssh, path + ("ssh",))
@@ -383,22 +463,34 @@ def _workload_problems(t: Topology) -> list[Problem]:
     for i, w in enumerate(t.workloads or []):
         path = ("workloads", i)
         if not DNS_LABEL.match(w.name) or len(w.name) > 40:
-            out.append(Problem(path + ("name",), f"{w.name!r} is not a valid workload name",
-                               "a DNS-1123 label of at most 40 chars"))
+            out.append(
+                Problem(
+                    path + ("name",), f"{w.name!r} is not a valid workload name", "a DNS-1123 label of at most 40 chars"
+                )
+            )
         if w.name in names:
             out.append(Problem(path + ("name",), f"workload {w.name!r} is declared twice", None))
         names.add(w.name)
         out += _label_problems(w.node_selector, path + ("node_selector",))
         if not any(_matches(w.node_selector, name, node) for name, node in t.nodes.items()):
-            out.append(Problem(path + ("node_selector",), f"{w.node_selector} matches no node",
-                               "check the nodes' labels"))
+            out.append(
+                Problem(path + ("node_selector",), f"{w.node_selector} matches no node", "check the nodes' labels")
+            )
     return out
 
 
 def check(t: Topology) -> list[Problem]:
-    name = [] if LAB_NAME.match(t.name) else [
-        Problem(("name",), f"{t.name!r} does not match the pattern ^[a-z][a-z0-9-]{{0,19}}$",
-                "lowercase letter first, then up to 19 of [a-z0-9-]")]
+    name = (
+        []
+        if LAB_NAME.match(t.name)
+        else [
+            Problem(
+                ("name",),
+                f"{t.name!r} does not match the pattern ^[a-z][a-z0-9-]{{0,19}}$",
+                "lowercase letter first, then up to 19 of [a-z0-9-]",
+            )
+        ]
+    )
     return name + _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
 
 
@@ -519,8 +611,20 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
         if t.calico.encapsulation != "None":
             tunnel = block.network_address + (1 if block.num_addresses > 1 else 0)
         mac = "66:" + ":".join(f"{b:02x}" for b in hashlib.sha1(f"{t.name}/{name}".encode()).digest()[:5])
-        nodes.append(NodePlan(name, i, node.role, node.address, node.interface or t.defaults.interface,
-                              block, tunnel, mac, dict(node.labels), node.ssh or t.defaults.ssh))
+        nodes.append(
+            NodePlan(
+                name,
+                i,
+                node.role,
+                node.address,
+                node.interface or t.defaults.interface,
+                block,
+                tunnel,
+                mac,
+                dict(node.labels),
+                node.ssh or t.defaults.ssh,
+            )
+        )
     pods = []
     by_node = {n.name: n for n in nodes}
     used: dict[str, int] = {}
@@ -533,8 +637,13 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
         if first + k >= n.block.num_addresses - 1:
             idx = wl.index(w)
             path = ("workloads", idx) if t.workloads is not None else ("calico", "block_size")
-            problems.append(Problem(path, f"block {n.block} of node {node_name} has no address left for {w.name}",
-                                    "use a smaller calico.block_size"))
+            problems.append(
+                Problem(
+                    path,
+                    f"block {n.block} of node {node_name} has no address left for {w.name}",
+                    "use a smaller calico.block_size",
+                )
+            )
             continue
         ip = n.block.network_address + first + k
         veth = "cali" + hashlib.sha1(f"{t.name}.{w.name}".encode()).hexdigest()[:11]

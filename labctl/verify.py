@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Network
 
 from labctl import nodes as live
-from labctl.errors import LabctlError
 from labctl.inspect import table
 
 
@@ -22,11 +19,25 @@ class Check:
     detail: str = ""
 
 
+def _ping_pairs(data: dict) -> list[tuple[dict, dict]]:
+    """Every pair of workloads on different nodes, pinged one way (the reply tests the way back)."""
+    pods = data["workloads"]
+    return [(a, b) for i, a in enumerate(pods) for b in pods[i + 1 :] if a["node"] != b["node"]]
+
+
 def run_checks(lab) -> list[Check]:
     data = lab.data()
     nodes = data["nodes"]
     by_name = {n["name"]: n for n in nodes}
-    facts = {f.name: f for f in live.gather(lab.dir, nodes, data["calico"]["pool"])}
+    netns = {p["name"]: p["netns"] for n in nodes for p in n.get("pods", [])}
+    pairs = _ping_pairs(data)
+    # the pings ride in each source node's probe session
+    extra: dict[str, dict[str, str]] = {}
+    for a, b in pairs:
+        extra.setdefault(a["node"], {})[f"{a['name']}->{b['name']}"] = (
+            f"ip netns exec {shlex.quote(netns[a['name']])} ping -c1 -W1 -q {shlex.quote(b['ip'])}"
+        )
+    facts = {f.name: f for f in live.gather(lab.dir, nodes, extra)}
     out: list[Check] = []
     for n in nodes:
         f = facts[n["name"]]
@@ -38,58 +49,58 @@ def run_checks(lab) -> list[Check]:
         peers = [p for p in nodes if p["name"] != n["name"]]
         sessions = {s.name: s for s in f.sessions}
         bad = [p["name"] for p in peers if not (sessions.get(p["mesh_name"]) and sessions[p["mesh_name"]].established)]
-        detail = (f"{len(peers) - len(bad)}/{len(peers)} Established"
-                  + (f"; not: {', '.join(bad)}" if bad else "") + ("" if f.bird_running else "; BIRD not running"))
+        detail = (
+            f"{len(peers) - len(bad)}/{len(peers)} Established"
+            + (f"; not: {', '.join(bad)}" if bad else "")
+            + ("" if f.bird_running else "; BIRD not running")
+        )
         out.append(Check("bgp", n["name"], not bad and f.bird_running, detail))
         routed = {r.get("dst") for r in f.routes if r.get("type", "unicast") == "unicast"}
         missing = [p["block"] for p in peers if p["block"] not in routed]
-        out.append(Check("routes", n["name"], not missing,
-                         f"no route to {', '.join(missing)}" if missing else f"{len(peers)} peer blocks routed"))
+        out.append(
+            Check(
+                "routes",
+                n["name"],
+                not missing,
+                f"no route to {', '.join(missing)}" if missing else f"{len(peers)} peer blocks routed",
+            )
+        )
         want = n["labels"]
-        out.append(Check("labels", n["name"], f.labels == want,
-                         f"applied {f.labels}, declared {want}" if f.labels != want else
-                         (",".join(f"{k}={v}" for k, v in want.items()) or "(none)")))
+        out.append(
+            Check(
+                "labels",
+                n["name"],
+                f.labels == want,
+                f"applied {f.labels}, declared {want}"
+                if f.labels != want
+                else (",".join(f"{k}={v}" for k, v in want.items()) or "(none)"),
+            )
+        )
     for w in data["workloads"]:
         node = by_name[w["node"]]
-        f = facts[w["node"]]
-        applied = node["base_labels"] | f.labels  # labels as the node has them now
+        applied = node["base_labels"] | facts[w["node"]].labels  # labels as the node has them now
         mismatch = {k: v for k, v in w["node_selector"].items() if applied.get(k) != v}
-        out.append(Check("placement", w["name"], not mismatch,
-                         f"on {w['node']}" + (f": node lacks {mismatch}" if mismatch else "")))
-    out += _pings(lab, data, facts)
-    return out
-
-
-def _pings(lab, data: dict, facts: dict) -> list[Check]:
-    pods = data["workloads"]
-    by_name = {n["name"]: n for n in data["nodes"]}
-    pairs = [(a, b) for i, a in enumerate(pods) for b in pods[i + 1:] if a["node"] != b["node"]]
-    if not pairs:
-        return []
-    netns = {p["name"]: p["netns"] for n in data["nodes"] for p in n.get("pods", [])}
-
-    def ping_from(node_name: str, todo: list[tuple[dict, dict]]) -> list[Check]:
-        if not facts[node_name].reachable:
-            return [Check("ping", f"{a['name']}->{b['name']}", False, f"{node_name} unreachable") for a, b in todo]
-        res = []
-        try:
-            with live.NodeShell(lab.dir, by_name[node_name]) as s:
-                for a, b in todo:
-                    cmd = f"ip netns exec {shlex.quote(netns[a['name']])} ping -c1 -W1 -q {shlex.quote(b['ip'])}"
-                    rc, out, err = s.run(cmd, timeout=10)
-                    rtt = next((x.split("=")[1].split("/")[1] for x in out.splitlines() if "rtt" in x), "")
-                    res.append(Check("ping", f"{a['name']}->{b['name']}", rc == 0,
-                                     f"{a['ip']} -> {b['ip']}" + (f" {rtt} ms" if rc == 0 else " no reply")))
-        except LabctlError as e:
-            res += [Check("ping", f"{a['name']}->{b['name']}", False, str(e)) for a, b in todo]
-        return res
-
-    by_src: dict[str, list] = {}
+        out.append(
+            Check(
+                "placement",
+                w["name"],
+                not mismatch,
+                f"on {w['node']}" + (f": node lacks {mismatch}" if mismatch else ""),
+            )
+        )
     for a, b in pairs:
-        by_src.setdefault(a["node"], []).append((a, b))
-    with ThreadPoolExecutor(max_workers=min(8, len(by_src))) as ex:
-        results = ex.map(lambda kv: ping_from(*kv), by_src.items())
-    return [c for r in results for c in r]
+        key = f"{a['name']}->{b['name']}"
+        f = facts[a["node"]]
+        text = f.extra.get(key, "")
+        ok = f.reachable and "rc=0" in text
+        rtt = next((x.split("=")[1].split("/")[1] for x in text.splitlines() if x.startswith("rtt")), "")
+        detail = (
+            f"{a['ip']} -> {b['ip']}" + (f" {rtt} ms" if ok else " no reply")
+            if f.reachable
+            else f"{a['node']} unreachable"
+        )
+        out.append(Check("ping", key, ok, detail))
+    return out
 
 
 def verify(lab, wait: float = 5.0) -> list[Check]:

@@ -155,7 +155,9 @@ def load(text: str | bytes, name: str) -> Source:
         return src
     if not isinstance(nodes[0], yaml.MappingNode):
         src.problems.append(
-            Problem((), "the document must be a mapping of fields (name, nodes, ...)", line=nodes[0].start_mark.line + 1)
+            Problem(
+                (), "the document must be a mapping of fields (name, nodes, ...)", line=nodes[0].start_mark.line + 1
+            )
         )
         return src
     try:

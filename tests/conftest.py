@@ -46,8 +46,14 @@ def labctl(*args, home: Path | None = None, check: bool = False, timeout: float 
     if home is not None:
         env["LABCTL_HOME"] = str(home)
     env["NO_COLOR"] = "1"
-    p = subprocess.run([sys.executable, "-m", "labctl", *map(str, args)], capture_output=True, text=True,
-                       env=env, timeout=timeout, input=input)
+    p = subprocess.run(
+        [sys.executable, "-m", "labctl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        input=input,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"labctl {' '.join(map(str, args))} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p

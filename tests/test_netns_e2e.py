@@ -29,8 +29,14 @@ def test_up_succeeds_with_phases_and_warning(seed_lab):
     up = seed_lab["up"]
     assert up.returncode == 0, up.stderr
     err = up.stderr
-    for phase in ("preflight", "bootstrap (netns)", "Validate inventory", "BGP (BIRD, node-to-node mesh)",
-                  "Workloads", "Node labels"):
+    for phase in (
+        "preflight",
+        "bootstrap (netns)",
+        "Validate inventory",
+        "BGP (BIRD, node-to-node mesh)",
+        "Workloads",
+        "Node labels",
+    ):
         assert f"==> Running phase: {phase}" in err
     # labels are the last phase
     assert err.rindex("==> Running phase:") == err.index("==> Running phase: Node labels")
@@ -53,9 +59,11 @@ def test_state_records_tunnel_labels_and_placement(seed_lab):
 def test_inspect_shows_the_seed_table(seed_lab):
     p = labctl("inspect", "--format", "json", home=seed_lab["home"], check=True)
     rows = {r["name"]: r for r in json.loads(p.stdout)}
-    want = {"k8s-master": ("10.12.22.1/16", "192.168.0.1", "192.168.0.0/24", {}),
-            "k8s-worker-1": ("10.12.22.2/16", "192.168.1.1", "192.168.1.0/24", {"worker": "no-1"}),
-            "k8s-worker-2": ("10.12.22.3/16", "192.168.2.1", "192.168.2.0/24", {"worker": "no-2"})}
+    want = {
+        "k8s-master": ("10.12.22.1/16", "192.168.0.1", "192.168.0.0/24", {}),
+        "k8s-worker-1": ("10.12.22.2/16", "192.168.1.1", "192.168.1.0/24", {"worker": "no-1"}),
+        "k8s-worker-2": ("10.12.22.3/16", "192.168.2.1", "192.168.2.0/24", {"worker": "no-2"}),
+    }
     assert set(rows) == set(want)
     for name, (phys, tun, block, labels) in want.items():
         r = rows[name]
@@ -67,7 +75,8 @@ def test_inspect_shows_the_seed_table(seed_lab):
         assert r["labels"] == labels
         assert r["bgp"]["established"] == r["bgp"]["expected"] == 2
         assert {p["name"] for p in r["bgp"]["peers"]} == {
-            "Mesh_" + x.split("/")[0].replace(".", "_") for n, (x, *_ ) in want.items() if n != name}
+            "Mesh_" + x.split("/")[0].replace(".", "_") for n, (x, *_) in want.items() if n != name
+        }
     table = labctl("inspect", home=seed_lab["home"], check=True).stdout
     assert "10.12.22.2/16" in table and "worker=no-1" in table and "2/2" in table
     csv = labctl("inspect", "-f", "csv", home=seed_lab["home"], check=True).stdout.splitlines()
@@ -92,11 +101,36 @@ def test_routes_are_learned_over_bgp(seed_lab):
 
 
 def test_pod_is_calico_style(seed_lab):
-    p = labctl("exec", "k8s-worker-1", "--", "ip", "netns", "exec", "lc-seed.pod.pod-a", "ip", "route",
-               home=seed_lab["home"], check=True)
+    p = labctl(
+        "exec",
+        "k8s-worker-1",
+        "--",
+        "ip",
+        "netns",
+        "exec",
+        "lc-seed.pod.pod-a",
+        "ip",
+        "route",
+        home=seed_lab["home"],
+        check=True,
+    )
     assert "default via 169.254.1.1 dev eth0" in p.stdout
-    p = labctl("exec", "k8s-worker-1", "--", "ip", "-n", "lc-seed.pod.pod-a", "-4", "-o", "addr", "show", "dev", "eth0",
-               home=seed_lab["home"], check=True)
+    p = labctl(
+        "exec",
+        "k8s-worker-1",
+        "--",
+        "ip",
+        "-n",
+        "lc-seed.pod.pod-a",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+        home=seed_lab["home"],
+        check=True,
+    )
     assert " 192.168.1.2/32 " in p.stdout
     p = labctl("exec", "k8s-worker-1", "--", "ip", "route", "show", "192.168.1.2", home=seed_lab["home"], check=True)
     assert "dev cali" in p.stdout and "scope link" in p.stdout

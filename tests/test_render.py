@@ -12,8 +12,11 @@ from conftest import ROOT, labctl
 from labctl import layout, render, topology
 
 GOLDEN = ROOT / "tests" / "golden"
-TOPOLOGIES = {"seed": "inventories/seed/topology.yml", "vxlan-4node": "inventories/vxlan-4node/topology.yml",
-              "vm-cloud": "inventories/vm-cloud/topology.yml"}
+TOPOLOGIES = {
+    "seed": "inventories/seed/topology.yml",
+    "vxlan-4node": "inventories/vxlan-4node/topology.yml",
+    "vm-cloud": "inventories/vm-cloud/topology.yml",
+}
 
 
 def rendered(src: Path, out: Path, ipip: bool = True) -> dict[str, str]:
@@ -104,7 +107,7 @@ _UnsafeLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_s
 
 
 def test_render_cli_writes_without_touching_hosts(tmp_path):
-    before = (Path("/sys/class/net").iterdir() if Path("/sys/class/net").exists() else [])
+    before = Path("/sys/class/net").iterdir() if Path("/sys/class/net").exists() else []
     before = sorted(p.name for p in before)
     p = labctl("render", "-t", ROOT / TOPOLOGIES["seed"], "-o", tmp_path / "lab", check=True)
     assert "ansible-inventory.yml" in p.stdout

@@ -53,17 +53,26 @@ class NetnsProvider:
             raise HostError("the netns provider needs root", "run it with sudo")
         missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
         if missing:
-            raise HostError(f"missing tools: {', '.join(missing)}",
-                            "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux")
+            raise HostError(
+                f"missing tools: {', '.join(missing)}",
+                "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
+            )
         if _link_exists(bridge_name(data["name"])) and not self.dir.state.exists():
-            raise HostError(f"a lab named {data['name']!r} is already running from another labctl home",
-                            "take it down there, or rename this lab")
+            raise HostError(
+                f"a lab named {data['name']!r} is already running from another labctl home",
+                "take it down there, or rename this lab",
+            )
         self.check_routes(data)
         # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
-        longest = max([str(self.dir.bird_socket(n["name"])) for n in data["nodes"]] + [str(self.dir.control_dir / ("x" * 40))], key=len)
+        longest = max(
+            [str(self.dir.bird_socket(n["name"])) for n in data["nodes"]] + [str(self.dir.control_dir / ("x" * 40))],
+            key=len,
+        )
         if len(longest) > 107:
-            raise HostError(f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
-                            "set LABCTL_HOME to a shorter directory")
+            raise HostError(
+                f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
+                "set LABCTL_HOME to a shorter directory",
+            )
         return []
 
     def check_routes(self, data: dict) -> None:
@@ -88,8 +97,10 @@ class NetnsProvider:
                 continue
             for field, cidr in mine.items():
                 if net.overlaps(ipaddress.IPv4Network(cidr)):
-                    raise HostError(f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
-                                    "pick CIDRs this host does not use")
+                    raise HostError(
+                        f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
+                        "pick CIDRs this host does not use",
+                    )
 
     def ipip_supported(self) -> bool:
         if Path("/sys/module/ipip").exists():
@@ -135,7 +146,9 @@ class NetnsProvider:
         d = self.dir
         d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not d.ssh_key.exists():
-            sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{data['name']}", "-f", str(d.ssh_key)])
+            sh.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{data['name']}", "-f", str(d.ssh_key)]
+            )
         os.chmod(d.ssh_key, 0o600)
         pub = Path(str(d.ssh_key) + ".pub").read_text()
         d.authorized_keys.write_text(pub)
@@ -185,9 +198,24 @@ class NetnsProvider:
         )
         # nsenter (not `ip netns exec`) keeps the host's mount namespace, so `ip netns add`
         # run on the node makes pod namespaces the host can see and `labctl down` can remove
-        sh.run(["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--uts", "--",
-                "/bin/sh", "-c", 'hostname "$1" && exec "$2" -f "$3" -E "$4"', "sh",
-                n["name"], SSHD, str(cfg), str(nd / "sshd.log")])
+        sh.run(
+            [
+                "nsenter",
+                f"--net=/run/netns/{ns}",
+                "--",
+                "unshare",
+                "--uts",
+                "--",
+                "/bin/sh",
+                "-c",
+                'hostname "$1" && exec "$2" -f "$3" -E "$4"',
+                "sh",
+                n["name"],
+                SSHD,
+                str(cfg),
+                str(nd / "sshd.log"),
+            ]
+        )
         for _ in range(50):
             pid = _pid(pidfile)
             if pid:
