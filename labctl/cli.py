@@ -68,16 +68,21 @@ def _find_lab(name: str | None, topo_file: Path | None):
     return Lab.find(name, topo_file).require()
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"labctl {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
-    version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", callback=_version, is_eager=True)
+    ] = False,
 ) -> None:
     global _debug
     _debug = debug
-    if version:
-        typer.echo(f"labctl {__version__}")
-        raise typer.Exit(0)
 
 
 @app.command()

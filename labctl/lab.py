@@ -80,21 +80,28 @@ class Lab:
         return st
 
     @contextlib.contextmanager
-    def lock(self):
-        """One up/down at a time per lab; the kernel drops the flock when the holder dies."""
+    def lock(self, progress: Progress | None = None):
+        """One up/down at a time per lab. The kernel drops the flock when its holder dies, so a
+        pid still written in the file means the last holder died without releasing it."""
         self.dir.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.dir.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 raise LockedError(
-                    f"lab {self.name!r} is busy: pid {holder} holds its lock", "wait for it, or stop that process"
+                    f"lab {self.name!r} is busy: pid {holder or '?'} holds its lock",
+                    "wait for it, or stop that process",
                 ) from None
+            if holder and progress is not None:
+                progress.warn(f"taking over the lock of lab {self.name!r} left by pid {holder}, which is gone")
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            yield
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
         finally:
             os.close(fd)
 
@@ -103,7 +110,7 @@ class Lab:
     def up(self, topo: topology.Topology, source: Path | None, progress: Progress, check: bool = False) -> dict:
         plan = topology.plan(topo)
         prov = providers.get(topo.provider, self)
-        with self.lock(), _signals() as cancel:
+        with self.lock(progress), _signals() as cancel:
             progress.phase("preflight")
             ctx_data = render.topology_data(plan, render.context(plan, self.dir))
             for w in prov.preflight(ctx_data):
@@ -129,16 +136,19 @@ class Lab:
                 created=self.state().get("created", now()),
             )
             progress.phase(f"bootstrap ({topo.provider})")
-            _checkpoint(cancel)
+            self._checkpoint(cancel, progress)
             pids = prov.bootstrap(data, progress)
             self.save_state(phase="provision", pids={"sshd": pids})
-            _checkpoint(cancel)
+            self._checkpoint(cancel, progress)
             from labctl import runner
 
             try:
                 result = runner.run_playbook(self.dir, prov.up_playbook, progress, check=check, cancel=cancel)
+            except Interrupted as e:
+                self.save_state(phase="interrupted", error=str(e), stopped_at=progress.last_phase)
+                raise
             except LabctlError as e:
-                self.save_state(phase="failed", error=str(e))
+                self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
                 raise
             if check:
                 return self.save_state(phase=self.state().get("phase"))
@@ -147,6 +157,11 @@ class Lab:
             return self.save_state(
                 phase="ready", error=None, labels=labels, placement=placement, changed=result.changed
             )
+
+    def _checkpoint(self, cancel: threading.Event, progress: Progress) -> None:
+        if cancel.is_set():
+            self.save_state(phase="interrupted", stopped_at=progress.last_phase)
+            raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
 
     def down(self, progress: Progress, data: dict | None = None) -> bool:
         """Remove everything the lab created; False if there was nothing to remove."""
@@ -157,7 +172,7 @@ class Lab:
             return False
         data = data or self.data()
         prov = providers.get(data["provider"], self)
-        with self.lock():
+        with self.lock(progress):
             if prov.down_playbook and self.dir.inventory.exists():
                 from labctl import runner
 
@@ -167,11 +182,6 @@ class Lab:
             prov.teardown(data, progress)
             shutil.rmtree(self.dir.root)
         return True
-
-
-def _checkpoint(cancel: threading.Event) -> None:
-    if cancel.is_set():
-        raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
 
 
 @contextlib.contextmanager

@@ -17,8 +17,10 @@ class Progress:
     def __init__(self, log_path: Path | None = None, quiet: bool = False):
         # rich honours NO_COLOR and turns colour off when stderr is not a terminal
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.plain = "NO_COLOR" in os.environ  # no colour and no bold either
         self.quiet = quiet
         self.log_path = log_path
+        self.last_phase: str | None = None
         self._log: TextIO | None = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,9 +36,10 @@ class Progress:
     def _say(self, text: str, style: str | None = None) -> None:
         self.log(text)
         if not self.quiet:
-            self.console.print(text, style=style, markup=False)
+            self.console.print(text, style=None if self.plain else style, markup=False)
 
     def phase(self, name: str) -> None:
+        self.last_phase = name
         self._say(f"==> Running phase: {name}", "bold")
 
     def task(self, name: str) -> None:
@@ -47,7 +50,7 @@ class Progress:
         line = f"    {host:<24} {status:<11}{took}{('  ' + detail) if detail else ''}"
         self.log(line)
         if not self.quiet:
-            self.console.print(line, style=_STYLE.get(status), markup=False)
+            self.console.print(line, style=None if self.plain else _STYLE.get(status), markup=False)
 
     def info(self, text: str) -> None:
         self._say(text)

@@ -226,24 +226,36 @@ class NetnsProvider:
     # -- tear down -------------------------------------------------------------------------
 
     def teardown(self, data: dict, progress) -> None:
+        """Remove whatever of the lab exists; one failure does not stop the rest."""
         name = data["name"]
-        self._close_masters()
+        errors: list[str] = []
+
+        def attempt(fn, *args) -> None:
+            try:
+                fn(*args)
+            except HostError as e:
+                errors.append(str(e))
+
+        attempt(self._close_masters)
         for n in data["nodes"]:
             for pod in n.get("pods", []):
-                _delete_netns(pod["netns"])
-            _delete_netns(node_netns(name, n["name"]))
+                attempt(_delete_netns, pod["netns"])
+            attempt(_delete_netns, node_netns(name, n["name"]))
         br = bridge_name(name)
         if _link_exists(br):
-            sh.run(["ip", "link", "del", br])
+            attempt(sh.run, ["ip", "link", "del", br])
         # `ip netns del` returns before the kernel has released the veths
         prefix = f"lc{lab_id(name)}-"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             links = sh.run(["ip", "-o", "link", "show"]).stdout
             if f": {prefix}" not in links and f": {br}" not in links:
-                return
+                break
             time.sleep(0.05)
-        progress.warn(f"host links {prefix}* still present after 10 s")
+        else:
+            errors.append(f"host links {prefix}* still present after 10 s")
+        if errors:
+            raise HostError(f"teardown of lab {name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir

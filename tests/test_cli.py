@@ -1,0 +1,114 @@
+"""CLI arguments and exit codes. ansible-runner is stubbed here (and only here): these tests
+are about what the commands pass on and print, not about provisioning."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, SEED
+from labctl import cli, runner
+
+VM = ROOT / "inventories/vm-cloud/topology.yml"
+
+
+@pytest.fixture
+def calls(monkeypatch, labhome):
+    seen = []
+
+    def fake(lab, playbook, progress, extravars=None, check=False, limit=None, cancel=None):
+        seen.append({"playbook": playbook, "check": check, "inventory": lab.inventory.is_file()})
+        progress.phase("stubbed play")
+        return runner.Result("successful", 0, {"k8s-master": 1})
+
+    monkeypatch.setattr(runner, "run_playbook", fake)
+    return seen
+
+
+def invoke(*args, **env):
+    return CliRunner().invoke(cli.app, [str(a) for a in args], env=env or None)
+
+
+def test_up_check_passes_check_mode_to_the_vm_playbook(calls, labhome):
+    r = invoke("up", "-t", VM, "--check")
+    assert r.exit_code == 0, r.output
+    assert calls == [{"playbook": "vm-up.yml", "check": True, "inventory": True}]
+    state = json.loads((labhome / "seed-vm" / "state.json").read_text())
+    assert state["provider"] == "vm"
+
+
+def test_up_then_down_runs_the_reset_playbook(calls, labhome):
+    assert invoke("up", "-t", VM).exit_code == 0
+    r = invoke("down", "--name", "seed-vm")
+    assert r.exit_code == 0, r.output
+    assert [c["playbook"] for c in calls] == ["vm-up.yml", "vm-down.yml"]
+    assert not (labhome / "seed-vm").exists()
+    again = invoke("down", "--name", "seed-vm")
+    assert again.exit_code == 0
+
+
+def test_up_progress_and_summary_go_to_stderr(calls, labhome):
+    r = CliRunner().invoke(cli.app, ["up", "-t", str(VM)])
+    assert "==> Running phase: preflight" in r.stderr
+    assert "==> Running phase: stubbed play" in r.stderr
+    assert r.stdout == ""
+
+
+def test_no_color_means_no_escape_sequences(calls, labhome):
+    r = CliRunner().invoke(cli.app, ["up", "-t", str(VM)], env={"NO_COLOR": "1", "FORCE_COLOR": "1"})
+    assert r.exit_code == 0
+    assert "\x1b[" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["up", "-t", "/nonexistent.yml"], 2, "cannot read"),
+        (["validate", "-t", "/nonexistent.yml"], 2, "cannot read"),
+        (["inspect", "--format", "xml"], 2, "xml"),
+        (["verify", "--format", "csv"], 2, "csv"),
+        (["inspect"], 2, "no lab"),
+        (["verify", "--name", "nope"], 2, "does not exist"),
+        (["exec", "--name", "nope", "n1", "--", "true"], 2, "does not exist"),
+        (["frobnicate"], 2, "No such command"),
+        (["up", "--bogus"], 2, "No such option"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(labhome, args, code, words):
+    r = invoke(*args)
+    assert r.exit_code == code, r.output
+    assert words in r.output
+    assert "Traceback" not in r.output
+
+
+def test_several_labs_need_a_name(calls, labhome):
+    assert invoke("up", "-t", VM).exit_code == 0
+    (labhome / "other").mkdir()
+    (labhome / "other" / "state.json").write_text("{}")
+    r = invoke("inspect")
+    assert r.exit_code == 2 and "several labs" in r.output and "--name" in r.output
+
+
+def test_exec_unknown_node_lists_the_nodes(calls, labhome):
+    assert invoke("up", "-t", VM).exit_code == 0
+    r = invoke("exec", "nope", "--", "true")
+    assert r.exit_code == 2
+    assert "k8s-master" in r.output and "k8s-worker-1" in r.output
+
+
+def test_version_and_help():
+    assert invoke("--version").output.strip().startswith("labctl ")
+    r = invoke("--help")
+    for cmd in ("validate", "render", "up", "down", "inspect", "verify", "graph", "exec", "schema"):
+        assert cmd in r.output
+
+
+def test_debug_shows_the_traceback(labhome):
+    r = invoke("--debug", "inspect")
+    assert r.exit_code != 0 and r.exception is not None
+
+
+def test_default_topology_is_the_seed(calls, labhome):
+    r = invoke("validate")
+    assert r.exit_code == 0 and "lab seed" in r.output
+    assert SEED.is_file()
