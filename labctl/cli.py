@@ -134,14 +134,23 @@ def _progress(lab_dir, command: str):
 def up(
     topology_file: TopologyOpt = None,
     check: Annotated[bool, typer.Option("--check", help="ansible check mode: show what would change")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan (add/remove/change per node), touch nothing")
+    ] = False,
+    format: Annotated[
+        CheckFormat, typer.Option("--format", "-f", help="plan format with --dry-run (table = text)")
+    ] = CheckFormat.table,
 ) -> None:
-    """Create the lab (default: the seed lab) and provision it with ansible; labels are applied last."""
-    from labctl import layout
+    """Create the lab (default: the seed lab) or apply a changed topology to it; labels are applied last."""
+    from labctl import layout, reconcile
     from labctl.lab import Lab
 
     try:
         t, src = _topology(topology_file)
         lab = Lab(layout.lab_dir(t.name))
+        if dry_run:
+            typer.echo(reconcile.format(lab.plan_change(t), "json" if format.value == "json" else "text"))
+            return
         progress = _progress(lab.dir, "up")
         try:
             st = lab.up(t, src, progress, check=check)

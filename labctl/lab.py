@@ -12,7 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from labctl import layout, providers, render, topology
+from labctl import layout, providers, reconcile, render, topology
 from labctl.errors import Interrupted, LabctlError, LockedError, UsageError
 from labctl.layout import LabDir
 from labctl.progress import Progress
@@ -107,10 +107,25 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
 
+    def plan_change(self, topo: topology.Topology) -> reconcile.Diff:
+        """What `up` would change; touches nothing."""
+        plan = topology.plan(topo)
+        new = render.topology_data(plan, render.context(plan, self.dir))
+        old = self.data() if self.dir.topology_data.exists() and self.dir.state.exists() else None
+        if old is not None:
+            # the tunnel device was decided by the host at the last up; compare like with like
+            new["calico"]["tunnel_device"] = old["calico"].get("tunnel_device")
+        return reconcile.diff(old, new)
+
     def up(self, topo: topology.Topology, source: Path | None, progress: Progress, check: bool = False) -> dict:
         plan = topology.plan(topo)
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
+            change = self.plan_change(topo)
+            if any(c.kind == "lab" for c in change.changes):
+                fixed = ", ".join(c.name for c in change.changes if c.kind == "lab")
+                raise UsageError(f"lab {topo.name!r} cannot change {fixed} in place", "run `labctl down` first")
+            old = self.data() if change.hosts else None
             progress.phase("preflight")
             ctx_data = render.topology_data(plan, render.context(plan, self.dir))
             for w in prov.preflight(ctx_data):
@@ -120,6 +135,10 @@ class Lab:
             fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
             if fallback:
                 progress.warn("this kernel has no ipip: IPIP is emulated with vxlan.calico (VNI 4096, UDP 4789)")
+            if change.hosts:
+                progress.phase("plan")
+                for line in reconcile.format(change).splitlines():
+                    progress.info(f"  {line}" if line else "")
             progress.phase("render")
             render.render(plan, self.dir, source, ipip=ipip)
             data = self.data()
@@ -135,6 +154,9 @@ class Lab:
                 },
                 created=self.state().get("created", now()),
             )
+            if change.removed_nodes:
+                progress.phase("remove nodes")
+                prov.remove_nodes(old, change.removed_nodes, progress)
             progress.phase(f"bootstrap ({topo.provider})")
             self._checkpoint(cancel, progress)
             pids = prov.bootstrap(data, progress)
@@ -143,7 +165,9 @@ class Lab:
             from labctl import runner
 
             try:
-                result = runner.run_playbook(self.dir, prov.up_playbook, progress, check=check, cancel=cancel)
+                result = runner.run_playbook(
+                    self.dir, prov.up_playbook, progress, extravars=change.extravars(), check=check, cancel=cancel
+                )
             except Interrupted as e:
                 self.save_state(phase="interrupted", error=str(e), stopped_at=progress.last_phase)
                 raise

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from labctl import layout
+from labctl.errors import LabctlError, UsageError
 from labctl.layout import LabDir
 from labctl.topology import Plan, base_labels
 
@@ -38,7 +39,7 @@ def _ansible_y(value) -> str:
 def _bird_str(value) -> str:
     s = str(value)
     if '"' in s or "\\" in s or "\n" in s:
-        raise ValueError(f"refusing to put {s!r} into a BIRD config")
+        raise UsageError(f"refusing to put {s!r} into a BIRD config", "use a lab dir without quotes or backslashes")
     return f'"{s}"'
 
 
@@ -94,7 +95,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 "bird_socket": str(lab.bird_socket(n.name)),
                 "mesh_name": "Mesh_" + str(n.address).replace(".", "_"),
                 "pods": [
-                    {"name": p.name, "ip": str(p.ip), "veth": p.veth, "netns": pod_netns(t.name, p.name)}
+                    {"name": p.name, "ip": str(p.ip), "veth": p.veth, "netns": pod_netns(t.name, n.name, p.name)}
                     for p in plan.pods
                     if p.node == n.name
                 ],
@@ -121,8 +122,9 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
     }
 
 
-def pod_netns(lab: str, pod: str) -> str:
-    return f"lc-{lab}.pod.{pod}"
+def pod_netns(lab: str, node: str, pod: str) -> str:
+    # per node: a workload moving between nodes never meets its old namespace's name
+    return f"lc-{lab}.{node}.{pod}"
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -153,8 +155,11 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     """Write every rendered file of the lab; returns them in order."""
     env = _env()
     ctx = context(plan, lab, ipip)
-    lab.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(lab.root, 0o700)
+    try:
+        lab.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(lab.root, 0o700)
+    except OSError as e:
+        raise LabctlError(f"cannot create the lab directory {lab.root}: {e.strerror}", "pick another one") from None
     out: list[Path] = []
 
     def put(path: Path, template: str, **extra) -> None:

@@ -47,7 +47,7 @@ def test_failed_up_names_host_task_log_then_down_cleans(lab):
     make, home, before = lab
     t = make("lcfail", 77)
     # something else already holds the name pod-a's namespace needs: a plain file, not a netns
-    blocker = Path("/run/netns/lc-lcfail.pod.pod-a")
+    blocker = Path("/run/netns/lc-lcfail.k8s-worker-1.pod-a")
     blocker.parent.mkdir(exist_ok=True)
     blocker.touch()
     try:

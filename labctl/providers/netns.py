@@ -7,17 +7,19 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import time
 from pathlib import Path
 
 from labctl import sh
-from labctl.errors import HostError
+from labctl.errors import HostError, UsageError
 from labctl.layout import LabDir
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
 SSHD = "/usr/sbin/sshd"
+SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 
 
 def lab_id(name: str) -> str:
@@ -28,8 +30,9 @@ def bridge_name(lab: str) -> str:
     return f"br-lc{lab_id(lab)}"
 
 
-def host_veth(lab: str, index: int) -> str:
-    return f"lc{lab_id(lab)}-{index}"
+def host_veth(lab: str, node: str) -> str:
+    # stable per node (not per position), so adding or removing a node renames nothing
+    return f"lc{lab_id(lab)}{hashlib.sha1(node.encode()).hexdigest()[:7]}"
 
 
 def node_netns(lab: str, node: str) -> str:
@@ -49,6 +52,13 @@ class NetnsProvider:
 
     def preflight(self, data: dict) -> list[str]:
         """Raise HostError if this host cannot run the lab; return warnings."""
+        # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
+        # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
+        if not SAFE_PATH.fullmatch(str(self.dir.root)):
+            raise UsageError(
+                f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
+                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
+            )
         if os.geteuid() != 0:
             raise HostError("the netns provider needs root", "run it with sudo")
         missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
@@ -122,9 +132,9 @@ class NetnsProvider:
         self._keys(data)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         pids = {}
-        for i, n in enumerate(data["nodes"]):
+        for n in data["nodes"]:
             ns = node_netns(name, n["name"])
-            veth = host_veth(name, i)
+            veth = host_veth(name, n["name"])
             if not Path(f"/run/netns/{ns}").exists():
                 sh.run(["ip", "netns", "add", ns])
             if not _link_exists(veth):
@@ -238,14 +248,12 @@ class NetnsProvider:
 
         attempt(self._close_masters)
         for n in data["nodes"]:
-            for pod in n.get("pods", []):
-                attempt(_delete_netns, pod["netns"])
-            attempt(_delete_netns, node_netns(name, n["name"]))
+            attempt(self._remove_node, name, n)
         br = bridge_name(name)
         if _link_exists(br):
             attempt(sh.run, ["ip", "link", "del", br])
         # `ip netns del` returns before the kernel has released the veths
-        prefix = f"lc{lab_id(name)}-"
+        prefix = f"lc{lab_id(name)}"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             links = sh.run(["ip", "-o", "link", "show"]).stdout
@@ -256,6 +264,20 @@ class NetnsProvider:
             errors.append(f"host links {prefix}* still present after 10 s")
         if errors:
             raise HostError(f"teardown of lab {name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
+
+    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+        """Take some nodes out of a running lab (reconcile); `data` is the lab before the change."""
+        for n in data["nodes"]:
+            if n["name"] in names:
+                progress.info(f"  removing node {n['name']}")
+                self._remove_node(data["name"], n)
+
+    @staticmethod
+    def _remove_node(lab: str, n: dict) -> None:
+        for pod in n.get("pods", []):
+            _delete_netns(pod["netns"])
+        # the host end of the node's NIC goes with the namespace; its files with the node dir
+        _delete_netns(node_netns(lab, n["name"]))
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir

@@ -27,3 +27,11 @@ class VmProvider:
 
     def teardown(self, data: dict, progress) -> None:
         return None
+
+    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+        from labctl.errors import UsageError
+
+        raise UsageError(
+            f"removing nodes ({', '.join(names)}) from a vm lab is not supported yet",
+            "run `labctl down` and `labctl up` with the new topology",
+        )

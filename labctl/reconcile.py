@@ -1,0 +1,105 @@
+"""What `labctl up` changes on a lab that is already there.
+
+The old side is the lab's topology-data.json, the new side the topology being applied. A node
+whose address, interface, role or block changes is replaced (removed, then added): those decide
+its namespace, NIC and BGP identity. Labels change in place. A workload that changes node or IP
+is re-created."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+IDENTITY = ("address", "interface", "role", "block", "tunnel_ip", "vtep_mac")
+
+
+@dataclass
+class Change:
+    op: str  # "+" add, "-" remove, "~" change
+    kind: str  # "node" | "workload" | "lab"
+    name: str
+    detail: str = ""
+
+
+@dataclass
+class Diff:
+    changes: list[Change] = field(default_factory=list)
+    removed_nodes: list[str] = field(default_factory=list)  # includes replaced nodes (old side)
+    hosts: dict[str, list[str]] = field(default_factory=dict)  # play -> hosts; absent = all
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def extravars(self) -> dict:
+        return {f"labctl_hosts_{play}": hosts for play, hosts in self.hosts.items()}
+
+
+def _pods(data: dict) -> dict[str, dict[str, tuple]]:
+    return {n["name"]: {p["name"]: (p["ip"], p["veth"]) for p in n.get("pods", [])} for n in data["nodes"]}
+
+
+def diff(old: dict | None, new: dict) -> Diff:
+    d = Diff()
+    if old is None:
+        d.changes = [Change("+", "node", n["name"], f"{n['address']}, block {n['block']}") for n in new["nodes"]]
+        d.changes += [Change("+", "workload", w["name"], f"on {w['node']} ({w['ip']})") for w in new["workloads"]]
+        return d
+    for key in ("provider",):
+        if old.get(key) != new.get(key):
+            d.changes.append(Change("~", "lab", key, f"{old.get(key)} -> {new.get(key)} (run `labctl down` first)"))
+    lab_wide = {k: (old[k], new[k]) for k in ("network", "calico") if old.get(k) != new.get(k)}
+    before = {n["name"]: n for n in old["nodes"]}
+    after = {n["name"]: n for n in new["nodes"]}
+    added, replaced, relabelled = [], [], []
+    for name, n in after.items():
+        o = before.get(name)
+        if o is None:
+            added.append(name)
+            d.changes.append(Change("+", "node", name, f"{n['address']}, block {n['block']}"))
+        elif lab_wide or any(o.get(k) != n.get(k) for k in IDENTITY):
+            replaced.append(name)
+            what = [f"{k} {o.get(k)} -> {n.get(k)}" for k in IDENTITY if o.get(k) != n.get(k)]
+            what = what or ["lab network settings"]
+            d.changes.append(Change("~", "node", name, "replaced: " + ", ".join(what)))
+        elif o["labels"] != n["labels"]:
+            relabelled.append(name)
+            d.changes.append(Change("~", "node", name, f"labels {o['labels']} -> {n['labels']}"))
+    gone = [name for name in before if name not in after]
+    for name in gone:
+        d.changes.append(Change("-", "node", name, before[name]["address"]))
+    old_pods, new_pods = _pods(old), _pods(new)
+    old_w = {w["name"]: w for w in old["workloads"]}
+    for w in new["workloads"]:
+        o = old_w.get(w["name"])
+        if o is None:
+            d.changes.append(Change("+", "workload", w["name"], f"on {w['node']} ({w['ip']})"))
+        elif (o["node"], o["ip"]) != (w["node"], w["ip"]):
+            d.changes.append(Change("~", "workload", w["name"], f"{o['node']} ({o['ip']}) -> {w['node']} ({w['ip']})"))
+    for name in old_w.keys() - {w["name"] for w in new["workloads"]}:
+        d.changes.append(Change("-", "workload", name, f"from {old_w[name]['node']}"))
+    if d.empty:
+        return d  # nothing changed: `up` converges everything (and so repairs drift)
+    d.removed_nodes = gone + replaced
+    fresh = added + replaced
+    membership = bool(fresh or gone)
+    # peers change for every node when membership does; otherwise only what changed runs
+    everyone = list(after)
+    d.hosts["network"] = everyone if membership else []
+    d.hosts["bgp"] = everyone if membership else []
+    d.hosts["workloads"] = [n for n in after if n in fresh or old_pods.get(n) != new_pods.get(n)]
+    d.hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
+    return d
+
+
+def format(d: Diff, fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps({"changes": [asdict(c) for c in d.changes], "hosts": d.hosts}, indent=2)
+    if d.empty:
+        return "no changes: `up` would converge every node to the topology"
+    lines = [f"{c.op} {c.kind} {c.name}" + (f": {c.detail}" if c.detail else "") for c in d.changes]
+    if d.hosts:
+        lines.append("")
+        for play, hosts in d.hosts.items():
+            lines.append(f"  {play:<10} {', '.join(hosts) if hosts else '(skipped)'}")
+    return "\n".join(lines)
