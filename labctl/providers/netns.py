@@ -206,8 +206,12 @@ class NetnsProvider:
                 ]
             )
         )
-        # nsenter (not `ip netns exec`) keeps the host's mount namespace, so `ip netns add`
-        # run on the node makes pod namespaces the host can see and `labctl down` can remove
+        # Not `ip netns exec`: it makes every mount a slave, so pod namespaces that `ip netns add`
+        # creates on the node would be invisible to the host and to `labctl down`. Instead a mount
+        # namespace that keeps /run/netns shared with the host and gets a /sys of the node's own
+        # (made private first, so the node's sysfs never shows on the host): facts, /sys/class/net
+        # and hostname on the node are the node's.
+        script = 'mount --make-rprivate /sys && mount -t sysfs sysfs /sys && hostname "$1" && exec "$2" -f "$3" -E "$4"'
         sh.run(
             [
                 "nsenter",
@@ -215,10 +219,13 @@ class NetnsProvider:
                 "--",
                 "unshare",
                 "--uts",
+                "--mount",
+                "--propagation",
+                "unchanged",
                 "--",
                 "/bin/sh",
                 "-c",
-                'hostname "$1" && exec "$2" -f "$3" -E "$4"',
+                script,
                 "sh",
                 n["name"],
                 SSHD,
@@ -299,13 +306,12 @@ def _pid(path: Path) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, not a zombie: a killed daemon stays a zombie until init reaps it."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _delete_netns(ns: str) -> None:
