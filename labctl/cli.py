@@ -42,6 +42,12 @@ class CheckFormat(enum.StrEnum):
 class GraphFormat(enum.StrEnum):
     mermaid = "mermaid"
     dot = "dot"
+    svg = "svg"
+
+
+class TraceFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
 
 
 def _fail(err: LabctlError) -> None:
@@ -140,6 +146,12 @@ def up(
     format: Annotated[
         CheckFormat, typer.Option("--format", "-f", help="plan format with --dry-run (table = text)")
     ] = CheckFormat.table,
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="run only these phases (ansible tags, comma-separated)")
+    ] = None,
+    accept_new_host_keys: Annotated[
+        bool, typer.Option("--accept-new-host-keys", help="vm: trust and pin host keys seen for the first time")
+    ] = False,
 ) -> None:
     """Create the lab (default: the seed lab) or apply a changed topology to it; labels are applied last."""
     from labctl import layout, reconcile
@@ -153,7 +165,7 @@ def up(
             return
         progress = _progress(lab.dir, "up")
         try:
-            st = lab.up(t, src, progress, check=check)
+            st = lab.up(t, src, progress, check=check, tags=tags, accept_new_host_keys=accept_new_host_keys)
         finally:
             progress.close()
     except LabctlError as e:
@@ -167,7 +179,13 @@ def up(
 
 
 @app.command()
-def down(topology_file: TopologyOpt = None, name: NameOpt = None) -> None:
+def down(
+    topology_file: TopologyOpt = None,
+    name: NameOpt = None,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="vm: also remove the Kubernetes and containerd packages")
+    ] = False,
+) -> None:
     """Remove everything the lab created; a lab that is already gone is not an error."""
     from labctl import layout, topology
     from labctl import render as r
@@ -192,7 +210,7 @@ def down(topology_file: TopologyOpt = None, name: NameOpt = None) -> None:
                     return
                 raise
         progress = Progress(None)
-        removed = lab.down(progress, data)
+        removed = lab.down(progress, data, purge=purge)
     except LabctlError as e:
         _fail(e)
     typer.echo(f"lab {lab.name} removed" if removed else f"lab {lab.name}: nothing to remove", err=True)
@@ -256,9 +274,56 @@ def graph(
 
     try:
         lab = _find_lab(name, topology_file)
-        typer.echo(g.render(lab.data(), ins.rows(lab), format.value))
+        data, rows = lab.data(), ins.rows(lab)
     except LabctlError as e:
         _fail(e)
+    if format is GraphFormat.svg:
+        from labctl import graph_svg
+
+        typer.echo(graph_svg.svg(data, rows), nl=False)
+    else:
+        typer.echo(g.render(data, rows, format.value))
+
+
+@app.command()
+def bgp(
+    node: Annotated[str | None, typer.Argument(help="one node (default: every node)")] = None,
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
+) -> None:
+    """Each node's BGP sessions and the routes it learned over them, read live from BIRD."""
+    from labctl import bgp as b
+
+    try:
+        lab = _find_lab(name, topology_file)
+        rows = b.sessions_and_routes(lab, node)
+    except LabctlError as e:
+        _fail(e)
+    typer.echo(b.format(rows, format.value))
+    if any(r["error"] for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    src: Annotated[str, typer.Argument(help="source: workload or node name, or its IP")],
+    dst: Annotated[str, typer.Argument(help="destination: workload or node name, or an IP")],
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[TraceFormat, typer.Option("--format", "-f")] = TraceFormat.text,
+) -> None:
+    """Follow a packet hop by hop (pod, veth, route, tunnel, peer node, pod), say why each hop, then ping."""
+    from labctl import trace as t
+
+    try:
+        lab = _find_lab(name, topology_file)
+        result = t.trace(lab, src, dst)
+    except LabctlError as e:
+        _fail(e)
+    typer.echo(t.format(result, format.value))
+    if not (result["reached"] and result["ping"]["ok"]):
+        raise typer.Exit(1)
 
 
 @app.command("exec")

@@ -117,7 +117,15 @@ class Lab:
             new["calico"]["tunnel_device"] = old["calico"].get("tunnel_device")
         return reconcile.diff(old, new)
 
-    def up(self, topo: topology.Topology, source: Path | None, progress: Progress, check: bool = False) -> dict:
+    def up(
+        self,
+        topo: topology.Topology,
+        source: Path | None,
+        progress: Progress,
+        check: bool = False,
+        tags: str | None = None,
+        accept_new_host_keys: bool = False,
+    ) -> dict:
         plan = topology.plan(topo)
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
@@ -166,7 +174,14 @@ class Lab:
 
             try:
                 result = runner.run_playbook(
-                    self.dir, prov.up_playbook, progress, extravars=change.extravars(), check=check, cancel=cancel
+                    self.dir,
+                    prov.up_playbook,
+                    progress,
+                    extravars=change.extravars(),
+                    check=check,
+                    cancel=cancel,
+                    tags=tags,
+                    accept_new_host_keys=accept_new_host_keys,
                 )
             except Interrupted as e:
                 self.save_state(phase="interrupted", error=str(e), stopped_at=progress.last_phase)
@@ -174,8 +189,8 @@ class Lab:
             except LabctlError as e:
                 self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
                 raise
-            if check:
-                return self.save_state(phase=self.state().get("phase"))
+            if check or tags:
+                return self.save_state(phase=self.state().get("phase") if check else "partial")
             labels = {n["name"]: n["labels"] for n in data["nodes"]}
             placement = {w["name"]: w["node"] for w in data["workloads"]}
             return self.save_state(
@@ -187,7 +202,7 @@ class Lab:
             self.save_state(phase="interrupted", stopped_at=progress.last_phase)
             raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
 
-    def down(self, progress: Progress, data: dict | None = None) -> bool:
+    def down(self, progress: Progress, data: dict | None = None, purge: bool = False) -> bool:
         """Remove everything the lab created; False if there was nothing to remove."""
         if data is None and not self.dir.topology_data.exists():
             if self.dir.root.exists():
@@ -201,7 +216,7 @@ class Lab:
                 from labctl import runner
 
                 progress.phase(f"reset ({data['provider']})")
-                runner.run_playbook(self.dir, prov.down_playbook, progress)
+                runner.run_playbook(self.dir, prov.down_playbook, progress, extravars={"labctl_purge": purge})
             progress.phase(f"teardown ({data['provider']})")
             prov.teardown(data, progress)
             shutil.rmtree(self.dir.root)

@@ -108,6 +108,13 @@ class LabDir:
     def authorized_keys(self) -> Path:
         return self.ssh / "authorized_keys"
 
+    def ssh_config_for(self, accept_new: bool = False) -> Path:
+        return self.ssh / ("ssh_config-accept-new" if accept_new else "ssh_config")
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.ssh_config_for(False)
+
     @property
     def control_dir(self) -> Path:
         """ansible's SSH ControlPersist sockets, closed by down."""

@@ -101,8 +101,27 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 ],
             }
         )
+    proxy = None
+    if t.proxy is not None:
+        # what must never go through the proxy: the nodes, the pods, the services, the API
+        implied = [
+            "localhost",
+            "127.0.0.1",
+            str(t.network.lan),
+            str(t.kubernetes.pod_subnet),
+            str(t.kubernetes.service_subnet),
+            ".svc",
+            ".cluster.local",
+        ]
+        implied += [n["address"] for n in nodes]
+        proxy = {
+            "http": t.proxy.http or "",
+            "https": t.proxy.https or "",
+            "no_proxy": ",".join(dict.fromkeys(implied + list(t.proxy.no_proxy))),
+        }
     return {
         "lab": t.name,
+        "proxy": proxy,
         "provider": t.provider,
         "lab_dir": str(lab.root),
         "paths": lab,
@@ -173,6 +192,8 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     out.append(lab.topology_data)
     put(lab.inventory, "ansible-inventory.yml.j2")
     put(lab.ansible_cfg, "ansible.cfg.j2")
+    for accept_new in (False, True):
+        put(lab.ssh_config_for(accept_new), "ssh_config.j2", accept_new=accept_new)
     put(lab.kubeadm_init, "kubeadm-init.yaml.j2")
     for w in ctx["workers"]:
         put(lab.kubeadm_join(w["name"]), "kubeadm-join.yaml.j2", node=w)

@@ -5,6 +5,7 @@ message and log file."""
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ class Result:
 class _Events:
     """ansible-runner event -> progress line."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, known_hosts: str = "known_hosts"):
         self.p = progress
+        self.known_hosts = known_hosts
         self.failures: list[Failure] = []
         self.changed: dict[str, int] = {}
         self.output: list[str] = []
@@ -61,7 +63,7 @@ class _Events:
                 status = "ok"
             detail = ""
             if status in ("failed", "unreachable"):
-                detail = _message(res)
+                detail = _message(res, self.known_hosts)
                 self.failures.append(Failure(host, data.get("task", "?").strip(), detail))
             if status == "changed":
                 self.changed[host] = self.changed.get(host, 0) + 1
@@ -74,9 +76,18 @@ class _Events:
         return True
 
 
-def _message(res: dict) -> str:
+HOST_KEY_UNKNOWN = "host key is not in the lab's known_hosts: check it, then run `labctl up --accept-new-host-keys`"
+HOST_KEY_CHANGED = "host key CHANGED since it was pinned (reinstalled machine, or an attack): remove its line from {}"
+
+
+def _message(res: dict, known_hosts: str = "known_hosts") -> str:
     if res.get("censored"):
         return res["censored"]
+    text = " ".join(str(res.get(k, "")) for k in ("msg", "stderr", "stdout", "module_stderr"))
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        return HOST_KEY_CHANGED.format(known_hosts)
+    if "Host key verification failed" in text or "No ED25519 host key is known" in text:
+        return HOST_KEY_UNKNOWN
     keys = ("msg", "stderr", "module_stderr", "stdout")
     if res.get("rc") not in (None, 0):
         # a command's own words say more than ansible's "non-zero return code"
@@ -98,6 +109,8 @@ def run_playbook(
     check: bool = False,
     limit: str | None = None,
     cancel: threading.Event | None = None,
+    tags: str | None = None,
+    accept_new_host_keys: bool = False,
 ) -> Result:
     import ansible_runner  # heavy: imported only when a playbook runs
 
@@ -112,10 +125,13 @@ def run_playbook(
         "ANSIBLE_LOCAL_TEMP": str(lab.runner / "tmp"),
         "HOME": os.environ.get("HOME", "/root"),
     }
+    if accept_new_host_keys:
+        env["ANSIBLE_SSH_ARGS"] = f"-F {lab.ssh_config_for(accept_new=True)}"
     lab.runner.mkdir(parents=True, exist_ok=True, mode=0o700)
     lab.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    events = _Events(progress)
-    cmdline = "--check --diff" if check else None
+    events = _Events(progress, str(lab.known_hosts))
+    args = (["--check", "--diff"] if check else []) + (["--tags", tags] if tags else [])
+    cmdline = " ".join(shlex.quote(a) for a in args) or None
     r = ansible_runner.run(
         private_data_dir=str(lab.runner),
         playbook=str(playbooks / playbook),

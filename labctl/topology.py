@@ -108,6 +108,12 @@ class Defaults(_Model):
     ssh: Ssh = Field(default_factory=Ssh)
 
 
+class Proxy(_Model):
+    http: str | None = Field(None, description="http_proxy for apt and containerd (vm)")
+    https: str | None = Field(None, description="https_proxy for apt and containerd (vm)")
+    no_proxy: list[str] = Field(default_factory=list, description="added to node addresses, pod and service subnets")
+
+
 class Node(_Model):
     role: Literal["control-plane", "worker"]
     address: Address
@@ -130,6 +136,7 @@ class Topology(_Model):
     defaults: Defaults = Field(default_factory=Defaults)
     nodes: dict[str, Node] = Field(min_length=1)
     workloads: list[Workload] | None = Field(None, description="default: one pod per node")
+    proxy: Proxy | None = Field(None, description="vm: HTTP(S) proxy for apt and containerd")
 
     @property
     def gateway(self) -> IPv4Address:
@@ -213,7 +220,7 @@ def _label_problems(labels: dict[str, str], path: tuple) -> list[Problem]:
     out = []
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
-        if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+        if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix)):
             out.append(
                 Problem(
                     path + (key,),
@@ -221,7 +228,7 @@ def _label_problems(labels: dict[str, str], path: tuple) -> list[Problem]:
                     "lowercase letters, digits, '-' and '.'",
                 )
             )
-        elif not LABEL_NAME.match(name):
+        elif not LABEL_NAME.fullmatch(name):
             out.append(
                 Problem(
                     path + (key,),
@@ -229,7 +236,7 @@ def _label_problems(labels: dict[str, str], path: tuple) -> list[Problem]:
                     "name part: 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends",
                 )
             )
-        if value and not LABEL_NAME.match(value):
+        if value and not LABEL_NAME.fullmatch(value):
             out.append(
                 Problem(
                     path + (key,),
@@ -242,7 +249,7 @@ def _label_problems(labels: dict[str, str], path: tuple) -> list[Problem]:
 
 def _version_problems(t: Topology) -> list[Problem]:
     out = []
-    m = re.fullmatch(r"1\.(\d+)(?:\.(\d+))?", t.kubernetes.version)
+    m = re.fullmatch(r"1\.([0-9]+)(?:\.([0-9]+))?", t.kubernetes.version)
     kminor = int(m.group(1)) if m else None
     if not m:
         out.append(
@@ -260,7 +267,7 @@ def _version_problems(t: Topology) -> list[Problem]:
                 f"supported: 1.{SUPPORTED_K8S.start}-1.{SUPPORTED_K8S.stop - 1}",
             )
         )
-    c = re.fullmatch(r"v3\.(\d+)\.(\d+)", t.calico.version)
+    c = re.fullmatch(r"v3\.([0-9]+)\.([0-9]+)", t.calico.version)
     if not c:
         out.append(
             Problem(
@@ -391,7 +398,7 @@ def _node_problems(t: Topology) -> list[Problem]:
     lan = t.network.lan
     for name, node in t.nodes.items():
         path = ("nodes", name)
-        if not DNS_LABEL.match(name):
+        if not DNS_LABEL.fullmatch(name):
             out.append(
                 Problem(
                     path,
@@ -418,9 +425,9 @@ def _node_problems(t: Topology) -> list[Problem]:
         if a in seen:
             out.append(Problem(path + ("address",), f"{a} is already used by node {seen[a]}", None))
         seen.setdefault(a, name)
-        ifname = node.interface or t.defaults.interface
-        ipath = path + ("interface",) if node.interface else ("defaults", "interface")
-        if not IFNAME.match(ifname) or ifname in ("lo", "tunl0", "vxlan.calico", "all", "default"):
+        ifname = t.defaults.interface if node.interface is None else node.interface
+        ipath = path + ("interface",) if node.interface is not None else ("defaults", "interface")
+        if not IFNAME.fullmatch(ifname) or ifname in ("lo", "tunl0", "vxlan.calico", "all", "default"):
             out.append(
                 Problem(
                     ipath,
@@ -436,11 +443,11 @@ def _node_problems(t: Topology) -> list[Problem]:
 
 def _ssh_problems(ssh: Ssh, path: tuple) -> list[Problem]:
     out = []
-    if not USERNAME.match(ssh.user):
+    if not USERNAME.fullmatch(ssh.user):
         out.append(Problem(path + ("user",), f"{ssh.user!r} is not a valid user name", None))
     if ssh.jump is not None:
-        m = re.fullmatch(r"(?:([a-z_][a-z0-9_.-]*)@)?([^@:\s]+)(?::(\d+))?", ssh.jump)
-        if not m or not HOSTNAME.match(m.group(2)) or (m.group(3) and not 0 < int(m.group(3)) < 65536):
+        m = re.fullmatch(r"(?:([a-z_][a-z0-9_.-]*)@)?([^@:\s]+)(?::([0-9]+))?", ssh.jump)
+        if not m or not HOSTNAME.fullmatch(m.group(2)) or (m.group(3) and not 0 < int(m.group(3)) < 65536):
             out.append(Problem(path + ("jump",), f"{ssh.jump!r} is not [user@]host[:port]", None))
     if not ssh.key or "\n" in ssh.key or "\0" in ssh.key:
         out.append(Problem(path + ("key",), "not a usable file path", None))
@@ -462,7 +469,7 @@ def _workload_problems(t: Topology) -> list[Problem]:
     names: set[str] = set()
     for i, w in enumerate(t.workloads or []):
         path = ("workloads", i)
-        if not DNS_LABEL.match(w.name) or len(w.name) > 40:
+        if not DNS_LABEL.fullmatch(w.name) or len(w.name) > 40:
             out.append(
                 Problem(
                     path + ("name",), f"{w.name!r} is not a valid workload name", "a DNS-1123 label of at most 40 chars"
@@ -479,10 +486,28 @@ def _workload_problems(t: Topology) -> list[Problem]:
     return out
 
 
+PROXY_URL = re.compile(r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$")
+NO_PROXY = re.compile(r"^[A-Za-z0-9._:/*-]+$")
+
+
+def _proxy_problems(t: Topology) -> list[Problem]:
+    out = []
+    if t.proxy is None:
+        return out
+    for key in ("http", "https"):
+        url = getattr(t.proxy, key)
+        if url is not None and not PROXY_URL.match(url):
+            out.append(Problem(("proxy", key), f"{url!r} is not an http(s):// URL", "e.g. http://proxy.example:3128"))
+    for i, entry in enumerate(t.proxy.no_proxy):
+        if not NO_PROXY.match(entry):
+            out.append(Problem(("proxy", "no_proxy", i), f"{entry!r} is not a host, domain or CIDR", None))
+    return out
+
+
 def check(t: Topology) -> list[Problem]:
     name = (
         []
-        if LAB_NAME.match(t.name)
+        if LAB_NAME.fullmatch(t.name)
         else [
             Problem(
                 ("name",),
@@ -491,7 +516,9 @@ def check(t: Topology) -> list[Problem]:
             )
         ]
     )
-    return name + _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
+    return (
+        name + _proxy_problems(t) + _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
+    )
 
 
 def load(path: Path) -> Topology:
@@ -617,7 +644,7 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
                 i,
                 node.role,
                 node.address,
-                node.interface or t.defaults.interface,
+                t.defaults.interface if node.interface is None else node.interface,
                 block,
                 tunnel,
                 mac,

@@ -8,6 +8,7 @@ stops with an error instead of eating memory.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,11 @@ class Problem:
 def dotted(path: Path_) -> str:
     out = ""
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
+        elif isinstance(part, str) and (not part or not part.isprintable() or any(c.isspace() for c in part)):
+            # keep a problem on one line with a path of one word: "k8s master" -> ["k8s\u0020master"]
+            out += "[" + json.dumps(part).replace(" ", "\\u0020") + "]"
         else:
             out += ("." if out else "") + str(part)
     return out or "(document)"
@@ -56,7 +60,8 @@ class Source:
     def format(self, p: Problem) -> str:
         line = p.line if p.line is not None else self.line_of(p.path)
         hint = f" ({p.hint})" if p.hint else ""
-        return f"{self.name}:{line}: {dotted(p.path)}: {p.message}{hint}"
+        # one line per problem, whatever a message quotes (PyYAML's reader errors span two)
+        return " ".join(f"{self.name}:{line}: {dotted(p.path)}: {p.message}{hint}".splitlines())
 
 
 _PLAIN_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
@@ -75,7 +80,12 @@ class _Walker:
         if not path or path[-1] != "<key>":
             self.src.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
-            return self.scalars.construct_object(node)
+            try:
+                return self.scalars.construct_object(node)
+            except (ValueError, KeyError, TypeError, OverflowError) as e:
+                # e.g. 2001-02-30 (a timestamp with no such day), !!int abc, !!bool maybe
+                msg = f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]} ({e})"
+                raise yaml.constructor.ConstructorError(None, None, msg, node.start_mark) from None
         if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(None, None, f"tag {node.tag!r} is not allowed", node.start_mark)
         if isinstance(node, yaml.SequenceNode):

@@ -16,8 +16,11 @@ VM = ROOT / "inventories/vm-cloud/topology.yml"
 def calls(monkeypatch, labhome):
     seen = []
 
-    def fake(lab, playbook, progress, extravars=None, check=False, limit=None, cancel=None):
+    def fake(lab, playbook, progress, extravars=None, check=False, limit=None, cancel=None, tags=None,
+             accept_new_host_keys=False):
         seen.append({"playbook": playbook, "check": check, "inventory": lab.inventory.is_file()})
+        seen[-1].update({k: v for k, v in (("tags", tags), ("accept_new", accept_new_host_keys),
+                                            ("extravars", extravars)) if v})
         progress.phase("stubbed play")
         return runner.Result("successful", 0, {"k8s-master": 1})
 
@@ -37,11 +40,18 @@ def test_up_check_passes_check_mode_to_the_vm_playbook(calls, labhome):
     assert state["provider"] == "vm"
 
 
+def test_up_flags_reach_the_runner(calls, labhome):
+    r = invoke("up", "-t", VM, "--tags", "preflight,host_prep", "--accept-new-host-keys")
+    assert r.exit_code == 0, r.output
+    assert calls[0]["tags"] == "preflight,host_prep" and calls[0]["accept_new"] is True
+
+
 def test_up_then_down_runs_the_reset_playbook(calls, labhome):
     assert invoke("up", "-t", VM).exit_code == 0
-    r = invoke("down", "--name", "seed-vm")
+    r = invoke("down", "--name", "seed-vm", "--purge")
     assert r.exit_code == 0, r.output
     assert [c["playbook"] for c in calls] == ["vm-up.yml", "vm-down.yml"]
+    assert calls[1]["extravars"] == {"labctl_purge": True}
     assert not (labhome / "seed-vm").exists()
     again = invoke("down", "--name", "seed-vm")
     assert again.exit_code == 0

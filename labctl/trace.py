@@ -1,0 +1,298 @@
+"""`labctl trace SRC DST`: the path a packet takes through the lab, hop by hop, read live.
+
+Every hop is a real lookup on the machine that makes the decision (`ip route get` in the pod, then
+on each node), annotated with why that hop was chosen: Calico's 169.254.1.1 gateway and proxy ARP,
+the BGP-learned route and the peer that announced it, the VXLAN/IPIP wrapping, the /32 to the pod.
+A real `ping -c1 -W1` from the source closes the trace."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+
+from labctl import bgp
+from labctl.errors import LabctlError, UsageError
+from labctl.nodes import NodeShell
+
+
+def resolve(data: dict, x: str) -> dict:
+    """A workload/node name or an IP -> what it is and which node holds it (None: outside the lab)."""
+    for n in data["nodes"]:
+        for p in n.get("pods", []):
+            if x in (p["name"], p["ip"]):
+                return {"kind": "pod", "name": p["name"], "ip": p["ip"], "node": n["name"], "pod": p}
+        if x in (n["name"], n["address"]):
+            return {"kind": "node", "name": n["name"], "ip": n["address"], "node": n["name"]}
+        if x == n.get("tunnel_ip"):
+            return {"kind": "tunnel", "name": f"{n['name']} tunnel", "ip": x, "node": n["name"]}
+    try:
+        ip = ipaddress.ip_address(x)
+    except ValueError:
+        names = [p["name"] for n in data["nodes"] for p in n.get("pods", [])] + [n["name"] for n in data["nodes"]]
+        raise UsageError(
+            f"{x!r} is not a workload, node or IP of this lab", f"try one of: {', '.join(names)}"
+        ) from None
+    for n in data["nodes"]:
+        if n.get("block") and ip in ipaddress.ip_network(n["block"]):
+            return {"kind": "ip", "name": x, "ip": x, "node": n["name"]}
+    return {"kind": "external", "name": x, "ip": x, "node": None}
+
+
+class _Shells:
+    """One SSH connection per node, opened when the trace first reaches it."""
+
+    def __init__(self, lab_dir, data: dict):
+        self.lab_dir, self.nodes, self.open = lab_dir, {n["name"]: n for n in data["nodes"]}, {}
+
+    def run(self, node: str, cmd: str) -> tuple[int, str, str]:
+        if node not in self.open:
+            self.open[node] = NodeShell(self.lab_dir, self.nodes[node])
+        return self.open[node].run(cmd)
+
+    def json(self, node: str, cmd: str) -> list:
+        rc, out, err = self.run(node, cmd)
+        if rc != 0:
+            raise LabctlError(f"{node}: {cmd}: {(err or out).strip() or f'exit {rc}'}")
+        return json.loads(out) if out.strip() else []
+
+    def close(self) -> None:
+        for s in self.open.values():
+            s.close()
+
+
+def _prefixlen(r: dict) -> int:
+    d = r.get("dst", "")
+    return 0 if d == "default" else (int(d.split("/")[1]) if "/" in d else 32)
+
+
+def route_line(r: dict) -> str:
+    """`ip -j route` entry back in `ip route` words, so the reader sees the route as on the node."""
+    words = [r["type"]] if r.get("type") not in (None, "unicast") else []
+    words.append(r.get("dst", "?"))
+    for key, word in (("gateway", "via"), ("dev", "dev"), ("protocol", "proto"), ("scope", "scope")):
+        if r.get(key) and not (key == "scope" and r[key] == "global"):
+            words += [word, str(r[key])]
+    if r.get("metric") is not None:
+        words += ["metric", str(r["metric"])]
+    return " ".join(words + r.get("flags", []))
+
+
+def _lookup(sh: _Shells, node: str, dst: str, src: str | None, iif: str | None, prefix: str = "") -> tuple:
+    """The kernel's decision (`ip route get`, as a forwarded packet when iif is known) and the
+    table entry it came from (longest prefix of `ip route show match`). Returns (get, route, note)."""
+    note = ""
+    get = None
+    if iif and src:
+        rc, out, err = sh.run(node, f"{prefix}ip -j route get {dst} from {src} iif {shlex.quote(iif)}")
+        if rc == 0:
+            get = json.loads(out)[0]
+        else:
+            note = f"forwarding lookup from {src} on {iif} failed ({err.strip()}); shown as sent by the node"
+    if get is None:
+        get = sh.json(node, f"{prefix}ip -j route get {dst}")[0]
+    matches = sh.json(node, f"{prefix}ip -j route show match {dst}")
+    route = max(matches, key=_prefixlen) if matches else {}
+    return get, route, note
+
+
+def _link(sh: _Shells, node: str, dev: str) -> dict:
+    links = sh.json(node, f"ip -d -j link show {shlex.quote(dev)}")
+    return links[0] if links else {}
+
+
+def _bgp_origin(sh: _Shells, node: dict, dst: str) -> dict | None:
+    """BIRD's best route for dst: which session taught it and the BGP next hop it carries."""
+    rc, out, _ = sh.run(node["name"], f"birdc -s {shlex.quote(node['bird_socket'])} show route for {dst} all")
+    best = [r for r in bgp.parse_routes(out) if r["primary"] and r["source"] == "BGP"] if rc == 0 else []
+    return best[0] if best else None
+
+
+def trace(lab, src: str, dst: str) -> dict:
+    data = lab.data()
+    s, d = resolve(data, src), resolve(data, dst)
+    if s["kind"] not in ("pod", "node"):
+        raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
+    nodes = {n["name"]: n for n in data["nodes"]}
+    by_addr = {n["address"]: n["name"] for n in data["nodes"]}
+    hops: list[dict] = []
+
+    def add(at: str, kind: str, text: str, why: str, **raw) -> None:
+        hops.append({"hop": len(hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})
+
+    sh = _Shells(lab.dir, data)
+    reached = False
+    try:
+        cur, iif = s["node"], None
+        if s["kind"] == "pod":
+            pod = s["pod"]
+            ns = f"ip netns exec {shlex.quote(pod['netns'])} "
+            get, route, _ = _lookup(sh, cur, d["ip"], None, None, prefix=ns)
+            gw = get.get("gateway", "")
+            why = f"the pod's table: {route_line(route)}"
+            if gw == "169.254.1.1":
+                why += "; Calico gives every pod this fake link-local gateway, so all its traffic goes to the host"
+            if get.get("type") == "local":  # the pod's own address never leaves the pod
+                add(
+                    s["name"], "arrive", f"{d['ip']} delivered locally in {s['name']}", "an address of the pod", get=get
+                )
+                return _result(sh, s, d, hops, True)
+            add(
+                s["name"],
+                "pod",
+                f"{s['ip']} -> {d['ip']} leaves {s['name']} on {get['dev']} via {gw or 'on-link'}",
+                why,
+                route=route,
+                get=get,
+            )
+            veth = pod["veth"]
+            rc, out, _ = sh.run(cur, f"cat /proc/sys/net/ipv4/conf/{shlex.quote(veth)}/proxy_arp")
+            proxy = out.strip() == "1"
+            why = f"{veth} is the host end of the pod's eth0 (veth pair)"
+            why += "; proxy_arp=1 on it, so the node answers ARP for 169.254.1.1 itself" if proxy else ""
+            add(cur, "veth", f"enters {cur} on {veth}", why, proxy_arp=proxy, device=veth)
+            iif = veth
+        for _ in range(len(nodes) + 1):  # a path through the lab visits each node at most once
+            node = nodes[cur]
+            get, route, note = _lookup(sh, cur, d["ip"], s["ip"], iif)
+            if get.get("type") == "local":
+                why = f"{d['ip']} is an address of {cur} (local table)"
+                if d["node"] == cur and d["kind"] in ("ip", "tunnel", "pod"):
+                    why += f"; {cur} owns block {node['block']}"
+                add(cur, "arrive", f"{d['ip']} delivered locally on {cur} ({get.get('dev', '')})", why, get=get)
+                reached = True
+                break
+            dev, gw = get.get("dev", ""), get.get("gateway", "")
+            local_pod = next((p for p in node.get("pods", []) if p["veth"] == dev), None)
+            if route.get("protocol") == "bird":
+                origin = _bgp_origin(sh, node, d["ip"])
+                why = "learned over BGP"
+                if origin:
+                    peer = by_addr.get(origin["next_hop"], origin["next_hop"])
+                    why += f" from {peer} (session {origin['protocol']}, BGP next hop {origin['next_hop']})"
+                why += f"; BIRD programmed it into the kernel via {gw or '-'} on {dev}"
+            elif local_pod:
+                why = f"Calico's /32 for local pod {local_pod['name']}, more specific than the node's block"
+            elif route.get("dst") == "default":
+                why = "no more specific route: the default route"
+            else:
+                why = "a directly connected network" if route.get("protocol") == "kernel" else "the matching route"
+            if note:
+                why += f" ({note})"
+            via = f" via {gw}" if gw else ""
+            add(cur, "route", f"{cur}: {route_line(route)} -> out {dev}{via}", why, route=route, get=get)
+            if local_pod:
+                add(
+                    local_pod["name"],
+                    "deliver",
+                    f"{dev} -> {local_pod['name']} eth0 {local_pod['ip']}",
+                    "the veth pair carries the packet into the pod's namespace",
+                    device=dev,
+                )
+                reached = local_pod["ip"] == d["ip"]
+                break
+            kind = (_link(sh, cur, dev).get("linkinfo") or {}).get("info_kind", "")
+            if kind in ("vxlan", "ipip"):
+                outer = _encap(sh, cur, node, kind, dev, gw, s["ip"], d["ip"], add)
+                nxt = by_addr.get(outer)
+                if nxt is None:
+                    break
+                under = sh.json(cur, f"ip -j route get {outer}")[0]
+                add(
+                    cur,
+                    "lan",
+                    f"outer packet {node['address']} -> {outer} out {under.get('dev', '')}",
+                    f"{outer} is {nxt}'s address on the directly connected LAN {data['network']['lan']}",
+                )
+                add(
+                    nxt,
+                    "decap",
+                    f"{nxt} unwraps it on its {dev}: inner {s['ip']} -> {d['ip']}",
+                    f"the outer destination {outer} is {nxt}'s own address and the "
+                    + ("VXLAN VNI/port match its vxlan device" if kind == "vxlan" else "IPIP packet goes to its tunl0"),
+                )
+                cur, iif = nxt, dev
+                continue
+            # no tunnel: the packet goes on the LAN to the gateway (or the destination itself)
+            hop_ip = gw or d["ip"]
+            nxt = by_addr.get(hop_ip)
+            if nxt is None:
+                add(cur, "exit", f"leaves the lab towards {hop_ip} on {dev}", f"{hop_ip} is not a node of this lab")
+                break
+            add(nxt, "lan", f"{nxt} receives it on {nodes[nxt]['interface']}", f"{hop_ip} is {nxt}'s LAN address")
+            cur, iif = nxt, nodes[nxt]["interface"]
+        return _result(sh, s, d, hops, reached)
+    finally:
+        sh.close()
+
+
+def _result(sh: _Shells, s: dict, d: dict, hops: list[dict], reached: bool) -> dict:
+    if d["node"] and reached and hops[-1]["at"] not in (d["node"], d["name"]):
+        reached = False  # delivered, but not where the topology says the destination lives
+    ping = _ping(sh, s, d["ip"])
+    return {"src": _public(s), "dst": _public(d), "hops": hops, "reached": reached, "ping": ping}
+
+
+def _encap(sh: _Shells, cur: str, node: dict, kind: str, dev: str, gw: str, src: str, dst: str, add) -> str:
+    """Describe the tunnel header and return the outer destination (the next node's LAN IP)."""
+    if kind == "ipip":
+        # IPIP: the BGP/Calico route's gateway already is the peer's node IP, reached on-link over tunl0
+        add(
+            cur,
+            "encap",
+            f"IPIP: inner {src} -> {dst} wrapped in IP proto 4, outer {node['address']} -> {gw}",
+            f"the route sends it onlink via {gw} on {dev}, an ipip device: the gateway becomes the outer destination",
+            encapsulation="IPIP",
+            outer_src=node["address"],
+            outer_dst=gw,
+        )
+        return gw
+    info = (_link(sh, cur, dev).get("linkinfo") or {}).get("info_data", {})
+    neigh = next((n for n in sh.json(cur, f"ip -j neigh show dev {shlex.quote(dev)}") if n.get("dst") == gw), {})
+    mac = neigh.get("lladdr", "")
+    fdb = next((f for f in sh.json(cur, f"bridge -j fdb show dev {shlex.quote(dev)}") if f.get("mac") == mac), {})
+    outer_src, outer_dst = info.get("local") or node["address"], fdb.get("dst", "")
+    vni, port = info.get("id"), info.get("port")
+    add(
+        cur,
+        "encap",
+        f"VXLAN: inner {src} -> {dst} wrapped in UDP {outer_src} -> {outer_dst or '?'}:{port}, VNI {vni}",
+        f"next hop {gw} is the peer's VTEP: neigh {gw} lladdr {mac or '?'}, and fdb says {mac or '?'} lives at "
+        f"{outer_dst or '?'}; {dev} is 'vxlan id {vni} local {outer_src} dstport {port}'",
+        encapsulation="VXLAN",
+        vni=vni,
+        port=port,
+        outer_src=outer_src,
+        outer_dst=outer_dst,
+        vtep_mac=mac,
+    )
+    return outer_dst
+
+
+def _ping(sh: _Shells, s: dict, dst: str) -> dict:
+    ns = f"ip netns exec {shlex.quote(s['pod']['netns'])} " if s["kind"] == "pod" else ""
+    cmd = f"{ns}ping -c1 -W1 {dst}"
+    rc, out, err = sh.run(s["node"], cmd)
+    summary = [ln.strip() for ln in out.splitlines() if "transmitted" in ln or ln.startswith("rtt")]
+    return {"command": cmd, "from": s["name"], "ok": rc == 0, "rc": rc, "summary": "; ".join(summary) or err.strip()}
+
+
+def _public(x: dict) -> dict:
+    return {k: v for k, v in x.items() if k != "pod"}
+
+
+def format(result: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result, indent=2)
+    s, d = result["src"], result["dst"]
+    where = f"on {d['node']}" if d["node"] else "outside the lab"
+    head = f"trace {s['name']} ({s['ip']}, on {s['node']}) -> {d['name']} ({d['ip']}, {where})"
+    width = max([len(h["at"]) for h in result["hops"]] + [4])
+    lines = [head]
+    for h in result["hops"]:
+        lines.append(f"{h['hop']:>2}  {h['at']:<{width}}  {h['text']}  [why: {h['why']}]")
+    p = result["ping"]
+    lines.append(f"ping from {p['from']}: {'ok' if p['ok'] else 'FAILED'} ({p['summary']})")
+    if not result["reached"]:
+        lines.append("the trace did not reach the destination's node")
+    return "\n".join(lines)
