@@ -129,6 +129,18 @@ def render(
         _fail(e)
 
 
+def _extra_vars(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--extra-var {item!r} is not KEY=VALUE", "e.g. -e preflight_min_cpus=1")
+        out[key] = yaml.safe_load(value) if value else ""
+    return out
+
+
 def _progress(lab_dir, command: str):
     from labctl.progress import Progress
 
@@ -152,6 +164,9 @@ def up(
     accept_new_host_keys: Annotated[
         bool, typer.Option("--accept-new-host-keys", help="vm: trust and pin host keys seen for the first time")
     ] = False,
+    extra_var: Annotated[
+        list[str] | None, typer.Option("--extra-var", "-e", help="KEY=VALUE for the playbooks (repeatable)")
+    ] = None,
 ) -> None:
     """Create the lab (default: the seed lab) or apply a changed topology to it; labels are applied last."""
     from labctl import layout, reconcile
@@ -165,7 +180,15 @@ def up(
             return
         progress = _progress(lab.dir, "up")
         try:
-            st = lab.up(t, src, progress, check=check, tags=tags, accept_new_host_keys=accept_new_host_keys)
+            st = lab.up(
+                t,
+                src,
+                progress,
+                check=check,
+                tags=tags,
+                accept_new_host_keys=accept_new_host_keys,
+                extravars=_extra_vars(extra_var or []),
+            )
         finally:
             progress.close()
     except LabctlError as e:

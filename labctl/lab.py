@@ -52,8 +52,9 @@ class Lab:
                 raise UsageError(f"no lab under {layout.home()}", "run `labctl up` first")
             else:
                 raise UsageError(f"several labs: {', '.join(labs)}", "pick one with --name")
-        lab = cls(layout.lab_dir(name))
-        return lab
+        if not topology.LAB_NAME.fullmatch(name):
+            raise UsageError(f"{name!r} is not a lab name", "lab names match ^[a-z][a-z0-9-]{0,19}$")
+        return cls(layout.lab_dir(name))
 
     def require(self) -> Lab:
         if not self.dir.topology_data.exists():
@@ -125,6 +126,7 @@ class Lab:
         check: bool = False,
         tags: str | None = None,
         accept_new_host_keys: bool = False,
+        extravars: dict | None = None,
     ) -> dict:
         plan = topology.plan(topo)
         prov = providers.get(topo.provider, self)
@@ -177,7 +179,7 @@ class Lab:
                     self.dir,
                     prov.up_playbook,
                     progress,
-                    extravars=change.extravars(),
+                    extravars=change.extravars() | (extravars or {}),
                     check=check,
                     cancel=cancel,
                     tags=tags,
@@ -204,6 +206,10 @@ class Lab:
 
     def down(self, progress: Progress, data: dict | None = None, purge: bool = False) -> bool:
         """Remove everything the lab created; False if there was nothing to remove."""
+        root = self.dir.root
+        # only ever a lab's own directory: a bad name must never turn into rmtree of anything else
+        if root.parent != layout.home() or not topology.LAB_NAME.fullmatch(root.name):
+            raise UsageError(f"refusing to remove {root}: not a lab directory under {layout.home()}")
         if data is None and not self.dir.topology_data.exists():
             if self.dir.root.exists():
                 shutil.rmtree(self.dir.root)
