@@ -172,6 +172,8 @@ class Lab:
             pids = prov.bootstrap(data, progress)
             self.save_state(phase="provision", pids={"sshd": pids})
             self._checkpoint(cancel, progress)
+            prov.accept_new_host_keys = accept_new_host_keys
+            prov.check_host_keys(data, progress)
             from labctl import runner
 
             try:
@@ -183,7 +185,6 @@ class Lab:
                     check=check,
                     cancel=cancel,
                     tags=tags,
-                    accept_new_host_keys=accept_new_host_keys,
                 )
             except Interrupted as e:
                 self.save_state(phase="interrupted", error=str(e), stopped_at=progress.last_phase)

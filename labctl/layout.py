@@ -108,12 +108,9 @@ class LabDir:
     def authorized_keys(self) -> Path:
         return self.ssh / "authorized_keys"
 
-    def ssh_config_for(self, accept_new: bool = False) -> Path:
-        return self.ssh / ("ssh_config-accept-new" if accept_new else "ssh_config")
-
     @property
     def ssh_config(self) -> Path:
-        return self.ssh_config_for(False)
+        return self.ssh / "ssh_config"
 
     @property
     def control_dir(self) -> Path:

@@ -10,6 +10,7 @@ import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from labctl.errors import LabctlError
 
@@ -50,32 +51,58 @@ class NodeFacts:
 
 
 class NodeShell:
-    """One SSH connection to a node."""
+    """One SSH connection to a node, through its jump host if it has one."""
 
-    def __init__(self, lab_dir, node: dict, timeout: float = 5.0):
+    def __init__(self, lab_dir, node: dict, timeout: float = 3.0):
         import paramiko  # heavy; only commands that reach nodes import it
 
         self.node = node
-        c = paramiko.SSHClient()
-        c.load_host_keys(str(lab_dir.known_hosts))
-        c.set_missing_host_key_policy(paramiko.RejectPolicy())
         ssh = node.get("ssh") or {}
-        key = str(lab_dir.ssh_key) if lab_dir.ssh_key.exists() else ssh.get("key")
+        key = str(lab_dir.ssh_key) if lab_dir.ssh_key.exists() else str(Path(ssh.get("key", "")).expanduser())
+        self.jump = None
         try:
-            c.connect(
+            sock = None
+            if ssh.get("jump"):
+                from labctl.hostkeys import _parse_jump
+
+                user, host, port = _parse_jump(ssh["jump"], ssh.get("user", "root"))
+                self.jump = self._client(paramiko, lab_dir, host, port, user, key, timeout, None)
+                sock = self.jump.get_transport().open_channel(
+                    "direct-tcpip", (node["address"], int(ssh.get("port", 22))), ("127.0.0.1", 0), timeout=timeout
+                )
+            self.client = self._client(
+                paramiko,
+                lab_dir,
                 node["address"],
-                port=int(ssh.get("port", 22)),
-                username=ssh.get("user", "root"),
-                key_filename=key,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                allow_agent=False,
-                look_for_keys=False,
+                int(ssh.get("port", 22)),
+                ssh.get("user", "root"),
+                key,
+                timeout,
+                sock,
             )
         except Exception as e:  # paramiko raises many types; all mean "unreachable"
+            if self.jump is not None:
+                self.jump.close()
             raise LabctlError(f"ssh {node['name']} ({node['address']}): {e.__class__.__name__}: {e}") from None
-        self.client = c
+
+    @staticmethod
+    def _client(paramiko, lab_dir, host, port, user, key, timeout, sock):
+        c = paramiko.SSHClient()
+        c.load_host_keys(str(lab_dir.known_hosts))
+        c.set_missing_host_key_policy(paramiko.RejectPolicy())  # keys are pinned by up, never here
+        c.connect(
+            host,
+            port=port,
+            username=user,
+            key_filename=key,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+            sock=sock,
+        )
+        return c
 
     def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
         _, out, err = self.client.exec_command(command, timeout=timeout)
@@ -85,6 +112,8 @@ class NodeShell:
 
     def close(self) -> None:
         self.client.close()
+        if self.jump is not None:
+            self.jump.close()
 
     def __enter__(self):
         return self

@@ -162,7 +162,7 @@ def topology_data(plan: Plan, ctx: dict) -> dict:
         "network": {"lan": ctx["lan"], "gateway": ctx["gateway"]},
         "kubernetes": t.kubernetes.model_dump(mode="json"),
         "calico": t.calico.model_dump(mode="json") | {"pool": ctx["pool"], "tunnel_device": ctx["tunnel_device"]},
-        "nodes": [{k: v for k, v in n.items() if k not in ("ssh",)} for n in ctx["nodes"]],
+        "nodes": ctx["nodes"],
         "workloads": [
             {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
             for p in plan.pods
@@ -192,8 +192,7 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     out.append(lab.topology_data)
     put(lab.inventory, "ansible-inventory.yml.j2")
     put(lab.ansible_cfg, "ansible.cfg.j2")
-    for accept_new in (False, True):
-        put(lab.ssh_config_for(accept_new), "ssh_config.j2", accept_new=accept_new)
+    put(lab.ssh_config, "ssh_config.j2")
     put(lab.kubeadm_init, "kubeadm-init.yaml.j2")
     for w in ctx["workers"]:
         put(lab.kubeadm_join(w["name"]), "kubeadm-join.yaml.j2", node=w)

@@ -41,15 +41,24 @@ class _Events:
         self.failures: list[Failure] = []
         self.changed: dict[str, int] = {}
         self.output: list[str] = []
+        self.pending_phase: str | None = None  # shown once a task of the play starts
+
+    def _flush_phase(self) -> None:
+        if self.pending_phase is not None:
+            self.p.phase(self.pending_phase)
+            self.pending_phase = None
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data", {})
         if kind == "playbook_on_play_start":
-            self.p.phase(data.get("play", "").strip() or "play")
+            # a play whose tasks all fall to --tags, or with no hosts left to change, prints nothing
+            self.pending_phase = data.get("play", "").strip() or "play"
         elif kind == "playbook_on_task_start" and not data.get("is_conditional"):
+            self._flush_phase()
             self.p.task(f"TASK {data.get('task', '').strip()}")
         elif kind == "playbook_on_handler_task_start":
+            self._flush_phase()
             self.p.task(f"HANDLER {data.get('task', '').strip()}")
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             host = data.get("host", "?")
@@ -110,7 +119,6 @@ def run_playbook(
     limit: str | None = None,
     cancel: threading.Event | None = None,
     tags: str | None = None,
-    accept_new_host_keys: bool = False,
 ) -> Result:
     import ansible_runner  # heavy: imported only when a playbook runs
 
@@ -125,8 +133,6 @@ def run_playbook(
         "ANSIBLE_LOCAL_TEMP": str(lab.runner / "tmp"),
         "HOME": os.environ.get("HOME", "/root"),
     }
-    if accept_new_host_keys:
-        env["ANSIBLE_SSH_ARGS"] = f"-F {lab.ssh_config_for(accept_new=True)}"
     lab.runner.mkdir(parents=True, exist_ok=True, mode=0o700)
     lab.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     events = _Events(progress, str(lab.known_hosts))

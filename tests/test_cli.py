@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, SEED
-from labctl import cli, runner
+from labctl import cli, hostkeys, runner
 
 VM = ROOT / "inventories/vm-cloud/topology.yml"
 
@@ -16,15 +16,14 @@ VM = ROOT / "inventories/vm-cloud/topology.yml"
 def calls(monkeypatch, labhome):
     seen = []
 
-    def fake(lab, playbook, progress, extravars=None, check=False, limit=None, cancel=None, tags=None,
-             accept_new_host_keys=False):
+    def fake(lab, playbook, progress, extravars=None, check=False, limit=None, cancel=None, tags=None):
         seen.append({"playbook": playbook, "check": check, "inventory": lab.inventory.is_file()})
-        seen[-1].update({k: v for k, v in (("tags", tags), ("accept_new", accept_new_host_keys),
-                                            ("extravars", extravars)) if v})
+        seen[-1].update({k: v for k, v in (("tags", tags), ("extravars", extravars)) if v})
         progress.phase("stubbed play")
         return runner.Result("successful", 0, {"k8s-master": 1})
 
     monkeypatch.setattr(runner, "run_playbook", fake)
+    monkeypatch.setattr(hostkeys, "pin", lambda nodes, known_hosts, accept_new: [])
     return seen
 
 
@@ -41,9 +40,10 @@ def test_up_check_passes_check_mode_to_the_vm_playbook(calls, labhome):
 
 
 def test_up_flags_reach_the_runner(calls, labhome):
-    r = invoke("up", "-t", VM, "--tags", "preflight,host_prep", "--accept-new-host-keys")
+    r = invoke("up", "-t", VM, "--tags", "preflight,host_prep", "-e", "preflight_min_cpus=1")
     assert r.exit_code == 0, r.output
-    assert calls[0]["tags"] == "preflight,host_prep" and calls[0]["accept_new"] is True
+    assert calls[0]["tags"] == "preflight,host_prep"
+    assert calls[0]["extravars"] == {"preflight_min_cpus": 1}
 
 
 def test_up_then_down_runs_the_reset_playbook(calls, labhome):

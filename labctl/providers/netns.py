@@ -112,6 +112,9 @@ class NetnsProvider:
                         "pick CIDRs this host does not use",
                     )
 
+    def check_host_keys(self, data: dict, progress) -> None:
+        return None  # bootstrap generated the nodes' host keys and pinned them itself
+
     def ipip_supported(self) -> bool:
         if Path("/sys/module/ipip").exists():
             return True
@@ -188,7 +191,8 @@ class NetnsProvider:
                     "Port 22",
                     f"HostKey {nd / 'ssh_host_ed25519_key'}",
                     f"PidFile {pidfile}",
-                    f"AuthorizedKeysFile {self.dir.authorized_keys}",
+                    # root: the lab key; other users (vm-provider tests use a sudo user): their own
+                    f"AuthorizedKeysFile {self.dir.authorized_keys} .ssh/authorized_keys",
                     "PermitRootLogin prohibit-password",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
@@ -206,12 +210,24 @@ class NetnsProvider:
                 ]
             )
         )
-        # Not `ip netns exec`: it makes every mount a slave, so pod namespaces that `ip netns add`
-        # creates on the node would be invisible to the host and to `labctl down`. Instead a mount
-        # namespace that keeps /run/netns shared with the host and gets a /sys of the node's own
-        # (made private first, so the node's sysfs never shows on the host): facts, /sys/class/net
-        # and hostname on the node are the node's.
-        script = 'mount --make-rprivate /sys && mount -t sysfs sysfs /sys && hostname "$1" && exec "$2" -f "$3" -E "$4"'
+        # Like `ip netns exec`, the node gets its own /sys and its own /etc/hosts and resolv.conf
+        # (names resolve locally, fast, and no DNS query leaves the lab); unlike it, /run/netns
+        # stays shared with the host, so pod namespaces created on the node are the host's to see
+        # and `labctl down`'s to remove. "/" (and the two files, if they are mount points) are made
+        # slaves first, so the bind mounts can never propagate onto the host's files.
+        hosts = nd / "hosts"
+        hosts.write_text(
+            "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
+        )
+        resolv = nd / "resolv.conf"
+        resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
+        script = (
+            "mount --make-rprivate /sys && mount -t sysfs sysfs /sys && mount --make-slave / && "
+            "for f in /etc/hosts /etc/resolv.conf; do "
+            'if mountpoint -q "$f"; then mount --make-slave "$f" || exit 1; fi; done && '
+            'mount --bind "$5" /etc/hosts && mount --bind "$6" /etc/resolv.conf && '
+            'hostname "$1" && exec "$2" -f "$3" -E "$4"'
+        )
         sh.run(
             [
                 "nsenter",
@@ -231,6 +247,8 @@ class NetnsProvider:
                 SSHD,
                 str(cfg),
                 str(nd / "sshd.log"),
+                str(hosts),
+                str(resolv),
             ]
         )
         for _ in range(50):

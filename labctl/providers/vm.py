@@ -14,8 +14,18 @@ class VmProvider:
         self.lab = lab
         self.dir: LabDir = lab.dir
 
+    accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
+
     def preflight(self, data: dict) -> list[str]:
         return []
+
+    def check_host_keys(self, data: dict, progress) -> None:
+        """Before ansible: every node's and jump host's key is pinned, or we stop here."""
+        from labctl import hostkeys
+
+        added = hostkeys.pin(data["nodes"], self.dir.known_hosts, self.accept_new_host_keys)
+        for entry in added:
+            progress.info(f"  pinned the host key of {entry} in {self.dir.known_hosts}")
 
     def ipip_supported(self) -> bool:
         return True  # real kernels have ipip; the host_prep role loads the module
