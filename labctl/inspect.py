@@ -13,7 +13,14 @@ COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device",
 
 def rows(lab) -> list[dict]:
     data = lab.data()
-    facts = live.gather(lab.dir, data["nodes"])
+    facts = live.gather(lab.dir, data["nodes"], provider=data["provider"])
+    # vm labs: labels come from the API, which the control plane's probe read
+    api = next((f.k8s for f in facts if f.k8s), {})
+    api_labels = {
+        i["metadata"]["name"]: i["metadata"].get("labels") or {}
+        for i in api.get("items", [])
+        if i.get("kind") == "Node"
+    }
     out = []
     for node, f in zip(data["nodes"], facts, strict=True):
         expected = len(data["nodes"]) - 1
@@ -30,7 +37,7 @@ def rows(lab) -> list[dict]:
                 "tunnel_device": f.tunnel_device,
                 "tunnel_ip": f.tunnel_ip,
                 "block": f.block,
-                "labels": f.labels,
+                "labels": api_labels.get(node["name"], {}) if data["provider"] == "vm" else f.labels,
                 "bgp": {
                     "established": est,
                     "expected": expected,

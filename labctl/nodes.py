@@ -48,6 +48,7 @@ class NodeFacts:
     routes: list[dict] = field(default_factory=list)
     bird_running: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # outputs of the caller's extra commands
+    k8s: dict = field(default_factory=dict)  # vm control plane: nodes, pods, daemonsets from the API
 
 
 class NodeShell:
@@ -122,16 +123,29 @@ class NodeShell:
         self.close()
 
 
-def probe_script(node: dict, extra: dict[str, str] | None = None) -> str:
-    sock = shlex.quote(node.get("bird_socket", "/var/run/calico/bird.ctl"))
-    labels = shlex.quote(f"{node['dir']}/labels.json") if node.get("dir") else "/dev/null"
-    parts = {
-        "hostname": "hostname",
-        "addr": "ip -j -4 addr show",
-        "route": "ip -j -4 route show",
-        "bird": f"birdc -s {sock} show protocols 2>&1",
-        "labels": f"cat {labels} 2>/dev/null || echo '{{}}'",
-    }
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+
+
+def sudo(node: dict) -> str:
+    return "" if (node.get("ssh") or {}).get("user", "root") == "root" else "sudo -n "
+
+
+def probe_script(node: dict, extra: dict[str, str] | None = None, provider: str = "netns") -> str:
+    parts = {"hostname": "hostname", "addr": "ip -j -4 addr show", "route": "ip -j -4 route show"}
+    if provider == "vm":
+        # BIRD runs inside calico-node; its socket is Calico's, its table the same as in netns labs
+        s = sudo(node)
+        parts["bird"] = (
+            f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) "
+            "birdcl -s /var/run/calico/bird.ctl show protocols 2>&1"
+        )
+        if node["role"] == "control-plane":
+            parts["k8s"] = f"{s}{KUBECTL} get nodes,pods,daemonsets -A -o json 2>/dev/null || echo '{{}}'"
+    else:
+        sock = shlex.quote(node.get("bird_socket", "/var/run/calico/bird.ctl"))
+        labels = shlex.quote(f"{node['dir']}/labels.json") if node.get("dir") else "/dev/null"
+        parts["bird"] = f"birdc -s {sock} show protocols 2>&1"
+        parts["labels"] = f"cat {labels} 2>/dev/null || echo '{{}}'"
     parts |= {f"extra:{k}": f'{cmd}; echo "rc=$?"' for k, cmd in (extra or {}).items()}
     return "; ".join(f"echo '{SECTION}{k}'; {cmd}" for k, cmd in parts.items())
 
@@ -172,6 +186,10 @@ def parse_probe(facts: NodeFacts, out: str) -> NodeFacts:
     except ValueError:
         facts.labels = {}
     facts.extra = {k[len("extra:") :]: v for k, v in sections.items() if k.startswith("extra:")}
+    try:
+        facts.k8s = json.loads(sections.get("k8s") or "{}")
+    except ValueError:
+        facts.k8s = {}
     return facts
 
 
@@ -193,7 +211,9 @@ def parse_protocols(text: str) -> list[Session]:
     return out
 
 
-def gather(lab_dir, nodes: list[dict], extra: dict[str, dict[str, str]] | None = None) -> list[NodeFacts]:
+def gather(
+    lab_dir, nodes: list[dict], extra: dict[str, dict[str, str]] | None = None, provider: str = "netns"
+) -> list[NodeFacts]:
     """Probe every node in parallel, one SSH session each; `extra` adds commands per node
     (name -> {key: command}) whose output and exit code land in NodeFacts.extra.
     Unreachable nodes come back with reachable=False."""
@@ -202,7 +222,7 @@ def gather(lab_dir, nodes: list[dict], extra: dict[str, dict[str, str]] | None =
         f = NodeFacts(node["name"], node["address"])
         try:
             with NodeShell(lab_dir, node) as s:
-                rc, out, err = s.run(probe_script(node, (extra or {}).get(node["name"])))
+                rc, out, err = s.run(probe_script(node, (extra or {}).get(node["name"]), provider))
         except LabctlError as e:
             f.error = str(e)
             return f

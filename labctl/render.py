@@ -133,6 +133,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         "nodes": nodes,
         "control_plane": next(n for n in nodes if n["role"] == "control-plane"),
         "workers": [n for n in nodes if n["role"] == "worker"],
+        "workloads": [{"name": p.name, "node": p.node, "node_selector": p.node_selector} for p in plan.pods],
         "tunnel_device": tunnel,
         "route_mode": "direct" if tunnel is None or cross else tunnel,
         "k8s_version": k8s_version(t.kubernetes.version),

@@ -1,0 +1,139 @@
+"""verify's evaluation of a vm lab, on what the nodes and the Kubernetes API would answer.
+(A real cluster cannot run here; collect() for vm is exercised by the cloud smoke workflow.)"""
+
+import pytest
+
+from conftest import ROOT
+from labctl import layout, render, topology
+from labctl.nodes import NodeFacts, parse_probe
+from labctl.verify import Observed, evaluate
+
+# `birdcl show protocols` inside calico-node (Calico's BIRD 1.6 fork), as calicoctl shows it
+BIRD = """BIRD v0.3.3+birdv1.6.8 ready.
+name     proto    table    state  since       info
+static1  Static   master   up     10:01:02
+kernel1  Kernel   master   up     10:01:02
+device1  Device   master   up     10:01:02
+direct1  Direct   master   up     10:01:02
+Mesh_10_12_22_{a} BGP      master   up     10:01:09    Established
+Mesh_10_12_22_{b} BGP      master   up     10:01:10    Established
+"""
+
+
+def node_json(name, labels, ready="True"):
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"conditions": [{"type": "Ready", "status": ready}]},
+    }
+
+
+def pod_json(workload, node, ip):
+    return {
+        "kind": "Pod",
+        "metadata": {"name": f"labctl-{workload}", "labels": {"labctl.io/workload": workload}},
+        "spec": {"nodeName": node},
+        "status": {"podIP": ip},
+    }
+
+
+@pytest.fixture
+def lab(tmp_path):
+    src = ROOT / "inventories/vm-cloud/topology.yml"
+    t = topology.load(src)
+    ctx_plan = topology.plan(t)
+    return render.topology_data(ctx_plan, render.context(ctx_plan, layout.LabDir(tmp_path / "lab")))
+
+
+def observed(data, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0):
+    nodes = data["nodes"]
+    base = {"kubernetes.io/hostname": None, "kubernetes.io/os": "linux"}
+    items = [node_json(n["name"], {**base, "kubernetes.io/hostname": n["name"], **n["labels"]}) for n in nodes]
+    if labels2 is not None:
+        items[2]["metadata"]["labels"] = labels2
+    items[2]["status"]["conditions"][0]["status"] = ready2
+    items += [
+        pod_json("pod-a", "k8s-worker-1", "192.168.77.5"),
+        pod_json("pod-b", "k8s-worker-2", "192.168.201.9"),
+        {
+            "kind": "DaemonSet",
+            "metadata": {"name": "calico-node"},
+            "status": {"numberReady": ds_ready, "desiredNumberScheduled": 3},
+        },
+    ]
+    facts = {}
+    # Calico's IPAM picked these blocks, not labctl's plan
+    blocks = {"k8s-master": "192.168.13.0/26", "k8s-worker-1": "192.168.77.0/26", "k8s-worker-2": "192.168.201.0/26"}
+    import json
+
+    for i, n in enumerate(nodes):
+        others = [x for x in (1, 2, 3) if x != i + 1]
+        routes = [{"dst": blocks[n["name"]], "type": "blackhole", "protocol": "bird"}] + [
+            {"dst": blocks[p["name"]], "gateway": p["address"], "dev": "tunl0", "protocol": "bird"}
+            for p in nodes
+            if p["name"] != n["name"]
+        ]
+        out = "\n".join(
+            [
+                "=====labctl:hostname",
+                n["name"],
+                "=====labctl:addr",
+                json.dumps(
+                    [
+                        {"ifname": "ens192", "addr_info": [{"local": n["address"], "prefixlen": 16}]},
+                        {"ifname": "tunl0", "addr_info": [{"local": f"192.168.{i}.1", "prefixlen": 32}]},
+                    ]
+                ),
+                "=====labctl:route",
+                json.dumps(routes),
+                "=====labctl:bird",
+                BIRD.format(a=others[0], b=others[1]),
+            ]
+            + (
+                ["=====labctl:k8s", json.dumps({"kind": "List", "items": items})]
+                if n["role"] == "control-plane"
+                else []
+            )
+        )
+        facts[n["name"]] = parse_probe(NodeFacts(n["name"], n["address"], reachable=True), out)
+    workloads = [
+        {"name": "pod-a", "pod": "labctl-pod-a", "node": "k8s-worker-1", "ip": "192.168.77.5"},
+        {"name": "pod-b", "pod": "labctl-pod-b", "node": "k8s-worker-2", "ip": "192.168.201.9"},
+    ]
+    pings = {
+        "pod-a->pod-b": f"1 packets transmitted, 1 received\nround-trip min/avg/max = 0.4/0.5/0.6 ms\nrc={ping_rc}\n"
+    }
+    return Observed(facts, workloads, pings, dns=f"Name: kubernetes.default\nrc={dns_rc}\n")
+
+
+def failing(checks):
+    return {(c.check, c.target) for c in checks if not c.ok}
+
+
+def test_a_healthy_cluster_passes_every_check(lab):
+    checks = evaluate(lab, observed(lab))
+    kinds = {c.check for c in checks}
+    assert {"ssh", "ready", "bgp", "routes", "labels", "calico-node", "placement", "ping", "dns"} <= kinds
+    assert failing(checks) == set(), [c for c in checks if not c.ok]
+    # Kubernetes' own labels are fine next to the declared ones
+    assert any(c.check == "labels" and c.target == "k8s-worker-1" and c.detail == "worker=no-1" for c in checks)
+
+
+@pytest.mark.parametrize(
+    "kwargs, want",
+    [
+        ({"labels2": {"kubernetes.io/hostname": "k8s-worker-2"}}, {("labels", "k8s-worker-2"), ("placement", "pod-b")}),
+        ({"ready2": "False"}, {("ready", "k8s-worker-2")}),
+        ({"ds_ready": 2}, {("calico-node", "calico-system")}),
+        ({"ping_rc": 1}, {("ping", "pod-a->pod-b")}),
+        ({"dns_rc": 1}, {("dns", "kubernetes.default")}),
+    ],
+)
+def test_each_fault_is_named(lab, kwargs, want):
+    assert failing(evaluate(lab, observed(lab, **kwargs))) == want
+
+
+def test_bgp_down_on_one_node(lab):
+    obs = observed(lab)
+    obs.facts["k8s-master"].sessions[0].info = "Connect"
+    assert failing(evaluate(lab, obs)) == {("bgp", "k8s-master")}
