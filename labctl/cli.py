@@ -111,6 +111,32 @@ def schema() -> None:
 
 
 @app.command()
+def init(
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=2000, help="number of nodes (1 control plane)")] = 3,
+    route_reflectors: Annotated[
+        int, typer.Option("--route-reflectors", min=0, help="first K nodes reflect routes")
+    ] = 0,
+    name: Annotated[str, typer.Option("--name", "-n", help="lab name")] = "lab",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Write a topology of N nodes: the seed's layout, scaled (route reflectors for big labs)."""
+    from labctl import generate, topology
+
+    try:
+        if route_reflectors > nodes:
+            raise UsageError(f"--route-reflectors {route_reflectors} is more than --nodes {nodes}")
+        text = generate.topology(nodes, route_reflectors, name)
+        topology.loads(text, "<generated>")  # what init writes, validate accepts
+    except LabctlError as e:
+        _fail(e)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
 def render(
     topology_file: TopologyOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="lab directory to write")] = None,
@@ -374,6 +400,33 @@ def exec_(
     sys.stdout.write(out)
     sys.stderr.write(err)
     raise typer.Exit(rc)
+
+
+@app.command()
+def ssh(node: Annotated[str, typer.Argument(help="node name")], name: NameOpt = None) -> None:
+    """Open an interactive SSH session on a node (with the lab's key and pinned host keys)."""
+    import os
+    import shutil
+
+    try:
+        lab = _find_lab(name, None)
+        n = next((x for x in lab.data()["nodes"] if x["name"] == node), None)
+        if n is None:
+            raise UsageError(f"no node {node!r} in lab {lab.name}")
+        ssh_cfg = n.get("ssh") or {}
+        argv = ["ssh", "-F", str(lab.dir.ssh_config), "-o", "BatchMode=no", "-p", str(ssh_cfg.get("port", 22))]
+        if lab.dir.ssh_key.exists():
+            argv += ["-i", str(lab.dir.ssh_key)]
+        elif ssh_cfg.get("key"):
+            argv += ["-i", os.path.expanduser(ssh_cfg["key"])]
+        if ssh_cfg.get("jump"):
+            argv += ["-J", ssh_cfg["jump"]]
+        argv.append(f"{ssh_cfg.get('user', 'root')}@{n['address']}")
+        if shutil.which("ssh") is None:
+            raise UsageError("ssh is not installed", "apt-get install openssh-client")
+    except LabctlError as e:
+        _fail(e)
+    os.execvp("ssh", argv)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def _edges(data: dict, rows: list[dict]):
-    by_addr = {n["mesh_name"]: n["name"] for n in data["nodes"]}
+    by_addr = {p["protocol"]: p["name"] for n in data["nodes"] for p in n["peers"]}
     seen = set()
     for r in rows:
         for p in r["bgp"]["peers"]:

@@ -23,7 +23,7 @@ def rows(lab) -> list[dict]:
     }
     out = []
     for node, f in zip(data["nodes"], facts, strict=True):
-        expected = len(data["nodes"]) - 1
+        expected = len(node["peers"])
         est = sum(1 for s in f.sessions if s.established)
         state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
         out.append(

@@ -68,6 +68,10 @@ class LabDir:
         return self.root / "calico" / "custom-resources.yaml"
 
     @property
+    def calico_bgp(self) -> Path:
+        return self.root / "calico" / "bgp.yaml"
+
+    @property
     def node_labels(self) -> Path:
         return self.root / "node-labels.yaml"
 

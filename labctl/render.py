@@ -119,6 +119,11 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             "https": t.proxy.https or "",
             "no_proxy": ",".join(dict.fromkeys(implied + list(t.proxy.no_proxy))),
         }
+    _peers(nodes, set(t.calico.route_reflectors))
+    for n in nodes:
+        # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
+        rr = {"route-reflector": "true"} if n["route_reflector"] and t.provider == "vm" else {}
+        n["apply_labels"] = n["labels"] | rr
     return {
         "lab": t.name,
         "proxy": proxy,
@@ -140,6 +145,26 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         "cri_socket": CRI_SOCKET,
         "python": "/usr/bin/python3",
     }
+
+
+def _peers(nodes: list[dict], reflectors: set[str]) -> None:
+    """Each node's BGP sessions, named as calico-node names them: the full mesh (Mesh_<ip>), or
+    with route reflectors, clients to every reflector and reflectors to everyone (Node_<ip>)."""
+    for n in nodes:
+        n["route_reflector"] = n["name"] in reflectors
+        peers = []
+        for p in nodes:
+            if p is n:
+                continue
+            proto = p["address"].replace(".", "_")
+            if not reflectors:
+                peers.append({"name": p["name"], "address": p["address"], "protocol": "Mesh_" + proto, "type": "mesh"})
+            elif n["name"] in reflectors:
+                kind = "rr" if p["name"] in reflectors else "rr-client"
+                peers.append({"name": p["name"], "address": p["address"], "protocol": "Node_" + proto, "type": kind})
+            elif p["name"] in reflectors:
+                peers.append({"name": p["name"], "address": p["address"], "protocol": "Node_" + proto, "type": "rr"})
+        n["peers"] = peers
 
 
 def pod_netns(lab: str, node: str, pod: str) -> str:
@@ -198,9 +223,10 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     for w in ctx["workers"]:
         put(lab.kubeadm_join(w["name"]), "kubeadm-join.yaml.j2", node=w)
     put(lab.calico_resources, "calico-resources.yaml.j2")
+    if plan.topology.calico.route_reflectors:
+        put(lab.calico_bgp, "calico-bgp.yaml.j2")
     put(lab.node_labels, "node-labels.yaml.j2")
     if plan.topology.provider == "netns":
         for n in ctx["nodes"]:
-            peers = [p for p in ctx["nodes"] if p["name"] != n["name"]]
-            put(lab.bird_conf(n["name"]), "bird.conf.j2", node=n, peers=peers)
+            put(lab.bird_conf(n["name"]), "bird.conf.j2", node=n, others=[p for p in ctx["nodes"] if p is not n])
     return out

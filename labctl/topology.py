@@ -101,6 +101,10 @@ class Calico(_Model):
     block_size: int = Field(26, description="20..32")
     asn: int = Field(64512, description="BGP AS number of every node")
     nat_outgoing: bool = True
+    route_reflectors: list[str] = Field(
+        default_factory=list, description="nodes that reflect routes; empty: Calico's full node-to-node mesh"
+    )
+    rr_cluster_id: str = Field("244.0.0.1", description="route reflector cluster ID (an IPv4-formatted ID)")
 
 
 class Defaults(_Model):
@@ -464,8 +468,32 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
+def _rr_problems(t: Topology) -> list[Problem]:
+    out = []
+    rrs = t.calico.route_reflectors
+    for i, name in enumerate(rrs):
+        if name not in t.nodes:
+            out.append(
+                Problem(
+                    ("calico", "route_reflectors", i),
+                    f"{name!r} is not a node of this lab",
+                    f"nodes: {', '.join(list(t.nodes)[:8])}{', ...' if len(t.nodes) > 8 else ''}",
+                )
+            )
+        elif rrs.index(name) != i:
+            out.append(Problem(("calico", "route_reflectors", i), f"{name!r} is listed twice", None))
+    try:
+        IPv4Address(t.calico.rr_cluster_id)
+    except ValueError:
+        out.append(
+            Problem(("calico", "rr_cluster_id"), f"{t.calico.rr_cluster_id!r} is not IPv4-formatted", "e.g. 244.0.0.1")
+        )
+    return out
+
+
 def _workload_problems(t: Topology) -> list[Problem]:
     out = []
+    index = _LabelIndex(t)
     names: set[str] = set()
     for i, w in enumerate(t.workloads or []):
         path = ("workloads", i)
@@ -479,7 +507,7 @@ def _workload_problems(t: Topology) -> list[Problem]:
             out.append(Problem(path + ("name",), f"workload {w.name!r} is declared twice", None))
         names.add(w.name)
         out += _label_problems(w.node_selector, path + ("node_selector",))
-        if not any(_matches(w.node_selector, name, node) for name, node in t.nodes.items()):
+        if not index.matching(w.node_selector):
             out.append(
                 Problem(path + ("node_selector",), f"{w.node_selector} matches no node", "check the nodes' labels")
             )
@@ -561,11 +589,6 @@ def implicit_labels(name: str, node: Node) -> dict[str, str]:
     return base_labels(name, node.role) | dict(node.labels)
 
 
-def _matches(selector: dict[str, str], name: str, node: Node) -> bool:
-    labels = implicit_labels(name, node)
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
 @dataclass(frozen=True)
 class PodPlan:
     name: str
@@ -613,13 +636,32 @@ def _workloads(t: Topology) -> list[Workload]:
     return [Workload(name=f"pod-{n}"[:40].rstrip("-"), node_selector={"kubernetes.io/hostname": n}) for n in t.nodes]
 
 
+class _LabelIndex:
+    """(key, value) -> nodes carrying it, so matching a selector costs its size, not the lab's."""
+
+    def __init__(self, t: Topology):
+        self.order = list(t.nodes)
+        self.by_label: dict[tuple[str, str], set[str]] = {}
+        for name, node in t.nodes.items():
+            for kv in implicit_labels(name, node).items():
+                self.by_label.setdefault(kv, set()).add(name)
+
+    def matching(self, selector: dict[str, str]) -> list[str]:
+        if not selector:
+            return self.order
+        sets = [self.by_label.get(kv, set()) for kv in selector.items()]
+        hit = set.intersection(*sets)
+        return [n for n in self.order if n in hit] if len(hit) < 64 else sorted(hit, key=self.order.index)
+
+
 def _schedule(t: Topology, wl: list[Workload]) -> list[tuple[Workload, str]]:
     """Like kube-scheduler's spreading, simply: each workload goes to the matching node with the
     fewest workloads so far, ties broken by node order."""
     load = {n: 0 for n in t.nodes}
+    index = _LabelIndex(t)
     out = []
     for w in wl:
-        candidates = [n for n, node in t.nodes.items() if _matches(w.node_selector, n, node)]
+        candidates = index.matching(w.node_selector)
         if not candidates:
             continue
         best = min(candidates, key=lambda n: load[n])
@@ -678,10 +720,21 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
     return Plan(t, nodes, pods), problems
 
 
+_PLANS: dict[int, tuple[Topology, tuple]] = {}  # id -> (topology kept alive, its plan): load, then plan
+
+
+def _cached_plan(t: Topology) -> tuple:
+    hit = _PLANS.get(id(t))
+    if hit is None or hit[0] is not t:
+        if len(_PLANS) > 8:
+            _PLANS.clear()
+        hit = _PLANS[id(t)] = (t, _plan(t))
+    return hit[1]
+
+
 def plan_problems(t: Topology) -> list[Problem]:
-    return _plan(t)[1]
+    return _cached_plan(t)[1]
 
 
 def plan(t: Topology) -> Plan:
-    p, _ = _plan(t)
-    return p
+    return _cached_plan(t)[0]

@@ -201,6 +201,7 @@ DATA = {
             "block": "192.168.0.0/24",
             "tunnel_ip": "192.168.0.1",
             "mesh_name": "Mesh_10_88_22_1",
+            "peers": [{"name": "w1", "address": "10.88.22.2", "protocol": "Mesh_10_88_22_2", "type": "mesh"}],
             "pods": [],
         },
         {
@@ -209,6 +210,7 @@ DATA = {
             "block": "192.168.1.0/24",
             "tunnel_ip": "192.168.1.1",
             "mesh_name": "Mesh_10_88_22_2",
+            "peers": [{"name": "m", "address": "10.88.22.1", "protocol": "Mesh_10_88_22_1", "type": "mesh"}],
             "pods": [{"name": "pod-a", "ip": "192.168.1.2", "veth": "cali1", "netns": "lc-t.w1.pod-a"}],
         },
     ],

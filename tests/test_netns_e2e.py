@@ -33,7 +33,7 @@ def test_up_succeeds_with_phases_and_warning(seed_lab):
         "preflight",
         "bootstrap (netns)",
         "Validate inventory",
-        "BGP (BIRD, node-to-node mesh)",
+        "BGP (BIRD, node-to-node mesh or route reflectors)",
         "Workloads",
         "Node labels",
     ):

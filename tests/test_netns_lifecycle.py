@@ -26,8 +26,12 @@ def seedlike(tmp_path: Path, name: str, octet: int, extra_worker: bool = False, 
         d["workloads"].append({"name": "pod-c", "node_selector": {"worker": "no-3"}})
     for node, value in labels.items():
         d["nodes"][node.replace("_", "-")]["labels"] = {"worker": value}
-        d["workloads"] = [w if w["node_selector"].get("worker") != f"no-{node[-1]}" else
-                          {"name": w["name"], "node_selector": {"worker": value}} for w in d["workloads"]]
+        d["workloads"] = [
+            w
+            if w["node_selector"].get("worker") != f"no-{node[-1]}"
+            else {"name": w["name"], "node_selector": {"worker": value}}
+            for w in d["workloads"]
+        ]
     p = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.yml"
     p.write_text(yaml.safe_dump(d, sort_keys=False))
     return p
@@ -91,7 +95,9 @@ def test_reconcile_add_relabel_remove(env, tmp_path):
     assert not Path("/run/netns/lc-lcrec.k8s-worker-3.pod-c").exists()
     rc, res = checks(home, "lcrec")
     assert rc == 0 and all(c["target"] != "k8s-worker-3" for c in res)
-    fdb = labctl("exec", "--name", "lcrec", "k8s-master", "--", "bridge", "fdb", "show", "dev", "vxlan.calico", home=home)
+    fdb = labctl(
+        "exec", "--name", "lcrec", "k8s-master", "--", "bridge", "fdb", "show", "dev", "vxlan.calico", home=home
+    )
     assert "10.81.22.4" not in fdb.stdout and fdb.stdout.count(" dst ") == 2
 
     assert labctl("down", home=home).returncode == 0
@@ -137,8 +143,11 @@ def test_faults_are_seen_by_verify_and_repaired_by_up(env, tmp_path):
 
 def _host_net():
     fwd = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
-    nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout if \
-        subprocess.run(["which", "iptables-save"], capture_output=True).returncode == 0 else ""
+    nat = (
+        subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+        if subprocess.run(["which", "iptables-save"], capture_output=True).returncode == 0
+        else ""
+    )
     default = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout
     return fwd, [x for x in nat.splitlines() if not x.startswith("#")], default
 

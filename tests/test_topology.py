@@ -42,7 +42,9 @@ def test_seed_is_valid_and_plans_the_seed_table():
         ("k8s-worker-2", "10.12.22.3", "192.168.2.1", "192.168.2.0/24"),
     ]
     assert [(w.name, w.node, str(w.ip)) for w in p.pods] == [
-        ("pod-a", "k8s-worker-1", "192.168.1.2"), ("pod-b", "k8s-worker-2", "192.168.2.2")]
+        ("pod-a", "k8s-worker-1", "192.168.1.2"),
+        ("pod-b", "k8s-worker-2", "192.168.2.2"),
+    ]
 
 
 CASES = {
@@ -50,7 +52,11 @@ CASES = {
     "yaml syntax": ("name: x\nnodes: [a, b\n", "(document)", "YAML syntax error"),
     "empty file": ("", "(document)", "empty"),
     "not a mapping": ("- a\n- b\n", "(document)", "mapping"),
-    "duplicate key": (SEED.read_text().replace("  k8s-worker-2:", "  k8s-worker-1:"), "nodes.k8s-worker-1", "duplicate key"),
+    "duplicate key": (
+        SEED.read_text().replace("  k8s-worker-2:", "  k8s-worker-1:"),
+        "nodes.k8s-worker-1",
+        "duplicate key",
+    ),
     "unknown top key": (lambda d: d.update(colour="red"), "colour", "unknown field"),
     "unknown nested key": (lambda d: d["calico"].update(mtu=1440), "calico.mtu", "unknown field"),
     "unknown node key": (lambda d: d["nodes"]["k8s-master"].update(cpu=2), "nodes.k8s-master.cpu", "unknown field"),
@@ -59,43 +65,120 @@ CASES = {
     "bad enum": (lambda d: d["calico"].update(encapsulation="ipip"), "calico.encapsulation", "not one of"),
     "bad provider": (lambda d: d.update(provider="kvm"), "provider", "not one of"),
     "bad lab name": (lambda d: d.update(name="Seed_Lab"), "name", "pattern"),
-    "bad node name": (lambda d: d["nodes"].update({"K8s_Node": {"role": "worker", "address": "10.12.22.9"}}),
-                      "nodes.K8s_Node", "DNS-1123"),
-    "no control plane": (lambda d: d["nodes"]["k8s-master"].update(role="worker"), "nodes", "exactly one control-plane"),
-    "two control planes": (lambda d: d["nodes"]["k8s-worker-1"].update(role="control-plane"), "nodes", "exactly one control-plane"),
-    "malformed address": (lambda d: d["nodes"]["k8s-master"].update(address="10.12.22.300"), "nodes.k8s-master.address", "not an IPv4"),
-    "duplicate address": (lambda d: d["nodes"]["k8s-worker-2"].update(address="10.12.22.2"), "nodes.k8s-worker-2.address", "already used"),
-    "address outside lan": (lambda d: d["nodes"]["k8s-master"].update(address="10.13.0.1"), "nodes.k8s-master.address", "not inside"),
-    "network address": (lambda d: d["nodes"]["k8s-master"].update(address="10.12.0.0"), "nodes.k8s-master.address", "network or broadcast"),
-    "broadcast address": (lambda d: d["nodes"]["k8s-master"].update(address="10.12.255.255"), "nodes.k8s-master.address", "network or broadcast"),
-    "gateway address": (lambda d: d["nodes"]["k8s-master"].update(address="10.12.255.254"), "nodes.k8s-master.address", "gateway"),
+    "bad node name": (
+        lambda d: d["nodes"].update({"K8s_Node": {"role": "worker", "address": "10.12.22.9"}}),
+        "nodes.K8s_Node",
+        "DNS-1123",
+    ),
+    "no control plane": (
+        lambda d: d["nodes"]["k8s-master"].update(role="worker"),
+        "nodes",
+        "exactly one control-plane",
+    ),
+    "two control planes": (
+        lambda d: d["nodes"]["k8s-worker-1"].update(role="control-plane"),
+        "nodes",
+        "exactly one control-plane",
+    ),
+    "malformed address": (
+        lambda d: d["nodes"]["k8s-master"].update(address="10.12.22.300"),
+        "nodes.k8s-master.address",
+        "not an IPv4",
+    ),
+    "duplicate address": (
+        lambda d: d["nodes"]["k8s-worker-2"].update(address="10.12.22.2"),
+        "nodes.k8s-worker-2.address",
+        "already used",
+    ),
+    "address outside lan": (
+        lambda d: d["nodes"]["k8s-master"].update(address="10.13.0.1"),
+        "nodes.k8s-master.address",
+        "not inside",
+    ),
+    "network address": (
+        lambda d: d["nodes"]["k8s-master"].update(address="10.12.0.0"),
+        "nodes.k8s-master.address",
+        "network or broadcast",
+    ),
+    "broadcast address": (
+        lambda d: d["nodes"]["k8s-master"].update(address="10.12.255.255"),
+        "nodes.k8s-master.address",
+        "network or broadcast",
+    ),
+    "gateway address": (
+        lambda d: d["nodes"]["k8s-master"].update(address="10.12.255.254"),
+        "nodes.k8s-master.address",
+        "gateway",
+    ),
     "gateway outside lan": (lambda d: d["network"].update(gateway="10.13.0.1"), "network.gateway", "not inside"),
     "host bits": (lambda d: d["network"].update(lan="10.12.0.1/16"), "network.lan", "host bits"),
-    "lan overlaps pods": (lambda d: d["kubernetes"].update(pod_subnet="10.0.0.0/8", service_subnet="172.20.0.0/16")
-                          or d["calico"].update(pool="10.200.0.0/16"), "kubernetes.pod_subnet", "overlaps"),
-    "services overlap pods": (lambda d: d["kubernetes"].update(service_subnet="192.168.128.0/17"),
-                              "kubernetes.service_subnet", "overlaps"),
+    "lan overlaps pods": (
+        lambda d: (
+            d["kubernetes"].update(pod_subnet="10.0.0.0/8", service_subnet="172.20.0.0/16")
+            or d["calico"].update(pool="10.200.0.0/16")
+        ),
+        "kubernetes.pod_subnet",
+        "overlaps",
+    ),
+    "services overlap pods": (
+        lambda d: d["kubernetes"].update(service_subnet="192.168.128.0/17"),
+        "kubernetes.service_subnet",
+        "overlaps",
+    ),
     "pool outside pod subnet": (lambda d: d["calico"].update(pool="172.16.0.0/16"), "calico.pool", "not inside"),
     "pool too small": (lambda d: d["calico"].update(pool="192.168.0.0/23"), "calico.pool", "fewer than"),
     "block size range": (lambda d: d["calico"].update(block_size=33), "calico.block_size", "out of range"),
-    "block larger than pool": (lambda d: d["calico"].update(block_size=20, pool="192.168.0.0/22"), "calico.block_size", "larger than the pool"),
+    "block larger than pool": (
+        lambda d: d["calico"].update(block_size=20, pool="192.168.0.0/22"),
+        "calico.block_size",
+        "larger than the pool",
+    ),
     "asn zero": (lambda d: d["calico"].update(asn=0), "calico.asn", "AS number"),
     "asn too big": (lambda d: d["calico"].update(asn=2**32), "calico.asn", "AS number"),
-    "k8s version unsupported": (lambda d: d["kubernetes"].update(version="1.29"), "kubernetes.version", "not supported"),
+    "k8s version unsupported": (
+        lambda d: d["kubernetes"].update(version="1.29"),
+        "kubernetes.version",
+        "not supported",
+    ),
     "k8s version malformed": (lambda d: d["kubernetes"].update(version="v1.34"), "kubernetes.version", "1.MINOR"),
     "calico version malformed": (lambda d: d["calico"].update(version="3.30"), "calico.version", "vX.Y.Z"),
     "calico version unsupported": (lambda d: d["calico"].update(version="v3.20.1"), "calico.version", "not supported"),
-    "label key": (lambda d: d["nodes"]["k8s-worker-1"]["labels"].update({"-bad": "x"}), "nodes.k8s-worker-1.labels.-bad", "label key"),
-    "label prefix": (lambda d: d["nodes"]["k8s-worker-1"]["labels"].update({"Ex_ample.com/a": "x"}),
-                     "nodes.k8s-worker-1.labels.Ex_ample.com/a", "prefix"),
-    "label value": (lambda d: d["nodes"]["k8s-worker-1"]["labels"].update(worker="no 1"), "nodes.k8s-worker-1.labels.worker", "label value"),
-    "label value too long": (lambda d: d["nodes"]["k8s-worker-1"]["labels"].update(worker="a" * 64), "nodes.k8s-worker-1.labels.worker", "label value"),
-    "label bool": ("name: x\nnetwork: {lan: 10.1.0.0/16}\nnodes:\n  a: {role: control-plane, address: 10.1.0.1, labels: {worker: no}}\n",
-                   "nodes.a.labels.worker", "string"),
-    "selector matches nothing": (lambda d: d["workloads"][0]["node_selector"].update(worker="no-9"),
-                                 "workloads[0].node_selector", "matches no node"),
+    "label key": (
+        lambda d: d["nodes"]["k8s-worker-1"]["labels"].update({"-bad": "x"}),
+        "nodes.k8s-worker-1.labels.-bad",
+        "label key",
+    ),
+    "label prefix": (
+        lambda d: d["nodes"]["k8s-worker-1"]["labels"].update({"Ex_ample.com/a": "x"}),
+        "nodes.k8s-worker-1.labels.Ex_ample.com/a",
+        "prefix",
+    ),
+    "label value": (
+        lambda d: d["nodes"]["k8s-worker-1"]["labels"].update(worker="no 1"),
+        "nodes.k8s-worker-1.labels.worker",
+        "label value",
+    ),
+    "label value too long": (
+        lambda d: d["nodes"]["k8s-worker-1"]["labels"].update(worker="a" * 64),
+        "nodes.k8s-worker-1.labels.worker",
+        "label value",
+    ),
+    "label bool": (
+        "name: x\nnetwork: {lan: 10.1.0.0/16}\nnodes:\n  a: {role: control-plane, address: 10.1.0.1, labels: {worker: no}}\n",
+        "nodes.a.labels.worker",
+        "string",
+    ),
+    "selector matches nothing": (
+        lambda d: d["workloads"][0]["node_selector"].update(worker="no-9"),
+        "workloads[0].node_selector",
+        "matches no node",
+    ),
     "duplicate workload": (lambda d: d["workloads"].append({"name": "pod-a"}), "workloads[2].name", "twice"),
-    "bad interface": (lambda d: d["defaults"].update(interface="a-very-long-nic-name"), "defaults.interface", "interface name"),
+    "bad interface": (
+        lambda d: d["defaults"].update(interface="a-very-long-nic-name"),
+        "defaults.interface",
+        "interface name",
+    ),
     "bad ssh jump": (lambda d: d["defaults"]["ssh"].update(jump="root@@host"), "defaults.ssh.jump", "user@"),
     "missing nodes": (lambda d: d.pop("nodes"), "nodes", "required"),
     "python tag": ("name: !!python/object/apply:os.system ['true']\n", "(document)", "unsupported YAML"),

@@ -57,7 +57,11 @@ def nodes():
         subprocess.run(["chown", "-R", f"{USER}:", str(dot_ssh)], check=True)
         sudoers.write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
         os.chmod(sudoers, 0o440)
-        yield {"home": home, "key": home / "labs" / "lcvmn" / "ssh" / "id_ed25519", "addresses": [f"10.91.22.{i}" for i in (1, 2, 3)]}
+        yield {
+            "home": home,
+            "key": home / "labs" / "lcvmn" / "ssh" / "id_ed25519",
+            "addresses": [f"10.91.22.{i}" for i in (1, 2, 3)],
+        }
     finally:
         # down first: the user's SSH sessions live in the node namespaces and userdel refuses
         # to remove a user with running processes
@@ -89,8 +93,19 @@ def vm_topology(nodes, path: Path) -> Path:
 
 
 def run_check(nodes, topo, *extra):
-    return labctl("up", "-t", topo, "--check", "--tags", "preflight,host_prep",
-                  "-e", "preflight_unique_product_uuid=false", *extra, home=nodes["home"] / "vmlabs", timeout=600)
+    return labctl(
+        "up",
+        "-t",
+        topo,
+        "--check",
+        "--tags",
+        "preflight,host_prep",
+        "-e",
+        "preflight_unique_product_uuid=false",
+        *extra,
+        home=nodes["home"] / "vmlabs",
+        timeout=600,
+    )
 
 
 def test_vm_phases_over_ssh_with_become_jump_and_pinned_host_keys(nodes):
@@ -125,11 +140,14 @@ def test_vm_phases_over_ssh_with_become_jump_and_pinned_host_keys(nodes):
 
         # 3. a changed host key is refused, --accept-new-host-keys or not
         lines = known.splitlines()
-        fake = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(nodes["home"] / "fake")],
-                              check=True)
+        fake = subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(nodes["home"] / "fake")], check=True
+        )
         assert fake.returncode == 0
         fake_key = (nodes["home"] / "fake.pub").read_text().split()[1]
-        lines = [" ".join(x.split()[:2] + [fake_key]) if x.startswith(nodes["addresses"][2] + " ") else x for x in lines]
+        lines = [
+            " ".join(x.split()[:2] + [fake_key]) if x.startswith(nodes["addresses"][2] + " ") else x for x in lines
+        ]
         (lab / "ssh" / "known_hosts").write_text("\n".join(lines) + "\n")
         third = run_check(nodes, topo, "--accept-new-host-keys")
         assert third.returncode == 1

@@ -60,7 +60,11 @@ def test_syntax(vm_lab, playbook):
     env = dict(os.environ, ANSIBLE_CONFIG=str(vm_lab.ansible_cfg), ANSIBLE_NOCOLOR="1")
     p = subprocess.run(
         [exe, "--syntax-check", "-i", str(vm_lab.inventory), str(PLAYBOOKS / playbook)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
     )
     assert p.returncode == 0, p.stdout + p.stderr
 
@@ -69,7 +73,10 @@ def test_ansible_lint_production():
     exe = need("ansible-lint")
     p = subprocess.run(
         [exe, "--profile", "production", "--nocolor", "playbooks/"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
         env=dict(os.environ, NO_COLOR="1", ANSIBLE_NOCOLOR="1"),
     )
     assert p.returncode == 0, p.stdout + p.stderr

@@ -19,8 +19,13 @@ TOPOLOGY = Path(os.environ.get("LABCTL_SMOKE_TOPOLOGY", ROOT / "inventories/seed
 
 
 def labctl(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "labctl", *map(str, args)], capture_output=True, text=True,
-                       env=dict(os.environ, NO_COLOR="1"), timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "labctl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1"),
+        timeout=900,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"labctl {' '.join(map(str, args))}: {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
