@@ -139,6 +139,10 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         "control_plane": next(n for n in nodes if n["role"] == "control-plane"),
         "workers": [n for n in nodes if n["role"] == "worker"],
         "workloads": [{"name": p.name, "node": p.node, "node_selector": p.node_selector} for p in plan.pods],
+        "vteps": [
+            {"node": n["name"], "address": n["address"], "tunnel_ip": n["tunnel_ip"], "mac": n["vtep_mac"]}
+            for n in nodes
+        ],
         "tunnel_device": tunnel,
         "route_mode": "direct" if tunnel is None or cross else tunnel,
         "k8s_version": k8s_version(t.kubernetes.version),

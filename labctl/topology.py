@@ -545,7 +545,13 @@ def check(t: Topology) -> list[Problem]:
         ]
     )
     return (
-        name + _proxy_problems(t) + _version_problems(t) + _net_problems(t) + _node_problems(t) + _workload_problems(t)
+        name
+        + _proxy_problems(t)
+        + _rr_problems(t)
+        + _version_problems(t)
+        + _net_problems(t)
+        + _node_problems(t)
+        + _workload_problems(t)
     )
 
 

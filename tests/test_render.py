@@ -16,6 +16,7 @@ TOPOLOGIES = {
     "seed": "inventories/seed/topology.yml",
     "vxlan-4node": "inventories/vxlan-4node/topology.yml",
     "vm-cloud": "inventories/vm-cloud/topology.yml",
+    "route-reflectors": "inventories/route-reflectors/topology.yml",
 }
 
 
@@ -76,7 +77,7 @@ def test_bird_configs_parse(tmp_path):
 
     if not shutil.which("bird"):
         pytest.skip("bird not installed")
-    for name in ("seed", "vxlan-4node"):
+    for name in ("seed", "vxlan-4node", "route-reflectors"):
         out = tmp_path / name
         rendered(ROOT / TOPOLOGIES[name], out, ipip=False)
         for conf in (out / "bird").iterdir():
