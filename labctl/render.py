@@ -93,7 +93,6 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 "ssh": n.ssh.model_dump(),
                 "dir": str(lab.node_dir(n.name)),
                 "bird_socket": str(lab.bird_socket(n.name)),
-                "mesh_name": "Mesh_" + str(n.address).replace(".", "_"),
                 "pods": [
                     {"name": p.name, "ip": str(p.ip), "veth": p.veth, "netns": pod_netns(t.name, n.name, p.name)}
                     for p in plan.pods
