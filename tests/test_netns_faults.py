@@ -67,7 +67,8 @@ def test_failed_up_names_host_task_log_then_down_cleans(lab):
     assert residue(before, host_snapshot(home)) == {}
 
 
-def test_interrupted_up_exits_130_resumes_and_cleans(lab):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_up_exits_128_plus_signal_resumes_and_cleans(lab, sig):
     make, home, before = lab
     t = make("lcint", 78)
     env = dict(os.environ, LABCTL_HOME=str(home), NO_COLOR="1")
@@ -82,9 +83,9 @@ def test_interrupted_up_exits_130_resumes_and_cleans(lab):
     deadline = time.monotonic() + 60
     while "Running phase: Node network" not in seen and time.monotonic() < deadline:
         seen += proc.stderr.readline()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, rest = proc.communicate(timeout=30)
-    assert proc.returncode == 130, seen + rest
+    assert proc.returncode == 128 + sig, seen + rest
     assert "interrupted" in rest
     st = json.loads((home / "lcint" / "state.json").read_text())
     assert st["phase"] == "interrupted" and st["stopped_at"]

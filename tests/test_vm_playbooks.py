@@ -86,3 +86,35 @@ def test_yamllint():
     exe = need("yamllint")
     p = subprocess.run([exe, "-s", "playbooks/"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_every_task_touching_join_secrets_is_no_log():
+    """Join tokens and the CA hash must never reach output, logs or ansible-runner's artifacts:
+    every task that names them hides its result. Allowed without no_log: modules that only see a
+    path (stat, file), and the one `fail` that shows kubeadm's error with tokens masked."""
+    import yaml as _yaml
+
+    secret = ("join_token", "kubeadm_join_token", "join_ca_hash", "kubeadm_ca_cert_hash", "join_config")
+    path_only = {"ansible.builtin.stat", "ansible.builtin.file"}
+
+    def tasks(items):
+        for t in items or []:
+            if any(k in t for k in ("block", "rescue", "always")):
+                for key in ("block", "rescue", "always"):
+                    yield from tasks(t.get(key))
+            else:
+                yield t
+
+    seen = 0
+    for path in (ROOT / "playbooks" / "roles").glob("*/tasks/*.yml"):
+        for t in tasks(_yaml.safe_load(path.read_text())):
+            text = _yaml.safe_dump({k: v for k, v in t.items() if k != "name"})
+            if not any(s in text for s in secret):
+                continue
+            seen += 1
+            module = next((k for k in t if k.startswith("ansible.builtin.")), "")
+            masked = module == "ansible.builtin.fail" and "<token>" in text
+            assert t.get("no_log") is True or module in path_only or masked, (
+                f"{path.relative_to(ROOT)}: task {t.get('name')!r} handles join secrets without no_log"
+            )
+    assert seen >= 4  # the token, the CA hash, the filled config, the join itself
