@@ -108,14 +108,18 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
 
-    def plan_change(self, topo: topology.Topology) -> reconcile.Diff:
-        """What `up` would change; touches nothing."""
+    def new_data(self, topo: topology.Topology) -> dict:
+        """The lab data this topology renders to (before the host decides the tunnel device)."""
         plan = topology.plan(topo)
-        new = render.topology_data(plan, render.context(plan, self.dir))
+        return render.topology_data(plan, render.context(plan, self.dir))
+
+    def plan_change(self, topo: topology.Topology, new: dict | None = None) -> reconcile.Diff:
+        """What `up` would change; touches nothing."""
+        new = new if new is not None else self.new_data(topo)
         old = self.data() if self.dir.topology_data.exists() and self.dir.state.exists() else None
         if old is not None:
             # the tunnel device was decided by the host at the last up; compare like with like
-            new["calico"]["tunnel_device"] = old["calico"].get("tunnel_device")
+            new = new | {"calico": new["calico"] | {"tunnel_device": old["calico"].get("tunnel_device")}}
         return reconcile.diff(old, new)
 
     def up(
@@ -131,14 +135,14 @@ class Lab:
         plan = topology.plan(topo)
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
-            change = self.plan_change(topo)
+            new = self.new_data(topo)
+            change = self.plan_change(topo, new)
             if any(c.kind == "lab" for c in change.changes):
                 fixed = ", ".join(c.name for c in change.changes if c.kind == "lab")
                 raise UsageError(f"lab {topo.name!r} cannot change {fixed} in place", "run `labctl down` first")
             old = self.data() if change.hosts else None
             progress.phase("preflight")
-            ctx_data = render.topology_data(plan, render.context(plan, self.dir))
-            for w in prov.preflight(ctx_data):
+            for w in prov.preflight(new):
                 progress.warn(w)
             ipip = prov.ipip_supported()
             tunnel = render.tunnel_device(topo.calico.encapsulation, ipip)

@@ -140,6 +140,9 @@ class NetnsProvider:
             veth = host_veth(name, n["name"])
             if not Path(f"/run/netns/{ns}").exists():
                 sh.run(["ip", "netns", "add", ns])
+            if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", n["interface"]]):
+                # the veth of a namespace deleted a moment ago: the kernel frees it asynchronously
+                _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
             if not _link_exists(veth):
                 sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", n["interface"], "netns", ns])
             sh.run(["ip", "link", "set", veth, "master", br, "up"])
@@ -279,14 +282,14 @@ class NetnsProvider:
             attempt(sh.run, ["ip", "link", "del", br])
         # `ip netns del` returns before the kernel has released the veths
         prefix = f"lc{lab_id(name)}"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10 + 0.2 * len(data["nodes"])
         while time.monotonic() < deadline:
             links = sh.run(["ip", "-o", "link", "show"]).stdout
             if f": {prefix}" not in links and f": {br}" not in links:
                 break
             time.sleep(0.05)
         else:
-            errors.append(f"host links {prefix}* still present after 10 s")
+            errors.append(f"host links {prefix}* still present after {10 + 0.2 * len(data['nodes']):.0f} s")
         if errors:
             raise HostError(f"teardown of lab {name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
 
@@ -314,6 +317,15 @@ class NetnsProvider:
 
 def _link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
+
+
+def _wait_gone(link: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _link_exists(link):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _pid(path: Path) -> int | None:
