@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -62,7 +61,3 @@ class Progress:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

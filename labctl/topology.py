@@ -624,17 +624,6 @@ class Plan:
     nodes: list[NodePlan]
     pods: list[PodPlan]
 
-    def node(self, name: str) -> NodePlan:
-        return next(n for n in self.nodes if n.name == name)
-
-    @property
-    def control_plane(self) -> NodePlan:
-        return next(n for n in self.nodes if n.role == "control-plane")
-
-    @property
-    def workers(self) -> list[NodePlan]:
-        return [n for n in self.nodes if n.role == "worker"]
-
 
 def _workloads(t: Topology) -> list[Workload]:
     if t.workloads is not None:
