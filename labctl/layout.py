@@ -129,6 +129,10 @@ class LabDir:
         """netns: the node's own files (sshd config and host key, BIRD socket, pid files, labels)."""
         return self.root / "nodes" / node
 
+    def node_home(self, node: str) -> Path:
+        """root's home inside a netns node: the host's dotfiles stay the host's."""
+        return self.node_dir(node) / "root"
+
     def bird_socket(self, node: str) -> Path:
         return self.node_dir(node) / "bird.ctl"
 

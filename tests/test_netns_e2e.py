@@ -100,6 +100,20 @@ def test_routes_are_learned_over_bgp(seed_lab):
     assert "blackhole 192.168.0.0/24 proto bird" in p.stdout
 
 
+def test_a_node_is_a_machine_of_its_own(seed_lab):
+    # its own hostname, /etc/hosts and root home: the host's dotfiles (which bash sources on every
+    # SSH command) and resolver stay the host's
+    home = seed_lab["home"]
+    script = 'hostname; echo "$HOME"; getent hosts k8s-worker-2; cat /etc/resolv.conf'
+    p = labctl("exec", "k8s-worker-1", "--", "sh", "-c", script, home=home, check=True)
+    name, root_home, peer, *resolv = p.stdout.splitlines()
+    assert name == "k8s-worker-1"
+    assert root_home == str(home / "seed" / "nodes" / "k8s-worker-1" / "root")
+    assert Path(root_home).is_dir() and Path(root_home).stat().st_mode & 0o777 == 0o700
+    assert peer.split() == ["10.12.22.3", "k8s-worker-2"]
+    assert not any(x.startswith("nameserver") for x in resolv)
+
+
 def test_pod_is_calico_style(seed_lab):
     p = labctl(
         "exec",

@@ -187,6 +187,8 @@ class NetnsProvider:
         if pid and _alive(pid):
             return pid
         cfg = nd / "sshd_config"
+        home = self.dir.node_home(n["name"])
+        home.mkdir(mode=0o700, exist_ok=True)
         cfg.write_text(
             "\n".join(
                 [
@@ -209,6 +211,11 @@ class NetnsProvider:
                     "MaxSessions 100",
                     "MaxStartups 100:30:200",
                     "Subsystem sftp internal-sftp",
+                    # a node is a machine of its own: root there does not run the host's
+                    # ~/.bashrc, which bash sources on every SSH command (pyenv's init alone
+                    # costs 0.1 s per command, i.e. per ansible task and host)
+                    "Match User root",
+                    f"  SetEnv HOME={home}",
                     "",
                 ]
             )
