@@ -178,8 +178,9 @@ class Lab:
             self._checkpoint(cancel, progress)
             prov.accept_new_host_keys = accept_new_host_keys
             prov.check_host_keys(data, progress)
-            from labctl import runner
+            from labctl import runner, sshmux
 
+            openers = sshmux.open_masters(data, self.dir)
             try:
                 result = runner.run_playbook(
                     self.dir,
@@ -196,6 +197,8 @@ class Lab:
             except LabctlError as e:
                 self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
                 raise
+            finally:
+                sshmux.reap(openers)
             if check or tags:
                 return self.save_state(phase=self.state().get("phase") if check else "partial")
             labels = {n["name"]: n["labels"] for n in data["nodes"]}

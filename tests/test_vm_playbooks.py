@@ -118,3 +118,38 @@ def test_every_task_touching_join_secrets_is_no_log():
                 f"{path.relative_to(ROOT)}: task {t.get('name')!r} handles join secrets without no_log"
             )
     assert seen >= 4  # the token, the CA hash, the filled config, the join itself
+
+
+def _validate(lab: layout.LabDir, inventory: Path) -> subprocess.CompletedProcess:
+    play = inventory.parent / "validate.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: false\n  roles: [validate_inventory]\n")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(lab.ansible_cfg),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_ROLES_PATH=str(PLAYBOOKS / "roles"),
+    )
+    return subprocess.run(
+        [need("ansible-playbook"), "-i", str(inventory), str(play)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_validate_inventory_names_a_hand_broken_node(vm_lab, tmp_path):
+    import yaml
+
+    assert _validate(vm_lab, vm_lab.inventory).returncode == 0
+    inv = yaml.safe_load(vm_lab.inventory.read_text())
+    hosts = inv["all"]["children"]["kube_node"]["hosts"]
+    del hosts["wk-1"]["node_block"]
+    hosts["wk-2"]["node_labels"] = {"worker": 2}
+    broken = tmp_path / "inventory.yml"
+    broken.write_text(yaml.safe_dump(inv))
+    p = _validate(vm_lab, broken)
+    assert p.returncode != 0
+    assert "wk-1 lacks node_block;" in p.stdout, p.stdout
+    assert "wk-2: node_labels must map strings to strings;" in p.stdout, p.stdout
+    assert "cp-1" not in p.stdout.split("bad inventory:")[-1]

@@ -156,6 +156,16 @@ class NetnsProvider:
             # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
             sh.run(nsx + ["route", "replace", "default", "via", gw, "dev", n["interface"]])
             pids[n["name"]] = self._sshd(data, n, ns)
+        # sshd writes its pid file once it listens: wait for all of them at once, not node by node
+        deadline = time.monotonic() + 5.0
+        for node, pid in pids.items():
+            pidfile = self.dir.node_dir(node) / "sshd.pid"
+            while not pid and time.monotonic() < deadline:
+                time.sleep(0.01)
+                pid = _pid(pidfile)
+            if not pid:
+                raise HostError(f"sshd of node {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
+            pids[node] = pid
         return pids
 
     def _keys(self, data: dict) -> None:
@@ -180,12 +190,14 @@ class NetnsProvider:
             known.append(f"{n['address']} {key_type} {key}\n")
         d.known_hosts.write_text("".join(known))
 
-    def _sshd(self, data: dict, n: dict, ns: str) -> int:
+    def _sshd(self, data: dict, n: dict, ns: str) -> int | None:
+        """Start the node's sshd unless it runs: its pid, or None while it is starting."""
         nd = self.dir.node_dir(n["name"])
         pidfile = nd / "sshd.pid"
         pid = _pid(pidfile)
         if pid and _alive(pid):
             return pid
+        pidfile.unlink(missing_ok=True)  # a dead sshd's: the new one writes its own
         cfg = nd / "sshd_config"
         home = self.dir.node_home(n["name"])
         home.mkdir(mode=0o700, exist_ok=True)
@@ -261,12 +273,7 @@ class NetnsProvider:
                 str(resolv),
             ]
         )
-        for _ in range(50):
-            pid = _pid(pidfile)
-            if pid:
-                return pid
-            time.sleep(0.02)
-        raise HostError(f"sshd of node {n['name']} did not start", f"see {nd / 'sshd.log'}")
+        return None
 
     # -- tear down -------------------------------------------------------------------------
 
