@@ -82,12 +82,20 @@ def diff(old: dict | None, new: dict) -> Diff:
         return d  # nothing changed: `up` converges everything (and so repairs drift)
     d.removed_nodes = gone + replaced
     fresh = added + replaced
-    membership = bool(fresh or gone)
-    # peers change for every node when membership does; otherwise only what changed runs
-    everyone = list(after)
-    d.hosts["network"] = everyone if membership else []
-    d.hosts["bgp"] = everyone if membership else []
+    # with VXLAN every node holds a VTEP entry and a BIRD next-hop mapping per peer node, so
+    # membership touches all of them; otherwise only nodes whose BGP peers changed
+    per_peer = bool(fresh or gone) and new["calico"].get("tunnel_device") == "vxlan.calico"
+
+    def peers(n: dict) -> set[tuple]:
+        return {(p["name"], p["address"], p["type"]) for p in n.get("peers", [])}
+
+    old_peers = {n: peers(before[n]) if n in before and n not in fresh else set() for n in after}
+    d.hosts["network"] = [n for n in after if n in fresh or per_peer]
+    d.hosts["bgp"] = [n for n in after if n in fresh or per_peer or peers(after[n]) != old_peers[n]]
     d.hosts["workloads"] = [n for n in after if n in fresh or old_pods.get(n) != new_pods.get(n)]
+    # a session is one TCP connection seen from both ends: the fresh nodes' waits cover every new
+    # session of the others, unless one has a new peer that is not fresh
+    d.hosts["wait"] = [n for n in after if n in fresh or {p[0] for p in peers(after[n]) - old_peers[n]} - set(fresh)]
     d.hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
     return d
 

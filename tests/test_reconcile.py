@@ -1,0 +1,72 @@
+"""`labctl up` on a running lab: which nodes each play touches (the plan --dry-run prints)."""
+
+from pathlib import Path
+
+import yaml
+
+from conftest import SEED
+from labctl import generate, layout, reconcile, render, topology
+
+LAB = layout.LabDir(Path("/nonexistent/lab"))
+
+
+def data(d: dict, ipip: bool) -> dict:
+    plan = topology.plan(topology.loads(yaml.safe_dump(d)))
+    return render.topology_data(plan, render.context(plan, LAB, ipip))
+
+
+def grow(d: dict, labels: dict | None = None) -> dict:
+    d = yaml.safe_load(yaml.safe_dump(d))
+    n = len(d["nodes"])
+    d["nodes"][f"k8s-worker-{n}"] = {"role": "worker", "address": f"10.12.22.{n + 1}", "labels": labels or {}}
+    return d
+
+
+def seed() -> dict:
+    return yaml.safe_load(SEED.read_text())
+
+
+def test_adding_a_worker_with_vxlan_touches_every_node_but_waits_on_the_new_one():
+    old, new = data(seed(), ipip=False), data(grow(seed(), {"worker": "no-3"}), ipip=False)
+    d = reconcile.diff(old, new)
+    everyone = ["k8s-master", "k8s-worker-1", "k8s-worker-2", "k8s-worker-3"]
+    assert d.hosts == {
+        "network": everyone,  # every VTEP table gains the new node
+        "bgp": everyone,
+        "workloads": ["k8s-worker-3"],
+        "wait": ["k8s-worker-3"],
+        "labels": ["k8s-worker-3"],
+    }
+    assert d.removed_nodes == []
+
+
+def test_adding_a_client_to_reflectors_over_ipip_touches_only_the_reflectors():
+    base = yaml.safe_load(generate.topology(5, reflectors=2))
+    d = reconcile.diff(data(base, ipip=True), data(grow(base), ipip=True))
+    assert d.hosts["network"] == ["k8s-worker-5"]
+    assert d.hosts["bgp"] == ["k8s-master", "k8s-worker-1", "k8s-worker-5"]
+    assert d.hosts["wait"] == ["k8s-worker-5"]
+
+
+def test_removing_a_node_reconfigures_its_peers_and_waits_on_nobody():
+    base = yaml.safe_load(generate.topology(4))
+    small = yaml.safe_load(yaml.safe_dump(base))
+    del small["nodes"]["k8s-worker-3"]
+    d = reconcile.diff(data(base, ipip=True), data(small, ipip=True))
+    assert d.removed_nodes == ["k8s-worker-3"]
+    assert d.hosts["network"] == [] and d.hosts["wait"] == [] and d.hosts["labels"] == []
+    assert d.hosts["bgp"] == ["k8s-master", "k8s-worker-1", "k8s-worker-2"]
+
+
+def test_relabelling_runs_only_the_label_play_there():
+    new = seed()
+    new["nodes"]["k8s-worker-1"]["labels"]["disk"] = "ssd"
+    d = reconcile.diff(data(seed(), ipip=False), data(new, ipip=False))
+    assert d.hosts == {"network": [], "bgp": [], "workloads": [], "wait": [], "labels": ["k8s-worker-1"]}
+    assert "labels     k8s-worker-1" in reconcile.format(d)
+    assert "wait       (skipped)" in reconcile.format(d)
+
+
+def test_no_change_converges_everything():
+    d = reconcile.diff(data(seed(), ipip=False), data(seed(), ipip=False))
+    assert d.empty and d.hosts == {} and d.extravars() == {}
