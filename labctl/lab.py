@@ -25,6 +25,7 @@ def now() -> str:
 class Lab:
     def __init__(self, dir: LabDir):
         self.dir = dir
+        self._cancel: tuple = (None, None)  # (event, progress) while `up` runs
 
     @property
     def name(self) -> str:
@@ -135,6 +136,7 @@ class Lab:
         plan = topology.plan(topo)
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
+            self._cancel = (cancel, progress)
             new = self.new_data(topo)
             change = self.plan_change(topo, new)
             if any(c.kind == "lab" for c in change.changes):
@@ -172,10 +174,10 @@ class Lab:
                 progress.phase("remove nodes")
                 prov.remove_nodes(old, change.removed_nodes, progress)
             progress.phase(f"bootstrap ({topo.provider})")
-            self._checkpoint(cancel, progress)
+            self.checkpoint()
             pids = prov.bootstrap(data, progress)
             self.save_state(phase="provision", pids={"sshd": pids})
-            self._checkpoint(cancel, progress)
+            self.checkpoint()
             prov.accept_new_host_keys = accept_new_host_keys
             prov.check_host_keys(data, progress)
             from labctl import runner, sshmux
@@ -207,8 +209,11 @@ class Lab:
                 phase="ready", error=None, labels=labels, placement=placement, changed=result.changed
             )
 
-    def _checkpoint(self, cancel: threading.Event, progress: Progress) -> None:
-        if cancel.is_set():
+    def checkpoint(self) -> None:
+        """Raise Interrupted (state recorded) if SIGINT/SIGTERM came during `up`; providers call it
+        between steps of long work."""
+        cancel, progress = self._cancel
+        if cancel is not None and cancel.is_set():
             self.save_state(phase="interrupted", stopped_at=progress.last_phase)
             raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
 

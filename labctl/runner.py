@@ -5,6 +5,7 @@ message and log file."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import threading
@@ -89,6 +90,10 @@ HOST_KEY_UNKNOWN = "host key is not in the lab's known_hosts: check it, then run
 HOST_KEY_CHANGED = "host key CHANGED since it was pinned (reinstalled machine, or an attack): remove its line from {}"
 
 
+# what ssh -tt (ansible's raw) prints on stderr as a session ends: never the reason of a failure
+_SSH_NOISE = re.compile(r"Shared connection to \S+ closed\.")
+
+
 def _message(res: dict, known_hosts: str = "known_hosts") -> str:
     if res.get("censored"):
         return res["censored"]
@@ -104,7 +109,7 @@ def _message(res: dict, known_hosts: str = "known_hosts") -> str:
     for key in keys:
         val = res.get(key)
         if val:
-            lines = [x for x in str(val).strip().splitlines() if x.strip()]
+            lines = [x for x in str(val).strip().splitlines() if x.strip() and not _SSH_NOISE.fullmatch(x.strip())]
             if lines:
                 return lines[-1][:400]
     return "failed"

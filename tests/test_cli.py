@@ -122,3 +122,18 @@ def test_default_topology_is_the_seed(calls, labhome):
     r = invoke("validate")
     assert r.exit_code == 0 and "lab seed" in r.output
     assert SEED.is_file()
+
+
+def test_a_failed_raw_task_is_reported_by_its_own_words_not_ssh_noise():
+    from labctl import runner
+
+    res = {
+        "rc": 1,
+        "msg": "non-zero return code",
+        "stderr": "Shared connection to 10.12.22.10 closed.\r\n",
+        "stdout": "BIRD 2.0.12 ready.\nonly 3 of 49 BGP sessions Established after 30 s\r\n",
+    }
+    assert runner._message(res) == "only 3 of 49 BGP sessions Established after 30 s"
+    assert runner._message({"rc": 2, "stderr": "ip: RTNETLINK answers: File exists\n"}) == (
+        "ip: RTNETLINK answers: File exists"
+    )

@@ -136,6 +136,7 @@ class NetnsProvider:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         pids = {}
         for n in data["nodes"]:
+            self.lab.checkpoint()  # a big lab takes a while: Ctrl-C is answered between nodes
             ns = node_netns(name, n["name"])
             veth = host_veth(name, n["name"])
             if not Path(f"/run/netns/{ns}").exists():
@@ -289,8 +290,7 @@ class NetnsProvider:
                 errors.append(str(e))
 
         attempt(self._close_masters)
-        for n in data["nodes"]:
-            attempt(self._remove_node, name, n)
+        attempt(self._remove_nodes, name, data["nodes"])
         br = bridge_name(name)
         if _link_exists(br):
             attempt(sh.run, ["ip", "link", "del", br])
@@ -309,17 +309,24 @@ class NetnsProvider:
 
     def remove_nodes(self, data: dict, names: list[str], progress) -> None:
         """Take some nodes out of a running lab (reconcile); `data` is the lab before the change."""
-        for n in data["nodes"]:
-            if n["name"] in names:
-                progress.info(f"  removing node {n['name']}")
-                self._remove_node(data["name"], n)
+        gone = [n for n in data["nodes"] if n["name"] in names]
+        for n in gone:
+            progress.info(f"  removing node {n['name']}")
+        self._remove_nodes(data["name"], gone)
 
     @staticmethod
-    def _remove_node(lab: str, n: dict) -> None:
-        for pod in n.get("pods", []):
-            _delete_netns(pod["netns"])
-        # the host end of the node's NIC goes with the namespace; its files with the node dir
-        _delete_netns(node_netns(lab, n["name"]))
+    def _remove_nodes(lab: str, nodes: list[dict]) -> None:
+        # pods first, then the node: the host end of the node's NIC goes with its namespace
+        spaces = [p["netns"] for n in nodes for p in n.get("pods", [])] + [node_netns(lab, n["name"]) for n in nodes]
+        _kill_in(spaces)
+        for n in nodes:
+            # what the dead processes left unsent (a BGP peer that stopped reading, say) would sit
+            # in orphaned sockets retrying for minutes, each holding the namespace and its veth
+            ns = node_netns(lab, n["name"])
+            if Path(f"/run/netns/{ns}").exists():
+                sh.run(["nsenter", f"--net=/run/netns/{ns}", "ss", "-tKn", "state", "connected"], check=False)
+        for ns in spaces:
+            _delete_netns(ns)
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir
@@ -358,12 +365,12 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _delete_netns(ns: str) -> None:
-    """Kill every process in the namespace (by pid), then delete it."""
-    if not Path(f"/run/netns/{ns}").exists():
-        return
+def _kill_in(spaces: list[str]) -> None:
+    """Stop every process in these namespaces (by pid) while all of them still exist, so the TCP
+    sessions between nodes (BGP) close in both kernels rather than towards a peer already gone."""
+    spaces = [ns for ns in spaces if Path(f"/run/netns/{ns}").exists()]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = [int(p) for p in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+        pids = [int(p) for ns in spaces for p in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split()]
         if not pids:
             break
         for pid in pids:
@@ -371,7 +378,13 @@ def _delete_netns(ns: str) -> None:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 1.0 + 0.01 * len(pids)
         while time.monotonic() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.02)
-    sh.run(["ip", "netns", "del", ns])
+
+
+def _delete_netns(ns: str) -> None:
+    """Kill every process in the namespace (by pid), then delete it."""
+    if Path(f"/run/netns/{ns}").exists():
+        _kill_in([ns])
+        sh.run(["ip", "netns", "del", ns])
