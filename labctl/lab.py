@@ -123,7 +123,20 @@ class Lab:
             new = new | {"calico": new["calico"] | {"tunnel_device": old["calico"].get("tunnel_device")}}
         return reconcile.diff(old, new)
 
-    def up(
+    def up(self, topo: topology.Topology, source: Path | None, progress: Progress, **options) -> dict:
+        """Build the lab, or bring a running one to the topology (see _up for the options)."""
+        fresh = not self.dir.topology_data.exists()  # the lab dir holds at most this run's log
+        try:
+            return self._up(topo, source, progress, **options)
+        except LockedError:
+            raise
+        except LabctlError:
+            # refused before anything was built (preflight, render): no lab dir is left behind
+            if fresh and not self.dir.state.exists() and self.dir.root.parent == layout.home():
+                shutil.rmtree(self.dir.root, ignore_errors=True)
+            raise
+
+    def _up(
         self,
         topo: topology.Topology,
         source: Path | None,

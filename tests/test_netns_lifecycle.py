@@ -172,6 +172,7 @@ def test_host_safety_two_labs_and_secrets(env, tmp_path):
     snap = host_snapshot(home)
     p = labctl("up", "-t", clash, home=home)
     assert p.returncode == 1 and "overlaps the host route 10.85.0.0/16" in p.stderr
+    assert not (home / "lcsafec").exists()
     assert host_snapshot(home)["netns"] == snap["netns"] and host_snapshot(home)["links"] == snap["links"]
 
     # secrets: 0700 lab dir, 0600 keys, and no private key material in any log or artifact
@@ -195,3 +196,36 @@ def test_host_safety_two_labs_and_secrets(env, tmp_path):
     assert checks(home, "lcsafeb")[0] == 0
     assert labctl("down", "--name", "lcsafeb", home=home).returncode == 0
     assert residue(before, host_snapshot(home)) == {}
+
+
+def test_a_mesh_the_hosts_arp_table_cannot_hold_is_refused_before_anything_is_created(env, tmp_path):
+    from labctl.providers import netns
+
+    home, before, _ = env
+    limit = int(netns.GC_THRESH3.read_text())
+    nodes = int(limit**0.5) + 2  # n(n-1) session ends + 2n > limit
+    if nodes > 2000:
+        pytest.skip(f"this host's gc_thresh3 ({limit}) fits any mesh labctl init writes")
+    t = tmp_path / "mesh.yml"
+    assert labctl("init", "--nodes", nodes, "-n", "lcarp", "-o", t).returncode == 0
+    p = labctl("up", "-t", t, home=home)
+    assert p.returncode == 1, p.stderr
+    line = p.stderr.strip().splitlines()[-1]
+    assert f"needs about {nodes * (nodes - 1) + 2 * nodes} ARP entries" in line
+    assert f"gc_thresh3 = {limit}" in line and "--route-reflectors 2" in line
+    assert residue(before, host_snapshot(home)) == {}
+    assert not (home / "lcarp").exists()  # nothing built, no lab dir left
+
+
+def test_neighbour_need_counts_session_ends_and_ssh():
+    from labctl import generate, render, topology
+    from labctl.layout import LabDir
+    from labctl.providers import netns
+
+    def need(text: str) -> int:
+        plan = topology.plan(topology.loads(text))
+        return netns.neighbour_need(render.topology_data(plan, render.context(plan, LabDir(Path("/x")))))
+
+    assert need(SEED.read_text()) == 3 * 2 + 2 * 3
+    assert need(generate.topology(50)) == 50 * 49 + 100
+    assert need(generate.topology(100, reflectors=2)) == 2 * 99 + 98 * 2 + 200

@@ -72,6 +72,7 @@ class NetnsProvider:
                 f"a lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
+        self.check_neighbours(data)
         self.check_routes(data)
         # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
         longest = max(
@@ -84,6 +85,23 @@ class NetnsProvider:
                 "set LABCTL_HOME to a shorter directory",
             )
         return []
+
+    def check_neighbours(self, data: dict) -> None:
+        """Refuse a lab whose BGP sessions cannot all resolve their peers at once: the kernel's ARP
+        table is one for every namespace, capped by the host's gc_thresh3 (1024 by default). Past
+        it, new entries fail ("neighbor table overflow") and sessions stall in Connect: that, not
+        CPU, is why a 50-node full mesh (2450 sessions) never converges on a default host."""
+        need = neighbour_need(data)
+        limit = _read_int(GC_THRESH3)
+        if limit is not None and need > limit:
+            n = len(data["nodes"])
+            raise HostError(
+                f"lab {data['name']!r} needs about {need} ARP entries at once (one per BGP session end, plus SSH), "
+                f"more than the host's neighbour table holds for all namespaces together "
+                f"(net.ipv4.neigh.default.gc_thresh3 = {limit}): its BGP sessions would stall",
+                f"use route reflectors (`labctl init --nodes {n} --route-reflectors 2`), or raise the host's limit: "
+                f"sysctl -w net.ipv4.neigh.default.gc_thresh2={2 * need} net.ipv4.neigh.default.gc_thresh3={4 * need}",
+            )
 
     def check_routes(self, data: dict) -> None:
         """Refuse CIDRs that overlap a route the host already has (but our own bridge's)."""
@@ -334,6 +352,22 @@ class NetnsProvider:
             return
         for sock in cp.iterdir():
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
+
+
+GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+
+
+def neighbour_need(data: dict) -> int:
+    """ARP entries a lab needs at the same time: each end of each BGP session resolves the other
+    (n(n-1) in a full mesh), and host and node resolve each other for SSH."""
+    return sum(len(n.get("peers", [])) for n in data["nodes"]) + 2 * len(data["nodes"])
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _link_exists(name: str) -> bool:
