@@ -4,8 +4,10 @@ against route reflectors.
 
     sudo .venv/bin/python bench/scale.py [--sizes 3,20,50,100] [--reflectors 2] [--mesh-up-to 50]
 
-A full mesh has n*(n-1) BGP sessions: past ~50 nodes on 2 cores it stops converging (see
-../shared/reference/netns-notes.md), so meshes are only built up to --mesh-up-to nodes."""
+A full mesh has n*(n-1) BGP session ends, each resolving its peer in the kernel's ARP table, which is
+one for all namespaces and capped by the host's net.ipv4.neigh.default.gc_thresh3 (1024 by default):
+`labctl up` refuses a mesh past ~30 nodes for that reason. --neigh-limit N raises gc_thresh2/3 for the
+run (and restores them after), to measure big meshes; meshes are built up to --mesh-up-to nodes."""
 
 from __future__ import annotations
 
@@ -43,7 +45,13 @@ def main() -> None:
     ap.add_argument("--reflectors", type=int, default=2)
     ap.add_argument("--mesh-up-to", type=int, default=50)
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--neigh-limit", type=int, default=0, help="gc_thresh3 for the run (gc_thresh2 = half)")
     args = ap.parse_args()
+    sysctl = Path("/proc/sys/net/ipv4/neigh/default")
+    saved = {k: (sysctl / k).read_text() for k in ("gc_thresh2", "gc_thresh3")}
+    if args.neigh_limit:
+        (sysctl / "gc_thresh3").write_text(str(args.neigh_limit))
+        (sysctl / "gc_thresh2").write_text(str(args.neigh_limit // 2))
     work = Path(tempfile.mkdtemp(prefix="lcsc", dir="/tmp"))
     env = dict(os.environ, LABCTL_HOME=str(work / "h"), NO_COLOR="1")
     labctl = [sys.executable, "-m", "labctl"]
@@ -79,6 +87,8 @@ def main() -> None:
     finally:
         subprocess.run(labctl + ["down", "--name", "scale"], capture_output=True, env=env)
         shutil.rmtree(work, ignore_errors=True)
+        for k, v in saved.items():
+            (sysctl / k).write_text(v)
 
 
 if __name__ == "__main__":
