@@ -229,3 +229,27 @@ def test_neighbour_need_counts_session_ends_and_ssh():
     assert need(SEED.read_text()) == 3 * 2 + 2 * 3
     assert need(generate.topology(50)) == 50 * 49 + 100
     assert need(generate.topology(100, reflectors=2)) == 2 * 99 + 98 * 2 + 200
+
+
+def test_over_the_soft_arp_limit_warns_over_the_hard_one_refuses(tmp_path, monkeypatch):
+    from labctl import generate, render, topology
+    from labctl.errors import HostError
+    from labctl.layout import LabDir
+    from labctl.providers import netns
+
+    (tmp_path / "gc_thresh2").write_text("512\n")
+    (tmp_path / "gc_thresh3").write_text("1024\n")
+    monkeypatch.setattr(netns, "GC_THRESH3", tmp_path / "gc_thresh3")
+    prov = netns.NetnsProvider.__new__(netns.NetnsProvider)
+
+    def data(text: str) -> dict:
+        plan = topology.plan(topology.loads(text))
+        return render.topology_data(plan, render.context(plan, LabDir(Path("/x"))))
+
+    assert prov.check_neighbours(data(SEED.read_text())) == []
+    (warning,) = prov.check_neighbours(data(generate.topology(100, reflectors=2)))
+    assert "needs about 594 ARP entries, over the host's gc_thresh2 (512)" in warning
+    assert "gc_thresh2=1188" in warning
+    with pytest.raises(HostError) as e:
+        prov.check_neighbours(data(generate.topology(40)))
+    assert "needs about 1640 ARP entries" in str(e.value) and "gc_thresh3=6560" in e.value.hint
