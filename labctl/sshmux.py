@@ -9,9 +9,6 @@ import subprocess
 
 from labctl.layout import LabDir
 
-# a master already open: nothing to do (`ssh -fN` would otherwise sit in the background as a client)
-_OPEN = 'ssh "$@" -O check 2>/dev/null || exec ssh "$@" -fN -o ConnectTimeout=10'
-
 
 def targets(data: dict, lab: LabDir) -> list[list[str]]:
     """ssh arguments per node, as the inventory has ansible connect (templates/inventory-host)."""
@@ -34,7 +31,9 @@ def open_masters(data: dict, lab: LabDir) -> list[subprocess.Popen]:
     lab.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return [
         subprocess.Popen(
-            ["sh", "-c", _OPEN, "sh", *args],
+            # a command, not -fN: with a master already there (or one ansible opened first) this is a
+            # plain session that ends, where -fN would stay in the background as a client
+            ["ssh", "-o", "ConnectTimeout=10", *args, "true"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
