@@ -60,8 +60,10 @@ def main() -> None:
             ("no change (converge, repairs drift)", t("up", "-t", str(base))),
         ]
         t("down", "-t", str(base))
-        rows.append((f"full up from scratch, {n + 1} nodes", t("up", "-t", str(grown))))
-        t("down", "-t", str(base))
+        full = t("up", "-t", str(grown))
+        down = t("down", "-t", str(base))
+        rows.append((f"redeploy instead: down + up, {n + 1} nodes", down + full))
+        rows.append((f"full up from scratch, {n + 1} nodes", full))
     finally:
         subprocess.run([sys.executable, "-m", "labctl", "down", "-t", str(base)], capture_output=True, env=env)
         shutil.rmtree(work, ignore_errors=True)
