@@ -2,7 +2,7 @@
 """Scale: `labctl up`, `verify` and `down` times and memory per node for generated labs, full mesh
 against route reflectors.
 
-    sudo .venv/bin/python bench/scale.py [--sizes 3,20,50,100] [--reflectors 2] [--mesh-up-to 50]
+    sudo .venv/bin/python bench/scale.py [--sizes 3,20,50,100] [--reflectors 2] [--mesh-up-to 100] [--neigh-limit 16384]
 
 A full mesh has n*(n-1) BGP session ends, each resolving its peer in the kernel's ARP table, which is
 one for all namespaces and capped by the host's net.ipv4.neigh.default.gc_thresh3 (1024 by default):
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="3,20,50,100")
     ap.add_argument("--reflectors", type=int, default=2)
-    ap.add_argument("--mesh-up-to", type=int, default=50)
+    ap.add_argument("--mesh-up-to", type=int, default=100)
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--neigh-limit", type=int, default=0, help="gc_thresh3 for the run (gc_thresh2 = half)")
     args = ap.parse_args()
