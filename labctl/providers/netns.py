@@ -355,7 +355,8 @@ class NetnsProvider:
             if Path(f"/run/netns/{ns}").exists():
                 sh.run(["nsenter", f"--net=/run/netns/{ns}", "ss", "-tKn", "state", "connected"], check=False)
         for ns in spaces:
-            _delete_netns(ns)
+            if Path(f"/run/netns/{ns}").exists():
+                sh.run(["ip", "netns", "del", ns])
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir
@@ -426,10 +427,3 @@ def _kill_in(spaces: list[str]) -> None:
         deadline = time.monotonic() + 1.0 + 0.01 * len(pids)
         while time.monotonic() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.02)
-
-
-def _delete_netns(ns: str) -> None:
-    """Kill every process in the namespace (by pid), then delete it."""
-    if Path(f"/run/netns/{ns}").exists():
-        _kill_in([ns])
-        sh.run(["ip", "netns", "del", ns])
