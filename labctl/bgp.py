@@ -11,10 +11,8 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 
 from labctl.errors import LabctlError
-from labctl.nodes import NodeShell
+from labctl.nodes import PROTO_ROW, NodeShell
 
-# A protocol row of `show protocols [all]`: name, proto, table, state, since (time or date time), info
-_PROTO_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d\S*(?: \d\S*)?)\s*(.*?)\s*$")
 # A route's first line in `show route all`: optional prefix, then type [proto since] primary (pref)
 _ROUTE_ROW = re.compile(r"^(\S+)?\s+(\w+)\s+\[(\S+)\s+[^\]]*\]\s*(\*)?\s*\((\d+)\)")
 
@@ -38,7 +36,7 @@ def parse_protocols_all(text: str) -> list[dict]:
         if not line.strip() or line.startswith(("BIRD ", "Name ")):
             continue
         if not line[0].isspace():
-            m = _PROTO_ROW.match(line)
+            m = PROTO_ROW.match(line)
             cur = None
             if m and m.group(2) == "BGP":
                 cur = {

@@ -193,22 +193,15 @@ def parse_probe(facts: NodeFacts, out: str) -> NodeFacts:
     return facts
 
 
-_PROTO = re.compile(r"^(\S+)\s+BGP\s+\S+\s+(\S+)\s+(\S+(?:\s\S+)?)\s*(.*)$")
+# A protocol row of `birdc show protocols [all]`: name, proto, table, state, since (a time, or a
+# date and a time), info
+PROTO_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d\S*(?: \d\S*)?)\s*(.*?)\s*$")
 
 
 def parse_protocols(text: str) -> list[Session]:
     """Rows of `birdc show protocols` whose protocol is BGP."""
-    out = []
-    for line in text.splitlines():
-        m = _PROTO.match(line.strip())
-        if m:
-            since, info = m.group(3), m.group(4).strip()
-            # `since` is one token (time) or two (date time); info follows
-            parts = since.split()
-            if len(parts) == 2 and not re.match(r"^\d", parts[1]):
-                since, info = parts[0], (parts[1] + " " + info).strip()
-            out.append(Session(m.group(1), m.group(2), info, since))
-    return out
+    rows = (PROTO_ROW.match(line) for line in text.splitlines())
+    return [Session(m[1], m[4], m[6], m[5]) for m in rows if m and m[2] == "BGP"]
 
 
 def gather(
