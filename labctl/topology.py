@@ -636,6 +636,7 @@ class _LabelIndex:
 
     def __init__(self, t: Topology):
         self.order = list(t.nodes)
+        self.position = {name: i for i, name in enumerate(self.order)}
         self.by_label: dict[tuple[str, str], set[str]] = {}
         for name, node in t.nodes.items():
             for kv in implicit_labels(name, node).items():
@@ -646,7 +647,7 @@ class _LabelIndex:
             return self.order
         sets = [self.by_label.get(kv, set()) for kv in selector.items()]
         hit = set.intersection(*sets)
-        return [n for n in self.order if n in hit] if len(hit) < 64 else sorted(hit, key=self.order.index)
+        return sorted(hit, key=self.position.__getitem__)
 
 
 def _schedule(t: Topology, wl: list[Workload]) -> list[tuple[Workload, str]]:
