@@ -1,0 +1,182 @@
+"""Lab lifecycle: validate, schema, init, render, up, down, list."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labctl.cli import CheckFormat, NameOpt, TopologyOpt, command, load_topology
+from labctl.errors import UsageError
+
+
+@command()
+def validate(topology_file: TopologyOpt = None) -> None:
+    """Check a topology file; one line per problem, exit 2 if there is any."""
+    t, src = load_topology(topology_file)
+    wl = len(t.workloads) if t.workloads is not None else len(t.nodes)
+    typer.echo(f"{src}: ok: lab {t.name} ({t.provider}), {len(t.nodes)} nodes, {wl} workloads")
+
+
+@command()
+def schema() -> None:
+    """Print the topology file's JSON Schema."""
+    from labctl import topology
+
+    typer.echo(json.dumps(topology.schema(), indent=2))
+
+
+@command()
+def init(
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=2000, help="number of nodes (1 control plane)")] = 3,
+    route_reflectors: Annotated[
+        int, typer.Option("--route-reflectors", min=0, help="first K nodes reflect routes")
+    ] = 0,
+    name: Annotated[str, typer.Option("--name", "-n", help="lab name")] = "lab",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Write a topology of N nodes: the seed's layout, scaled (route reflectors for big labs)."""
+    from labctl import generate, topology
+
+    if route_reflectors > nodes:
+        raise UsageError(f"--route-reflectors {route_reflectors} is more than --nodes {nodes}")
+    text = generate.topology(nodes, route_reflectors, name)
+    topology.loads(text, "<generated>")  # what init writes, validate accepts
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+
+
+@command()
+def render(
+    topology_file: TopologyOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="lab directory to write")] = None,
+    no_ipip: Annotated[bool, typer.Option("--no-ipip", help="render as for a kernel without ipip")] = False,
+) -> None:
+    """Write the lab directory (inventory, kubeadm, Calico, BIRD, labels) without touching any host."""
+    from labctl import layout, topology
+    from labctl import render as r
+
+    t, src = load_topology(topology_file)
+    lab = layout.LabDir(output.resolve()) if output else layout.lab_dir(t.name)
+    for path in r.render(topology.plan(t), lab, src, ipip=not no_ipip):
+        typer.echo(path)
+
+
+def _extra_vars(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--extra-var {item!r} is not KEY=VALUE", "e.g. -e preflight_min_cpus=1")
+        out[key] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def _progress(lab_dir, command: str):
+    from labctl.progress import Progress
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Progress(lab_dir.logs / f"{command}-{stamp}.log")
+
+
+@command()
+def up(
+    topology_file: TopologyOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="ansible check mode: show what would change")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan (add/remove/change per node), touch nothing")
+    ] = False,
+    format: Annotated[
+        CheckFormat, typer.Option("--format", "-f", help="plan format with --dry-run (table = text)")
+    ] = CheckFormat.table,
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="run only these phases (ansible tags, comma-separated)")
+    ] = None,
+    accept_new_host_keys: Annotated[
+        bool, typer.Option("--accept-new-host-keys", help="vm: trust and pin host keys seen for the first time")
+    ] = False,
+    extra_var: Annotated[
+        list[str] | None, typer.Option("--extra-var", "-e", help="KEY=VALUE for the playbooks (repeatable)")
+    ] = None,
+) -> None:
+    """Create the lab (default: the seed lab) or apply a changed topology to it; labels are applied last."""
+    from labctl import layout, reconcile
+    from labctl.lab import Lab
+
+    t, src = load_topology(topology_file)
+    lab = Lab(layout.lab_dir(t.name))
+    if dry_run:
+        typer.echo(reconcile.format(lab.plan_change(t), "json" if format.value == "json" else "text"))
+        return
+    progress = _progress(lab.dir, "up")
+    try:
+        st = lab.up(
+            t,
+            src,
+            progress,
+            check=check,
+            tags=tags,
+            accept_new_host_keys=accept_new_host_keys,
+            extravars=_extra_vars(extra_var or []),
+        )
+    finally:
+        progress.close()
+    tunnel = (st.get("tunnel") or {}).get("device") or "none"
+    typer.echo(
+        f"lab {t.name} is up: {len(t.nodes)} nodes, tunnel {tunnel}; "
+        f"next: labctl inspect, labctl verify (log: {progress.log_path})",
+        err=True,
+    )
+
+
+@command()
+def down(
+    topology_file: TopologyOpt = None,
+    name: NameOpt = None,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="vm: also remove the Kubernetes and containerd packages")
+    ] = False,
+) -> None:
+    """Remove everything the lab created; a lab that is already gone is not an error."""
+    from labctl import layout, topology
+    from labctl import render as r
+    from labctl.lab import Lab
+    from labctl.progress import Progress
+
+    data = None
+    if name is None and topology_file is not None:
+        t = topology.load(topology_file)
+        lab = Lab(layout.lab_dir(t.name))
+        if not lab.dir.topology_data.exists():
+            # the lab dir is gone: tear down by the names the topology implies
+            plan = topology.plan(t)
+            data = r.topology_data(plan, r.context(plan, lab.dir))
+    else:
+        try:
+            lab = Lab.find(name, None)
+        except UsageError as e:
+            if "no lab" in str(e):
+                typer.echo("no lab to remove", err=True)
+                return
+            raise
+    progress = Progress(None)
+    removed = lab.down(progress, data, purge=purge)
+    typer.echo(f"lab {lab.name} removed" if removed else f"lab {lab.name}: nothing to remove", err=True)
+
+
+@command("list")
+def list_labs() -> None:
+    """List labs and their phase."""
+    from labctl.lab import Lab
+
+    for n in Lab.names():
+        st = Lab.find(n).state()
+        typer.echo(f"{n}\t{st.get('provider', '?')}\t{st.get('phase', '?')}")

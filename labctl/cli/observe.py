@@ -1,0 +1,106 @@
+"""Observation: inspect, verify, graph, bgp, trace (live reads of a running lab)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import typer
+
+from labctl.cli import CheckFormat, NameOpt, TableFormat, TopologyOpt, command, find_lab
+
+
+class GraphFormat(enum.StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+    svg = "svg"
+
+
+class TraceFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+@command()
+def inspect(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+) -> None:
+    """Show each live node: physical IP, tunnel device and IP, pod block, labels, BGP peers."""
+    from labctl import inspect as ins
+
+    lab = find_lab(name, topology_file)
+    typer.echo(ins.format(ins.rows(lab), format.value))
+
+
+@command()
+def verify(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
+    wait: Annotated[float, typer.Option(help="retry failing checks for up to this many seconds")] = 5.0,
+) -> None:
+    """Check SSH, BGP sessions, routes, labels, placement and pod-to-pod ping; exit 0 only if all pass."""
+    from labctl import verify as v
+
+    lab = find_lab(name, topology_file)
+    checks = v.verify(lab, wait=wait)
+    typer.echo(v.format(checks, format.value))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@command()
+def graph(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+) -> None:
+    """Draw the lab: LAN, nodes with physical and tunnel IPs, labels, BGP sessions by state."""
+    from labctl import graph as g
+    from labctl import inspect as ins
+
+    lab = find_lab(name, topology_file)
+    data, rows = lab.data(), ins.rows(lab)
+    if format is GraphFormat.svg:
+        from labctl import graph_svg
+
+        typer.echo(graph_svg.svg(data, rows), nl=False)
+    else:
+        typer.echo(g.render(data, rows, format.value))
+
+
+@command()
+def bgp(
+    node: Annotated[str | None, typer.Argument(help="one node (default: every node)")] = None,
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
+) -> None:
+    """Each node's BGP sessions and the routes it learned over them, read live from BIRD."""
+    from labctl import bgp as b
+
+    lab = find_lab(name, topology_file)
+    rows = b.sessions_and_routes(lab, node)
+    typer.echo(b.format(rows, format.value))
+    if any(r["error"] for r in rows):
+        raise typer.Exit(1)
+
+
+@command()
+def trace(
+    src: Annotated[str, typer.Argument(help="source: workload or node name, or its IP")],
+    dst: Annotated[str, typer.Argument(help="destination: workload or node name, or an IP")],
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    format: Annotated[TraceFormat, typer.Option("--format", "-f")] = TraceFormat.text,
+) -> None:
+    """Follow a packet hop by hop (pod, veth, route, tunnel, peer node, pod), say why each hop, then ping."""
+    from labctl import trace as t
+
+    lab = find_lab(name, topology_file)
+    result = t.trace(lab, src, dst)
+    typer.echo(t.format(result, format.value))
+    if not (result["reached"] and result["ping"]["ok"]):
+        raise typer.Exit(1)
