@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 
-def _edges(data: dict, rows: list[dict]):
+def shown(v) -> str:
+    """A value read from a node: `?` if it could not be read (None), `-` if empty."""
+    return "?" if v is None else (str(v) if v != "" else "-")
+
+
+def edges(data: dict, rows: list[dict]):
+    """(node, peer, state) once per BGP session, as the first of its two ends reports it."""
     by_addr = {p["protocol"]: p["name"] for n in data["nodes"] for p in n["peers"]}
     seen = set()
     for r in rows:
@@ -18,11 +24,14 @@ def _edges(data: dict, rows: list[dict]):
             yield r["name"], peer, p["info"].split()[0] if p["info"] else p["state"]
 
 
+def unreachable(rows: list[dict]) -> list[str]:
+    return [r["name"] for r in rows if r.get("state") == "unreachable"]
+
+
 def _label(r: dict) -> str:
-    labels = " ".join(f"{k}={v}" for k, v in r["labels"].items())
-    return f"{r['name']}\\n{r['interface']} {r['physical_ip']}\\n{r['tunnel_device']} {r['tunnel_ip']}" + (
-        f"\\n{labels}" if labels else ""
-    )
+    labels = "?" if r["labels"] is None else " ".join(f"{k}={v}" for k, v in r["labels"].items())
+    head = f"{r['name']}\\n{shown(r['interface'])} {shown(r['physical_ip'])}"
+    return head + f"\\n{shown(r['tunnel_device'])} {shown(r['tunnel_ip'])}" + (f"\\n{labels}" if labels else "")
 
 
 def render(data: dict, rows: list[dict], fmt: str) -> str:
@@ -33,7 +42,7 @@ def render(data: dict, rows: list[dict], fmt: str) -> str:
         for r in rows:
             out.append(f'  {ids[r["name"]]} [label="{_label(r)}"];')
             out.append(f"  lan -- {ids[r['name']]} [color=gray];")
-        for a, b, state in _edges(data, rows):
+        for a, b, state in edges(data, rows):
             color = "green" if state == "Established" else "red"
             out.append(f'  {ids[a]} -- {ids[b]} [label="BGP {state}", color={color}, style=dashed];')
         return "\n".join(out + ["}"])
@@ -41,6 +50,6 @@ def render(data: dict, rows: list[dict], fmt: str) -> str:
     for r in rows:
         out.append(f'  {ids[r["name"]]}["{_label(r).replace(chr(92) + "n", "<br/>")}"]')
         out.append(f"  lan --- {ids[r['name']]}")
-    for a, b, state in _edges(data, rows):
+    for a, b, state in edges(data, rows):
         out.append(f'  {ids[a]} -. "BGP {state}" .- {ids[b]}')
     return "\n".join(out)

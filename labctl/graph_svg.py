@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from labctl.graph import _edges
+from labctl.graph import edges, shown
 
 BOX_W, BOX_H, GAP, MARGIN = 230, 112, 40, 20
 LAN_Y, BOX_Y = 50, 110
@@ -38,7 +38,7 @@ def svg(data: dict, rows: list[dict]) -> str:
         _text(width - MARGIN - 4, LAN_Y - 10, f"LAN {lan}", text_anchor="end", fill="#455a64"),
     ]
     bottom = BOX_Y + BOX_H
-    for a, b, state in _edges(data, rows):
+    for a, b, state in edges(data, rows):
         x1, x2 = sorted((centre[a], centre[b]))
         depth = 25 + 30 * round(abs(x2 - x1) / (BOX_W + GAP))
         color = GREEN if state == "Established" else RED
@@ -60,17 +60,18 @@ def svg(data: dict, rows: list[dict]) -> str:
             f'stroke="{"#37474f" if ok else RED}" stroke-width="1.5">'
             f"<title>{escape(r['name'] + ' ' + str(r.get('labels') or {}))}</title></rect>"
         )
-        labels = ", ".join(f"{k}={v}" for k, v in (r.get("labels") or {}).items())
+        labels = "?" if r.get("labels") is None else ", ".join(f"{k}={v}" for k, v in r["labels"].items())
         if len(labels) > 24:  # keep the box's width; the full set is in the box's tooltip
             labels = labels[:23] + "…"
         bgp = r.get("bgp") or {}
+        est = shown(bgp.get("established"))
         lines = [
             (r["name"], {"font_weight": "bold", "font_size": "13"}),
-            (f"{r.get('interface') or '-'} {r.get('physical_ip') or '-'}", {}),
-            (f"{r.get('tunnel_device') or '-'} {r.get('tunnel_ip') or '-'}", {}),
-            (f"block {r.get('block') or '-'}", {}),
+            (f"{shown(r.get('interface'))} {shown(r.get('physical_ip'))}", {}),
+            (f"{shown(r.get('tunnel_device'))} {shown(r.get('tunnel_ip'))}", {}),
+            (f"block {shown(r.get('block'))}", {}),
             (f"labels {labels or '-'}", {}),
-            (f"{r.get('role', '')} {r.get('state', '')} BGP {bgp.get('established', 0)}/{bgp.get('expected', 0)}", {}),
+            (f"{r.get('role', '')} {r.get('state', '')} BGP {est}/{bgp.get('expected', 0)}", {}),
         ]
         for j, (s, attrs) in enumerate(lines):
             out.append(_text(x + 10, BOX_Y + 20 + j * 17, s, **attrs))

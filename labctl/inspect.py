@@ -1,78 +1,66 @@
-"""`labctl inspect`: the seed's table (physical IP, tunnel IP) and more, read from live nodes."""
+"""`labctl inspect`: the seed's table (physical IP, tunnel IP) and more, read from live nodes.
+
+What could not be read (a node whose SSH is down) is None in the rows and `?` in the table, never
+a plausible-looking value such as BGP 0/2."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-
 from labctl import nodes as live
+from labctl import output
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
+READ_OVER_SSH = ("hostname", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block")
 
 
 def rows(lab) -> list[dict]:
     data = lab.data()
-    facts = live.gather(lab.dir, data["nodes"], provider=data["provider"])
+    facts = live.gather_lab(lab, data)
     # vm labs: labels come from the API, which the control plane's probe read
-    api = next((f.k8s for f in facts if f.k8s), {})
+    api = next((f.k8s for f in facts if f.k8s), None)
     api_labels = {
         i["metadata"]["name"]: i["metadata"].get("labels") or {}
-        for i in api.get("items", [])
+        for i in (api or {}).get("items", [])
         if i.get("kind") == "Node"
     }
-    out = []
-    for node, f in zip(data["nodes"], facts, strict=True):
-        expected = len(node["peers"])
-        est = sum(1 for s in f.sessions if s.established)
-        state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
-        out.append(
-            {
-                "name": node["name"],
-                "role": node["role"],
-                "state": state,
-                "hostname": f.hostname,
-                "interface": f.interface,
-                "physical_ip": f.physical_ip,
-                "tunnel_device": f.tunnel_device,
-                "tunnel_ip": f.tunnel_ip,
-                "block": f.block,
-                "labels": api_labels.get(node["name"], {}) if data["provider"] == "vm" else f.labels,
-                "bgp": {
-                    "established": est,
-                    "expected": expected,
-                    "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
-                },
-                "error": f.error,
-            }
-        )
-    return out
+    return [
+        _row(data, node, f, api_labels if api is not None else None)
+        for node, f in zip(data["nodes"], facts, strict=True)
+    ]
 
 
-def _cell(row: dict, col: str) -> str:
+def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> dict:
+    state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
+    row = {"name": node["name"], "role": node["role"], "state": state}
+    row |= {k: getattr(f, k) if f.reachable else None for k in READ_OVER_SSH}
+    if data["provider"] == "vm":
+        row["labels"] = api_labels.get(node["name"], {}) if api_labels is not None else None
+    else:
+        row["labels"] = f.labels if f.reachable else None
+    row["bgp"] = {
+        "established": sum(1 for s in f.sessions if s.established) if f.reachable else None,
+        "expected": len(node["peers"]),
+        "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
+    }
+    row["error"] = f.error
+    return row
+
+
+def cell(row: dict, col: str) -> str:
+    """A row's value as table/CSV text: `?` for what could not be read, `-` for what is empty."""
     v = row[col]
     if col == "labels":
-        return ",".join(f"{k}={val}" for k, val in v.items())
+        return "?" if v is None else ",".join(f"{k}={val}" for k, val in v.items())
     if col == "bgp":
-        return f"{v['established']}/{v['expected']}"
-    return str(v or "-") if col != "labels" else v
+        return f"{'?' if v['established'] is None else v['established']}/{v['expected']}"
+    return "?" if v is None else str(v or "-")
 
 
 def format(rows_: list[dict], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(rows_, indent=2)
+        return output.json_text(rows_)
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
-        for r in rows_:
-            w.writerow([_cell(r, c) if c in ("labels", "bgp") else (r[c] or "") for c in COLUMNS])
-        return buf.getvalue().rstrip("\n")
-    return table([c.upper().replace("_", "-") for c in COLUMNS], [[_cell(r, c) for c in COLUMNS] for r in rows_])
-
-
-def table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header)] + [fmt.format(*map(str, r)) for r in body]
-    return "\n".join(line.rstrip() for line in lines)
+        body = [
+            [cell(r, c) if c in ("labels", "bgp") or r[c] is None else (r[c] or "") for c in COLUMNS] for r in rows_
+        ]
+        return output.csv_text(COLUMNS, body)
+    return output.table([c.upper().replace("_", "-") for c in COLUMNS], [[cell(r, c) for c in COLUMNS] for r in rows_])

@@ -6,29 +6,15 @@ sections are parsed here. Host keys must match the lab's known_hosts."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labctl import bird, fanout, iproute
+from labctl.bird import Session
 from labctl.errors import LabctlError
 
 SECTION = "=====labctl:"
-
-
-@dataclass
-class Session:
-    """Peer name, state and info of one BGP protocol as BIRD shows it."""
-
-    name: str
-    state: str
-    info: str
-    since: str = ""
-
-    @property
-    def established(self) -> bool:
-        return self.info.startswith("Established")
 
 
 @dataclass
@@ -42,10 +28,14 @@ class NodeFacts:
     physical_ip: str = ""
     tunnel_device: str = ""
     tunnel_ip: str = ""
+    vtep_mac: str = ""  # the MAC of vxlan.calico, which the peers' neighbour/fdb entries name
     block: str = ""
     labels: dict = field(default_factory=dict)
     sessions: list[Session] = field(default_factory=list)
     routes: list[dict] = field(default_factory=list)
+    neigh: list[dict] = field(default_factory=list)  # on vxlan.calico
+    fdb: list[dict] = field(default_factory=list)  # on vxlan.calico
+    names: dict[str, str] | None = None  # node name -> address as this node resolves it (None: not read)
     bird_running: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # outputs of the caller's extra commands
     k8s: dict = field(default_factory=dict)  # vm control plane: nodes, pods, daemonsets from the API
@@ -130,27 +120,53 @@ def sudo(node: dict) -> str:
     return "" if (node.get("ssh") or {}).get("user", "root") == "root" else "sudo -n "
 
 
-def probe_script(node: dict, extra: dict[str, str] | None = None, provider: str = "netns") -> str:
+def probe_script(
+    node: dict,
+    extra: dict[str, str] | None = None,
+    provider: str = "netns",
+    birdc: str | None = None,
+    names: list[str] | tuple = (),
+) -> str:
+    """One shell script whose sections parse_probe reads; `birdc` is the provider's way to reach
+    BIRD on this node, `names` the other nodes whose addresses the node must resolve."""
     parts = {"hostname": "hostname", "addr": "ip -j -4 addr show", "route": "ip -j -4 route show"}
+    parts["neigh"] = "ip -j -4 neigh show dev vxlan.calico 2>/dev/null"
+    parts["fdb"] = "bridge -j fdb show dev vxlan.calico 2>/dev/null"
+    if names:
+        parts["names"] = "getent hosts " + " ".join(shlex.quote(n) for n in names)
+    birdc = birdc or f"birdc -s {shlex.quote(node.get('bird_socket', '/var/run/calico/bird.ctl'))}"
     if provider == "vm":
-        # BIRD runs inside calico-node; its socket is Calico's, its table the same as in netns labs
-        s = sudo(node)
-        parts["bird"] = (
-            f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) "
-            "birdcl -s /var/run/calico/bird.ctl show protocols 2>&1"
-        )
         if node["role"] == "control-plane":
-            parts["k8s"] = f"{s}{KUBECTL} get nodes,pods,daemonsets -A -o json 2>/dev/null || echo '{{}}'"
+            parts["k8s"] = f"{sudo(node)}{KUBECTL} get nodes,pods,daemonsets -A -o json 2>/dev/null || echo '{{}}'"
     else:
-        sock = shlex.quote(node.get("bird_socket", "/var/run/calico/bird.ctl"))
         labels = shlex.quote(f"{node['dir']}/labels.json") if node.get("dir") else "/dev/null"
-        parts["bird"] = f"birdc -s {sock} show protocols 2>&1"
         parts["labels"] = f"cat {labels} 2>/dev/null || echo '{{}}'"
+    parts["bird"] = f"{birdc} show protocols 2>&1"
     parts |= {f"extra:{k}": f'{cmd}; echo "rc=$?"' for k, cmd in (extra or {}).items()}
     return "; ".join(f"echo '{SECTION}{k}'; {cmd}" for k, cmd in parts.items())
 
 
-def parse_probe(facts: NodeFacts, out: str) -> NodeFacts:
+def _json(text: str | None, empty):
+    try:
+        v = json.loads(text) if text and text.strip() else empty
+    except ValueError:
+        return empty
+    return v if isinstance(v, type(empty)) else empty
+
+
+def parse_names(text: str) -> dict[str, str]:
+    """`getent hosts A B ...` -> {name: address} for the names that resolved (as name or alias)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        addr, *names = line.split() or [""]
+        for n in names:
+            out.setdefault(n, addr)
+    return out
+
+
+def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -> NodeFacts:
+    """Fill facts from the probe's output; `protocols` are the route protocols of the pod network
+    (iproute.dataplane_protocols of the lab: bird, and Felix's 80 with VXLAN)."""
     sections: dict[str, str] = {}
     key = None
     for line in out.splitlines():
@@ -160,69 +176,62 @@ def parse_probe(facts: NodeFacts, out: str) -> NodeFacts:
         elif key:
             sections[key] += line + "\n"
     facts.hostname = sections.get("hostname", "").strip()
-    try:
-        addrs = json.loads(sections.get("addr") or "[]")
-    except ValueError:
-        addrs = []
-    for link in addrs:
+    for link in iproute.loads(sections.get("addr", "")):
         for a in link.get("addr_info", []):
             if a.get("local") == facts.address:
                 facts.interface, facts.physical_ip = link["ifname"], f"{a['local']}/{a['prefixlen']}"
             if link.get("ifname") in ("tunl0", "vxlan.calico") and a.get("prefixlen") == 32:
                 facts.tunnel_device, facts.tunnel_ip = link["ifname"], a["local"]
-    try:
-        facts.routes = json.loads(sections.get("route") or "[]")
-    except ValueError:
-        facts.routes = []
-    # Calico blackholes the node's own block (and BIRD announces it)
-    for r in facts.routes:
-        if r.get("type") == "blackhole" and r.get("protocol") == "bird":
-            facts.block = r["dst"]
-    bird = sections.get("bird", "")
-    facts.bird_running = "BIRD" in bird and "ready" in bird
-    facts.sessions = parse_protocols(bird)
-    try:
-        facts.labels = json.loads(sections.get("labels") or "{}")
-    except ValueError:
-        facts.labels = {}
+        if link.get("ifname") == "vxlan.calico":
+            facts.vtep_mac = link.get("address", "")
+    facts.routes = iproute.loads(sections.get("route", ""))
+    facts.block = iproute.own_block(facts.routes, protocols or {iproute.BIRD})
+    facts.neigh = iproute.loads(sections.get("neigh", ""))
+    facts.fdb = iproute.loads(sections.get("fdb", ""))
+    if "names" in sections:
+        facts.names = parse_names(sections["names"])
+    text = sections.get("bird", "")
+    facts.bird_running = bird.running(text)
+    facts.sessions = bird.sessions(text)
+    facts.labels = _json(sections.get("labels"), {})
     facts.extra = {k[len("extra:") :]: v for k, v in sections.items() if k.startswith("extra:")}
-    try:
-        facts.k8s = json.loads(sections.get("k8s") or "{}")
-    except ValueError:
-        facts.k8s = {}
+    facts.k8s = _json(sections.get("k8s"), {})
     return facts
 
 
-# A protocol row of `birdc show protocols [all]`: name, proto, table, state, since (a time, or a
-# date and a time), info
-PROTO_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d\S*(?: \d\S*)?)\s*(.*?)\s*$")
-
-
-def parse_protocols(text: str) -> list[Session]:
-    """Rows of `birdc show protocols` whose protocol is BGP."""
-    rows = (PROTO_ROW.match(line) for line in text.splitlines())
-    return [Session(m[1], m[4], m[6], m[5]) for m in rows if m and m[2] == "BGP"]
-
-
 def gather(
-    lab_dir, nodes: list[dict], extra: dict[str, dict[str, str]] | None = None, provider: str = "netns"
+    lab_dir,
+    nodes: list[dict],
+    extra: dict[str, dict[str, str]] | None = None,
+    provider: str = "netns",
+    birdc=None,
+    protocols: set[str] | None = None,
+    names: bool = False,
 ) -> list[NodeFacts]:
     """Probe every node in parallel, one SSH session each; `extra` adds commands per node
-    (name -> {key: command}) whose output and exit code land in NodeFacts.extra.
+    (name -> {key: command}) whose output and exit code land in NodeFacts.extra; `birdc(node)` is
+    the provider's BIRD command; `names`: also resolve every other node's name on each node.
     Unreachable nodes come back with reachable=False."""
 
     def one(node: dict) -> NodeFacts:
         f = NodeFacts(node["name"], node["address"])
+        others = [n["name"] for n in nodes if n["name"] != node["name"]] if names else []
+        script = probe_script(node, (extra or {}).get(node["name"]), provider, birdc(node) if birdc else None, others)
         try:
             with NodeShell(lab_dir, node) as s:
-                rc, out, err = s.run(probe_script(node, (extra or {}).get(node["name"]), provider))
+                rc, out, err = s.run(script)
         except LabctlError as e:
             f.error = str(e)
             return f
         f.reachable = True
-        return parse_probe(f, out)
+        return parse_probe(f, out, protocols)
 
-    if not nodes:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as ex:
-        return list(ex.map(one, nodes))
+    return fanout.each(one, nodes)
+
+
+def gather_lab(lab, data: dict, extra: dict[str, dict[str, str]] | None = None, names: bool = False) -> list[NodeFacts]:
+    """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
+    from labctl import providers
+
+    prov = providers.get(data["provider"], lab)
+    return gather(lab.dir, data["nodes"], extra, data["provider"], prov.birdc, iproute.dataplane_protocols(data), names)

@@ -11,9 +11,9 @@ import ipaddress
 import json
 import shlex
 
-from labctl import bgp
+from labctl import bird, iproute, providers
+from labctl import nodes as live
 from labctl.errors import LabctlError, UsageError
-from labctl.nodes import NodeShell
 
 
 def resolve(data: dict, x: str) -> dict:
@@ -47,7 +47,7 @@ class _Shells:
 
     def run(self, node: str, cmd: str) -> tuple[int, str, str]:
         if node not in self.open:
-            self.open[node] = NodeShell(self.lab_dir, self.nodes[node])
+            self.open[node] = live.NodeShell(self.lab_dir, self.nodes[node])
         return self.open[node].run(cmd)
 
     def json(self, node: str, cmd: str) -> list:
@@ -61,21 +61,7 @@ class _Shells:
             s.close()
 
 
-def _prefixlen(r: dict) -> int:
-    d = r.get("dst", "")
-    return 0 if d == "default" else (int(d.split("/")[1]) if "/" in d else 32)
-
-
-def route_line(r: dict) -> str:
-    """`ip -j route` entry back in `ip route` words, so the reader sees the route as on the node."""
-    words = [r["type"]] if r.get("type") not in (None, "unicast") else []
-    words.append(r.get("dst", "?"))
-    for key, word in (("gateway", "via"), ("dev", "dev"), ("protocol", "proto"), ("scope", "scope")):
-        if r.get(key) and not (key == "scope" and r[key] == "global"):
-            words += [word, str(r[key])]
-    if r.get("metric") is not None:
-        words += ["metric", str(r["metric"])]
-    return " ".join(words + r.get("flags", []))
+route_line = iproute.route_line  # kept here for callers that used it from trace
 
 
 def _lookup(sh: _Shells, node: str, dst: str, src: str | None, iif: str | None, prefix: str = "") -> tuple:
@@ -92,7 +78,7 @@ def _lookup(sh: _Shells, node: str, dst: str, src: str | None, iif: str | None, 
     if get is None:
         get = sh.json(node, f"{prefix}ip -j route get {dst}")[0]
     matches = sh.json(node, f"{prefix}ip -j route show match {dst}")
-    route = max(matches, key=_prefixlen) if matches else {}
+    route = max(matches, key=iproute.prefixlen) if matches else {}
     return get, route, note
 
 
@@ -101,10 +87,10 @@ def _link(sh: _Shells, node: str, dev: str) -> dict:
     return links[0] if links else {}
 
 
-def _bgp_origin(sh: _Shells, node: dict, dst: str) -> dict | None:
+def _bgp_origin(sh: _Shells, node: dict, birdc: str, dst: str) -> dict | None:
     """BIRD's best route for dst: which session taught it and the BGP next hop it carries."""
-    rc, out, _ = sh.run(node["name"], f"birdc -s {shlex.quote(node['bird_socket'])} show route for {dst} all")
-    best = [r for r in bgp.parse_routes(out) if r["primary"] and r["source"] == "BGP"] if rc == 0 else []
+    rc, out, _ = sh.run(node["name"], f"{birdc} show route for {dst} all")
+    best = [r for r in bird.routes(out) if r["primary"] and r["source"] == "BGP"] if rc == 0 else []
     return best[0] if best else None
 
 
@@ -113,117 +99,138 @@ def trace(lab, src: str, dst: str) -> dict:
     s, d = resolve(data, src), resolve(data, dst)
     if s["kind"] not in ("pod", "node"):
         raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
-    nodes = {n["name"]: n for n in data["nodes"]}
-    by_addr = {n["address"]: n["name"] for n in data["nodes"]}
-    hops: list[dict] = []
-
-    def add(at: str, kind: str, text: str, why: str, **raw) -> None:
-        hops.append({"hop": len(hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})
-
-    sh = _Shells(lab.dir, data)
-    reached = False
+    t = _Trace(lab, data, s, d)
     try:
         cur, iif = s["node"], None
         if s["kind"] == "pod":
-            pod = s["pod"]
-            ns = f"ip netns exec {shlex.quote(pod['netns'])} "
-            get, route, _ = _lookup(sh, cur, d["ip"], None, None, prefix=ns)
-            gw = get.get("gateway", "")
-            why = f"the pod's table: {route_line(route)}"
-            if gw == "169.254.1.1":
-                why += "; Calico gives every pod this fake link-local gateway, so all its traffic goes to the host"
-            if get.get("type") == "local":  # the pod's own address never leaves the pod
-                add(
-                    s["name"], "arrive", f"{d['ip']} delivered locally in {s['name']}", "an address of the pod", get=get
-                )
-                return _result(sh, s, d, hops, True)
-            add(
-                s["name"],
-                "pod",
-                f"{s['ip']} -> {d['ip']} leaves {s['name']} on {get['dev']} via {gw or 'on-link'}",
-                why,
-                route=route,
-                get=get,
-            )
-            veth = pod["veth"]
-            rc, out, _ = sh.run(cur, f"cat /proc/sys/net/ipv4/conf/{shlex.quote(veth)}/proxy_arp")
-            proxy = out.strip() == "1"
-            why = f"{veth} is the host end of the pod's eth0 (veth pair)"
-            why += "; proxy_arp=1 on it, so the node answers ARP for 169.254.1.1 itself" if proxy else ""
-            add(cur, "veth", f"enters {cur} on {veth}", why, proxy_arp=proxy, device=veth)
-            iif = veth
-        for _ in range(len(nodes) + 1):  # a path through the lab visits each node at most once
-            node = nodes[cur]
-            get, route, note = _lookup(sh, cur, d["ip"], s["ip"], iif)
-            if get.get("type") == "local":
-                why = f"{d['ip']} is an address of {cur} (local table)"
-                if d["node"] == cur and d["kind"] in ("ip", "tunnel", "pod"):
-                    why += f"; {cur} owns block {node['block']}"
-                add(cur, "arrive", f"{d['ip']} delivered locally on {cur} ({get.get('dev', '')})", why, get=get)
-                reached = True
-                break
-            dev, gw = get.get("dev", ""), get.get("gateway", "")
-            local_pod = next((p for p in node.get("pods", []) if p["veth"] == dev), None)
-            if route.get("protocol") == "bird":
-                origin = _bgp_origin(sh, node, d["ip"])
-                why = "learned over BGP"
-                if origin:
-                    peer = by_addr.get(origin["next_hop"], origin["next_hop"])
-                    why += f" from {peer} (session {origin['protocol']}, BGP next hop {origin['next_hop']})"
-                why += f"; BIRD programmed it into the kernel via {gw or '-'} on {dev}"
-            elif local_pod:
-                why = f"Calico's /32 for local pod {local_pod['name']}, more specific than the node's block"
-            elif route.get("dst") == "default":
-                why = "no more specific route: the default route"
-            else:
-                why = "a directly connected network" if route.get("protocol") == "kernel" else "the matching route"
-            if note:
-                why += f" ({note})"
-            via = f" via {gw}" if gw else ""
-            add(cur, "route", f"{cur}: {route_line(route)} -> out {dev}{via}", why, route=route, get=get)
-            if local_pod:
-                add(
-                    local_pod["name"],
-                    "deliver",
-                    f"{dev} -> {local_pod['name']} eth0 {local_pod['ip']}",
-                    "the veth pair carries the packet into the pod's namespace",
-                    device=dev,
-                )
-                reached = local_pod["ip"] == d["ip"]
-                break
-            kind = (_link(sh, cur, dev).get("linkinfo") or {}).get("info_kind", "")
-            if kind in ("vxlan", "ipip"):
-                outer = _encap(sh, cur, node, kind, dev, gw, s["ip"], d["ip"], add)
-                nxt = by_addr.get(outer)
-                if nxt is None:
-                    break
-                under = sh.json(cur, f"ip -j route get {outer}")[0]
-                add(
-                    cur,
-                    "lan",
-                    f"outer packet {node['address']} -> {outer} out {under.get('dev', '')}",
-                    f"{outer} is {nxt}'s address on the directly connected LAN {data['network']['lan']}",
-                )
-                add(
-                    nxt,
-                    "decap",
-                    f"{nxt} unwraps it on its {dev}: inner {s['ip']} -> {d['ip']}",
-                    f"the outer destination {outer} is {nxt}'s own address and the "
-                    + ("VXLAN VNI/port match its vxlan device" if kind == "vxlan" else "IPIP packet goes to its tunl0"),
-                )
-                cur, iif = nxt, dev
-                continue
-            # no tunnel: the packet goes on the LAN to the gateway (or the destination itself)
-            hop_ip = gw or d["ip"]
-            nxt = by_addr.get(hop_ip)
-            if nxt is None:
-                add(cur, "exit", f"leaves the lab towards {hop_ip} on {dev}", f"{hop_ip} is not a node of this lab")
-                break
-            add(nxt, "lan", f"{nxt} receives it on {nodes[nxt]['interface']}", f"{hop_ip} is {nxt}'s LAN address")
-            cur, iif = nxt, nodes[nxt]["interface"]
-        return _result(sh, s, d, hops, reached)
+            iif = t.leave_pod()
+            if iif is None:
+                return t.result(True)
+        return t.result(t.walk(cur, iif))
     finally:
-        sh.close()
+        t.sh.close()
+
+
+class _Trace:
+    """One trace's state: the shells, the hops so far, and how to reach BIRD on each node."""
+
+    def __init__(self, lab, data: dict, s: dict, d: dict):
+        self.data, self.s, self.d = data, s, d
+        self.sh = _Shells(lab.dir, data)
+        self.nodes = {n["name"]: n for n in data["nodes"]}
+        self.by_addr = {n["address"]: n["name"] for n in data["nodes"]}
+        self.hops: list[dict] = []
+        self.prov = providers.get(data["provider"], lab)
+        self.protocols = iproute.dataplane_protocols(data)
+
+    def add(self, at: str, kind: str, text: str, why: str, **raw) -> None:
+        self.hops.append({"hop": len(self.hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})
+
+    def result(self, reached: bool) -> dict:
+        return _result(self.sh, self.s, self.d, self.hops, reached)
+
+    def leave_pod(self) -> str | None:
+        """The pod's own decision and the veth it enters the node on; None if it stays in the pod."""
+        s, d, cur = self.s, self.d, self.s["node"]
+        pod = s["pod"]
+        ns = f"ip netns exec {shlex.quote(pod['netns'])} "
+        get, route, _ = _lookup(self.sh, cur, d["ip"], None, None, prefix=ns)
+        gw = get.get("gateway", "")
+        why = f"the pod's table: {route_line(route)}"
+        if gw == "169.254.1.1":
+            why += "; Calico gives every pod this fake link-local gateway, so all its traffic goes to the host"
+        if get.get("type") == "local":  # the pod's own address never leaves the pod
+            self.add(
+                s["name"], "arrive", f"{d['ip']} delivered locally in {s['name']}", "an address of the pod", get=get
+            )
+            return None
+        text = f"{s['ip']} -> {d['ip']} leaves {s['name']} on {get['dev']} via {gw or 'on-link'}"
+        self.add(s["name"], "pod", text, why, route=route, get=get)
+        veth = pod["veth"]
+        rc, out, _ = self.sh.run(cur, f"cat /proc/sys/net/ipv4/conf/{shlex.quote(veth)}/proxy_arp")
+        proxy = out.strip() == "1"
+        why = f"{veth} is the host end of the pod's eth0 (veth pair)"
+        why += "; proxy_arp=1 on it, so the node answers ARP for 169.254.1.1 itself" if proxy else ""
+        self.add(cur, "veth", f"enters {cur} on {veth}", why, proxy_arp=proxy, device=veth)
+        return veth
+
+    def walk(self, cur: str, iif: str | None) -> bool:
+        """Node by node until the packet arrives, is delivered to a pod, or leaves the lab."""
+        for _ in range(len(self.nodes) + 1):  # a path through the lab visits each node at most once
+            get, route, note = _lookup(self.sh, cur, self.d["ip"], self.s["ip"], iif)
+            if get.get("type") == "local":
+                self.arrive(cur, get)
+                return True
+            dev, gw = get.get("dev", ""), get.get("gateway", "")
+            local_pod = next((p for p in self.nodes[cur].get("pods", []) if p["veth"] == dev), None)
+            self.route_hop(cur, get, route, note, local_pod)
+            if local_pod:
+                text = f"{dev} -> {local_pod['name']} eth0 {local_pod['ip']}"
+                why = "the veth pair carries the packet into the pod's namespace"
+                self.add(local_pod["name"], "deliver", text, why, device=dev)
+                return local_pod["ip"] == self.d["ip"]
+            kind = (_link(self.sh, cur, dev).get("linkinfo") or {}).get("info_kind", "")
+            nxt = self.tunnel(cur, kind, dev, gw) if kind in ("vxlan", "ipip") else self.lan(cur, dev, gw)
+            if nxt is None:
+                return False
+            cur, iif = nxt
+        return False
+
+    def arrive(self, cur: str, get: dict) -> None:
+        d = self.d
+        why = f"{d['ip']} is an address of {cur} (local table)"
+        if d["node"] == cur and d["kind"] in ("ip", "tunnel", "pod"):
+            why += f"; {cur} owns block {self.nodes[cur]['block']}"
+        self.add(cur, "arrive", f"{d['ip']} delivered locally on {cur} ({get.get('dev', '')})", why, get=get)
+
+    def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: dict | None) -> None:
+        dev, gw = get.get("dev", ""), get.get("gateway", "")
+        if iproute.protocol(route) in self.protocols and not local_pod:
+            node = self.nodes[cur]
+            origin = _bgp_origin(self.sh, node, self.prov.birdc(node), self.d["ip"])
+            why = "learned over BGP"
+            if origin:
+                peer = self.by_addr.get(origin["next_hop"], origin["next_hop"])
+                why += f" from {peer} (session {origin['protocol']}, BGP next hop {origin['next_hop']})"
+            who = "BIRD" if iproute.protocol(route) == iproute.BIRD else "Felix"
+            why += f"; {who} programmed it into the kernel via {gw or '-'} on {dev}"
+        elif local_pod:
+            why = f"Calico's /32 for local pod {local_pod['name']}, more specific than the node's block"
+        elif route.get("dst") == "default":
+            why = "no more specific route: the default route"
+        else:
+            why = "a directly connected network" if route.get("protocol") == "kernel" else "the matching route"
+        if note:
+            why += f" ({note})"
+        via = f" via {gw}" if gw else ""
+        self.add(cur, "route", f"{cur}: {route_line(route)} -> out {dev}{via}", why, route=route, get=get)
+
+    def tunnel(self, cur: str, kind: str, dev: str, gw: str) -> tuple[str, str] | None:
+        """Wrap, cross the LAN, unwrap: the next node and the device the packet enters it on."""
+        node, s, d = self.nodes[cur], self.s, self.d
+        outer = _encap(self.sh, cur, node, kind, dev, gw, s["ip"], d["ip"], self.add)
+        nxt = self.by_addr.get(outer)
+        if nxt is None:
+            return None
+        under = self.sh.json(cur, f"ip -j route get {outer}")[0]
+        lan = self.data["network"]["lan"]
+        text = f"outer packet {node['address']} -> {outer} out {under.get('dev', '')}"
+        self.add(cur, "lan", text, f"{outer} is {nxt}'s address on the directly connected LAN {lan}")
+        how = "VXLAN VNI/port match its vxlan device" if kind == "vxlan" else "IPIP packet goes to its tunl0"
+        why = f"the outer destination {outer} is {nxt}'s own address and the {how}"
+        self.add(nxt, "decap", f"{nxt} unwraps it on its {dev}: inner {s['ip']} -> {d['ip']}", why)
+        return nxt, dev
+
+    def lan(self, cur: str, dev: str, gw: str) -> tuple[str, str] | None:
+        """No tunnel: the packet goes on the LAN to the gateway (or the destination itself)."""
+        hop_ip = gw or self.d["ip"]
+        nxt = self.by_addr.get(hop_ip)
+        if nxt is None:
+            self.add(cur, "exit", f"leaves the lab towards {hop_ip} on {dev}", f"{hop_ip} is not a node of this lab")
+            return None
+        iface = self.nodes[nxt]["interface"]
+        self.add(nxt, "lan", f"{nxt} receives it on {iface}", f"{hop_ip} is {nxt}'s LAN address")
+        return nxt, iface
 
 
 def _result(sh: _Shells, s: dict, d: dict, hops: list[dict], reached: bool) -> dict:
@@ -253,12 +260,21 @@ def _encap(sh: _Shells, cur: str, node: dict, kind: str, dev: str, gw: str, src:
     fdb = next((f for f in sh.json(cur, f"bridge -j fdb show dev {shlex.quote(dev)}") if f.get("mac") == mac), {})
     outer_src, outer_dst = info.get("local") or node["address"], fdb.get("dst", "")
     vni, port = info.get("id"), info.get("port")
+    if not mac or not outer_dst:
+        # name the missing piece: without it the kernel cannot build the outer header
+        missing = (
+            f"{cur}: no neighbour entry for {gw} on {dev} (the peer's VTEP MAC is unknown)"
+            if not mac
+            else f"{cur}: no fdb entry for {mac} on {dev} (the node behind the peer's VTEP is unknown)"
+        )
+        add(cur, "encap", f"VXLAN: cannot wrap {src} -> {dst}: {missing}", missing, encapsulation="VXLAN", vtep_mac=mac)
+        return ""
     add(
         cur,
         "encap",
-        f"VXLAN: inner {src} -> {dst} wrapped in UDP {outer_src} -> {outer_dst or '?'}:{port}, VNI {vni}",
-        f"next hop {gw} is the peer's VTEP: neigh {gw} lladdr {mac or '?'}, and fdb says {mac or '?'} lives at "
-        f"{outer_dst or '?'}; {dev} is 'vxlan id {vni} local {outer_src} dstport {port}'",
+        f"VXLAN: inner {src} -> {dst} wrapped in UDP {outer_src} -> {outer_dst}:{port}, VNI {vni}",
+        f"next hop {gw} is the peer's VTEP: neigh {gw} lladdr {mac}, and fdb says {mac} lives at "
+        f"{outer_dst}; {dev} is 'vxlan id {vni} local {outer_src} dstport {port}'",
         encapsulation="VXLAN",
         vni=vni,
         port=port,

@@ -73,6 +73,10 @@ def observed(data, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0)
             for p in nodes
             if p["name"] != n["name"]
         ]
+        # Calico's /32 to each local pod, on its cali* veth
+        pods = {"k8s-worker-1": "192.168.77.5", "k8s-worker-2": "192.168.201.9"}
+        if n["name"] in pods:
+            routes.append({"dst": pods[n["name"]], "dev": "cali1234", "scope": "link"})
         out = "\n".join(
             [
                 "=====labctl:hostname",

@@ -69,6 +69,12 @@ def graph(
         typer.echo(graph_svg.svg(data, rows), nl=False)
     else:
         typer.echo(g.render(data, rows, format.value))
+    # what could be read is drawn; what could not is `?` there and named here
+    for r in rows:
+        if r["state"] == "unreachable":
+            typer.echo(f"labctl: error: {r['error'] or r['name'] + ' unreachable'}", err=True)
+    if g.unreachable(rows):
+        raise typer.Exit(1)
 
 
 @command()
@@ -84,6 +90,9 @@ def bgp(
     lab = find_lab(name, topology_file)
     rows = b.sessions_and_routes(lab, node)
     typer.echo(b.format(rows, format.value))
+    for r in rows:
+        if r["error"]:
+            typer.echo(f"labctl: error: {r['error']}", err=True)
     if any(r["error"] for r in rows):
         raise typer.Exit(1)
 

@@ -141,6 +141,12 @@ class NetnsProvider:
                         "pick CIDRs this host does not use",
                     )
 
+    def birdc(self, node: dict) -> str:
+        """The shell command that talks to the node's BIRD (append a CLI command)."""
+        import shlex
+
+        return f"birdc -s {shlex.quote(node['bird_socket'])}"
+
     def check_host_keys(self, data: dict, progress) -> None:
         return None  # bootstrap generated the nodes' host keys and pinned them itself
 

@@ -19,6 +19,11 @@ class VmProvider:
     def preflight(self, data: dict) -> list[str]:
         return []
 
+    def birdc(self, node: dict) -> str:
+        """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
+        s = "" if (node.get("ssh") or {}).get("user", "root") == "root" else "sudo -n "
+        return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
+
     def check_host_keys(self, data: dict, progress) -> None:
         """Before ansible: every node's and jump host's key is pinned, or we stop here."""
         from labctl import hostkeys
