@@ -129,7 +129,8 @@ def probe_script(
 ) -> str:
     """One shell script whose sections parse_probe reads; `birdc` is the provider's way to reach
     BIRD on this node, `names` the other nodes whose addresses the node must resolve."""
-    parts = {"hostname": "hostname", "addr": "ip -j -4 addr show", "route": "ip -j -4 route show"}
+    # addr without -4: the links' MACs (the VTEP's) come only with the link-layer part
+    parts = {"hostname": "hostname", "addr": "ip -j addr show", "route": "ip -j -4 route show"}
     parts["neigh"] = "ip -j -4 neigh show dev vxlan.calico 2>/dev/null"
     parts["fdb"] = "bridge -j fdb show dev vxlan.calico 2>/dev/null"
     if names:
@@ -178,6 +179,8 @@ def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -
     facts.hostname = sections.get("hostname", "").strip()
     for link in iproute.loads(sections.get("addr", "")):
         for a in link.get("addr_info", []):
+            if a.get("family", "inet") != "inet":
+                continue
             if a.get("local") == facts.address:
                 facts.interface, facts.physical_ip = link["ifname"], f"{a['local']}/{a['prefixlen']}"
             if link.get("ifname") in ("tunl0", "vxlan.calico") and a.get("prefixlen") == 32:
