@@ -16,9 +16,10 @@ PROTO_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d\S*(?: \d\S*)?)\s*(
 # A route's first line in `show route all`, optional prefix first.
 # BIRD 2:   192.168.0.0/24  unicast [Mesh_10_88_22_1 19:56:19.791] * (100) [i]
 # BIRD 1.6: 192.168.77.0/26 via 10.0.1.6 on ens5 [Mesh_10_0_1_6 10:01:09] * (100/0) [i]
+#           (the IGP metric after the slash is `-` or `?` when the next hop does not resolve)
 ROUTE_ROW = re.compile(
     r"^(?P<prefix>\S+)?\s+(?P<kind>via \S+ on \S+|dev \S+|\w+)\s+\[(?P<proto>\S+)\s+[^\]]*\]\s*(?P<best>\*)?\s*"
-    r"\((?P<pref>\d+)(?:/\d+)?\)"
+    r"\((?P<pref>\d+)(?:/[-?\d]+)?\)"
 )
 
 
