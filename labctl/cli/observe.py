@@ -41,7 +41,7 @@ def verify(
     format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
     wait: Annotated[float, typer.Option(help="retry failing checks for up to this many seconds")] = 5.0,
 ) -> None:
-    """Check SSH, BGP sessions, routes, labels, placement and pod-to-pod ping; exit 0 only if all pass."""
+    """Check SSH, BGP, routes, VTEPs, node names, labels, placement, pod routes and ping; exit 0 only if all pass."""
     from labctl import verify as v
 
     lab = find_lab(name, topology_file)
