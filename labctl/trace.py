@@ -11,7 +11,7 @@ import ipaddress
 import json
 import shlex
 
-from labctl import bird, iproute, providers
+from labctl import bird, iproute, output, providers
 from labctl import nodes as live
 from labctl.errors import LabctlError, UsageError
 
@@ -299,7 +299,7 @@ def _public(x: dict) -> dict:
 
 def format(result: dict, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(result, indent=2)
+        return output.json_text(result)
     s, d = result["src"], result["dst"]
     where = f"on {d['node']}" if d["node"] else "outside the lab"
     head = f"trace {s['name']} ({s['ip']}, on {s['node']}) -> {d['name']} ({d['ip']}, {where})"
