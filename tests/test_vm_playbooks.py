@@ -1,6 +1,7 @@
 """The vm provider's playbooks without VMs: syntax against a rendered vm inventory, and lint."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -109,7 +110,12 @@ def test_every_task_touching_join_secrets_is_no_log():
     for path in (ROOT / "playbooks" / "roles").glob("*/tasks/*.yml"):
         for t in tasks(_yaml.safe_load(path.read_text())):
             text = _yaml.safe_dump({k: v for k, v in t.items() if k != "name"})
-            if not any(s in text for s in secret):
+            # commands whose output holds a token or the CA hash: kubeadm init prints both
+            run = str(t.get("ansible.builtin.command", "")) + str(t.get("ansible.builtin.shell", ""))
+            prints = re.search(r"kubeadm (init|join|token)\b", run)
+            if prints:
+                assert t.get("no_log") is True, f"{path.relative_to(ROOT)}: {t.get('name')!r} prints a token"
+            if not any(s in text for s in secret) and not prints:
                 continue
             seen += 1
             module = next((k for k in t if k.startswith("ansible.builtin.")), "")
@@ -117,7 +123,7 @@ def test_every_task_touching_join_secrets_is_no_log():
             assert t.get("no_log") is True or module in path_only or masked, (
                 f"{path.relative_to(ROOT)}: task {t.get('name')!r} handles join secrets without no_log"
             )
-    assert seen >= 4  # the token, the CA hash, the filled config, the join itself
+    assert seen >= 5  # the init, the token, the CA hash, the filled config, the join itself
 
 
 def _validate(lab: layout.LabDir, inventory: Path) -> subprocess.CompletedProcess:
