@@ -159,3 +159,62 @@ def test_validate_inventory_names_a_hand_broken_node(vm_lab, tmp_path):
     assert "wk-1 lacks node_block;" in p.stdout, p.stdout
     assert "wk-2: node_labels must map strings to strings;" in p.stdout, p.stdout
     assert "cp-1" not in p.stdout.split("bad inventory:")[-1]
+
+
+def test_down_resets_the_nodes_that_answer_and_names_the_others(vm_lab, tmp_path):
+    """Issue 11 item 14: one unreachable node must not stop `down` for the others. cp-1 is this
+    host over a local connection, in check mode (nothing changes); wk-1 and wk-2 point at a
+    closed loopback port."""
+    import yaml
+
+    inv = yaml.safe_load(vm_lab.inventory.read_text())
+    cp = inv["all"]["children"]["kube_control_plane"]["hosts"]["cp-1"]
+    cp.update(ansible_connection="local", ansible_become=False, ansible_python_interpreter="/usr/bin/python3")
+    for hv in inv["all"]["children"]["kube_node"]["hosts"].values():
+        hv.pop("ansible_ssh_common_args", None)  # no jump host: straight to a port that refuses
+        hv.update(ansible_host="127.0.0.1", ansible_port=9)
+    broken = tmp_path / "inventory.yml"
+    broken.write_text(yaml.safe_dump(inv))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(vm_lab.ansible_cfg), ANSIBLE_NOCOLOR="1")
+    p = subprocess.run(
+        [need("ansible-playbook"), "--check", "-i", str(broken), "-e", "reset_connect_timeout=5"]
+        + [str(PLAYBOOKS / "vm-down.yml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "not reset: wk-1, wk-2 (unreachable: wk-1, wk-2)" in out, out
+    # the reachable node went through the whole reset
+    assert re.search(r"TASK \[reset : Reset done\][^\n]*\n(ok|changed): \[cp-1\]", out), out
+    assert re.search(r"cp-1\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out
+
+
+def test_reset_undoes_what_host_prep_and_containerd_wrote():
+    import yaml
+
+    host_prep = yaml.safe_load((ROOT / "playbooks/roles/host_prep/defaults/main.yml").read_text())
+    reset = yaml.safe_load((ROOT / "playbooks/roles/reset/defaults/main.yml").read_text())
+    assert reset["reset_fstab_mark"] == host_prep["host_prep_fstab_mark"]
+    for path in (
+        "/etc/containerd",
+        "/etc/crictl.yaml",
+        "/etc/sysctl.d/99-labctl-k8s.conf",
+        "/etc/modules-load.d/labctl-k8s.conf",
+        "/etc/apt/apt.conf.d/95labctl-proxy",
+        "/etc/systemd/system/containerd.service.d/http-proxy.conf",
+    ):
+        assert path in reset["reset_host_files"], path
+    # every file host_prep and containerd write under /etc is in that list (or in the purge list)
+    written = set()
+    for role in ("host_prep", "containerd"):
+        text = (ROOT / "playbooks/roles" / role / "tasks/main.yml").read_text()
+        written |= set(re.findall(r"dest: (/etc/[^\s\"{]+)", text))
+    removed = reset["reset_host_files"] + reset["reset_purge_files"]
+    missing = [w for w in written if not any(w == r or w.startswith(r + "/") for r in removed)]
+    assert not missing, missing
+    tasks = (ROOT / "playbooks/roles/reset/tasks/main.yml").read_text()
+    assert "Swap back in /etc/fstab" in tasks and "labctl lab {{ lab_name }}" in tasks
