@@ -209,6 +209,7 @@ def test_control_plane_decides_init_from_the_cluster(tmp_path):
         "lab_kubeadm_init": str(INIT_TEMPLATE),
         "kube_version": "1.34",
         "control_plane_restart_wait": 1,
+        "control_plane_state_delay": 0,
     }
     rc, tasks, out = run_role(tmp_path, "control_plane", hosts, extravars, rules)
     assert rc == 0, out
@@ -244,9 +245,10 @@ def test_kubeadm_init_skips_the_token_print():
 # ---------------------------------------------------------------------------------------------
 def test_join_decides_from_the_cluster(tmp_path):
     """stray: kubelet.conf but the cluster has no such node -> reset, join. reinstalled: no
-    kubelet.conf but a node object of that name -> delete it, join. joined: both -> nothing."""
+    kubelet.conf but a node object of that name -> delete it, join. joined: both -> nothing.
+    apidown: the API server does not answer -> stop, never reset."""
     hosts = {"k8s-master": {"group": "kube_control_plane"}}
-    for name, conf in (("stray", True), ("reinstalled", False), ("joined", True)):
+    for name, conf in (("stray", True), ("reinstalled", False), ("joined", True), ("apidown", True)):
         d = tmp_path / name
         d.mkdir()
         if conf:
@@ -265,9 +267,14 @@ def test_join_decides_from_the_cluster(tmp_path):
         {"match": ["get node stray"], "rc": 1, "err": 'nodes "stray" not found'},
         {"match": ["get node reinstalled"], "out": "node/reinstalled\n"},
         {"match": ["get node joined"], "out": "node/joined\n"},
+        {"match": ["get node apidown"], "rc": 1, "err": "The connection to the server was refused\n"},
     ]
     rc, tasks, out = run_role(tmp_path, "join", hosts, {}, rules, play_hosts="kube_node")
-    assert rc == 0, out
+    # apidown: no answer is no proof of anything; it stops there instead of resetting a worker
+    assert "cannot tell whether apidown has joined" in host_part(tasks["The control plane answered"], "apidown")
+    assert re.search(r"apidown\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=1", out), out
+    for h in ("stray", "reinstalled", "joined"):
+        assert re.search(h + r"\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out
     undo, stale, join = (
         tasks["Undo the join that failed halfway"],
         tasks["Remove a stale node object"],
