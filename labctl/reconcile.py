@@ -48,6 +48,19 @@ def diff(old: dict | None, new: dict) -> Diff:
     for key in ("provider",):
         if old.get(key) != new.get(key):
             d.changes.append(Change("~", "lab", key, f"{old.get(key)} -> {new.get(key)} (run `labctl down` first)"))
+    # labctl installs a version, it does not upgrade one: a new patch would change the kubelet
+    # under a control plane that `kubeadm upgrade` never saw, a new minor would be ignored
+    old_k8s, new_k8s = (x.get("kubernetes", {}).get("version") for x in (old, new))
+    if old_k8s != new_k8s:
+        d.changes.append(
+            Change(
+                "~",
+                "lab",
+                "kubernetes.version",
+                f"{old_k8s} -> {new_k8s} (labctl does not upgrade clusters: `labctl down` and `up` again, "
+                f"or upgrade with `kubeadm upgrade` by hand and keep the topology at {old_k8s})",
+            )
+        )
     lab_wide = {k: (old[k], new[k]) for k in ("network", "calico") if old.get(k) != new.get(k)}
     before = {n["name"]: n for n in old["nodes"]}
     after = {n["name"]: n for n in new["nodes"]}

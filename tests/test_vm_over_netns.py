@@ -92,14 +92,14 @@ def vm_topology(nodes, path: Path) -> Path:
     return path
 
 
-def run_check(nodes, topo, *extra):
+def run_check(nodes, topo, *extra, tags="preflight,host_prep"):
     return labctl(
         "up",
         "-t",
         topo,
         "--check",
         "--tags",
-        "preflight,host_prep",
+        tags,
         "-e",
         "preflight_unique_product_uuid=false",
         *extra,
@@ -137,6 +137,16 @@ def test_vm_phases_over_ssh_with_become_jump_and_pinned_host_keys(nodes):
         assert "from 10.91.22.1 port" in node_log
         # check mode changed nothing on the host
         assert not Path("/etc/sysctl.d/99-labctl-k8s.conf").exists()
+
+        # 2b. the container runtime phase in check mode on nodes without containerd (issue 11
+        #     item 5: it died on the skipped version command), with the distro package that the
+        #     Debian mirror serves; the hostname and /etc/hosts tasks of host_prep run too
+        runtime = run_check(nodes, topo, "-e", "containerd_source=distro", tags="host_prep,containerd")
+        assert runtime.returncode == 0, runtime.stderr
+        assert "==> Running phase: Container runtime" in runtime.stderr
+        assert "TASK Configuration (schema version 2 for 1.x, 3 for 2.x)" in runtime.stderr
+        assert "TASK Hostname is the node name" in runtime.stderr
+        assert not Path("/etc/containerd").exists() and not Path("/etc/crictl.yaml").exists()
 
         # 3. a changed host key is refused, --accept-new-host-keys or not
         lines = known.splitlines()

@@ -1,6 +1,7 @@
 """The vm provider's playbooks without VMs: syntax against a rendered vm inventory, and lint."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -109,7 +110,12 @@ def test_every_task_touching_join_secrets_is_no_log():
     for path in (ROOT / "playbooks" / "roles").glob("*/tasks/*.yml"):
         for t in tasks(_yaml.safe_load(path.read_text())):
             text = _yaml.safe_dump({k: v for k, v in t.items() if k != "name"})
-            if not any(s in text for s in secret):
+            # commands whose output holds a token or the CA hash: kubeadm init prints both
+            run = str(t.get("ansible.builtin.command", "")) + str(t.get("ansible.builtin.shell", ""))
+            prints = re.search(r"kubeadm (init|join|token)\b", run)
+            if prints:
+                assert t.get("no_log") is True, f"{path.relative_to(ROOT)}: {t.get('name')!r} prints a token"
+            if not any(s in text for s in secret) and not prints:
                 continue
             seen += 1
             module = next((k for k in t if k.startswith("ansible.builtin.")), "")
@@ -117,7 +123,7 @@ def test_every_task_touching_join_secrets_is_no_log():
             assert t.get("no_log") is True or module in path_only or masked, (
                 f"{path.relative_to(ROOT)}: task {t.get('name')!r} handles join secrets without no_log"
             )
-    assert seen >= 4  # the token, the CA hash, the filled config, the join itself
+    assert seen >= 5  # the init, the token, the CA hash, the filled config, the join itself
 
 
 def _validate(lab: layout.LabDir, inventory: Path) -> subprocess.CompletedProcess:
@@ -153,3 +159,62 @@ def test_validate_inventory_names_a_hand_broken_node(vm_lab, tmp_path):
     assert "wk-1 lacks node_block;" in p.stdout, p.stdout
     assert "wk-2: node_labels must map strings to strings;" in p.stdout, p.stdout
     assert "cp-1" not in p.stdout.split("bad inventory:")[-1]
+
+
+def test_down_resets_the_nodes_that_answer_and_names_the_others(vm_lab, tmp_path):
+    """Issue 11 item 14: one unreachable node must not stop `down` for the others. cp-1 is this
+    host over a local connection, in check mode (nothing changes); wk-1 and wk-2 point at a
+    closed loopback port."""
+    import yaml
+
+    inv = yaml.safe_load(vm_lab.inventory.read_text())
+    cp = inv["all"]["children"]["kube_control_plane"]["hosts"]["cp-1"]
+    cp.update(ansible_connection="local", ansible_become=False, ansible_python_interpreter="/usr/bin/python3")
+    for hv in inv["all"]["children"]["kube_node"]["hosts"].values():
+        hv.pop("ansible_ssh_common_args", None)  # no jump host: straight to a port that refuses
+        hv.update(ansible_host="127.0.0.1", ansible_port=9)
+    broken = tmp_path / "inventory.yml"
+    broken.write_text(yaml.safe_dump(inv))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(vm_lab.ansible_cfg), ANSIBLE_NOCOLOR="1")
+    p = subprocess.run(
+        [need("ansible-playbook"), "--check", "-i", str(broken), "-e", "reset_connect_timeout=5"]
+        + [str(PLAYBOOKS / "vm-down.yml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "not reset: wk-1, wk-2 (unreachable: wk-1, wk-2)" in out, out
+    # the reachable node went through the whole reset
+    assert re.search(r"TASK \[reset : Reset done\][^\n]*\n(ok|changed): \[cp-1\]", out), out
+    assert re.search(r"cp-1\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out
+
+
+def test_reset_undoes_what_host_prep_and_containerd_wrote():
+    import yaml
+
+    host_prep = yaml.safe_load((ROOT / "playbooks/roles/host_prep/defaults/main.yml").read_text())
+    reset = yaml.safe_load((ROOT / "playbooks/roles/reset/defaults/main.yml").read_text())
+    assert reset["reset_fstab_mark"] == host_prep["host_prep_fstab_mark"]
+    for path in (
+        "/etc/containerd",
+        "/etc/crictl.yaml",
+        "/etc/sysctl.d/99-labctl-k8s.conf",
+        "/etc/modules-load.d/labctl-k8s.conf",
+        "/etc/apt/apt.conf.d/95labctl-proxy",
+        "/etc/systemd/system/containerd.service.d/http-proxy.conf",
+    ):
+        assert path in reset["reset_host_files"], path
+    # every file host_prep and containerd write under /etc is in that list (or in the purge list)
+    written = set()
+    for role in ("host_prep", "containerd"):
+        text = (ROOT / "playbooks/roles" / role / "tasks/main.yml").read_text()
+        written |= set(re.findall(r"dest: (/etc/[^\s\"{]+)", text))
+    removed = reset["reset_host_files"] + reset["reset_purge_files"]
+    missing = [w for w in written if not any(w == r or w.startswith(r + "/") for r in removed)]
+    assert not missing, missing
+    tasks = (ROOT / "playbooks/roles/reset/tasks/main.yml").read_text()
+    assert "Swap back in /etc/fstab" in tasks and "labctl lab {{ lab_name }}" in tasks
