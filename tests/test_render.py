@@ -76,7 +76,7 @@ def test_bird_configs_parse(tmp_path):
     import subprocess
 
     if not shutil.which("bird"):
-        pytest.skip("bird not installed")
+        pytest.fail("bird is not installed (make deps installs bird2)")
     for name in ("seed", "vxlan-4node", "route-reflectors"):
         out = tmp_path / name
         rendered(ROOT / TOPOLOGIES[name], out, ipip=False)

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import sh
@@ -87,29 +88,28 @@ class NetnsProvider:
         return warnings
 
     def check_neighbours(self, data: dict) -> list[str]:
-        """Refuse a lab whose BGP sessions cannot all resolve their peers at once: the kernel's ARP
-        table is one for every namespace, capped by the host's gc_thresh3 (1024 by default). Past
-        it, new entries fail ("neighbor table overflow") and sessions stall in Connect: that, not
-        CPU, is why a 50-node full mesh (2450 sessions) never converges on a default host."""
+        """Refuse a lab the host's neighbour table cannot hold. The table is one for every namespace,
+        capped by gc_thresh3 (1024 by default); past it new entries fail ("neighbor table overflow")
+        and sessions and pings stall. labctl writes every neighbour the lab uses as a permanent entry,
+        which Linux >= 4.19 keeps out of that count (see _lan_neighbours): then the lab adds nothing
+        to it, at any size. Older kernels count permanent entries too."""
         need = neighbour_need(data)
+        counted = need.dynamic + (0 if kernel_exempts_permanent() else need.permanent)
         limit = _read_int(GC_THRESH3)
         knobs = "net.ipv4.neigh.default.gc_thresh"
-        raise_it = f"sysctl -w {knobs}2={2 * need} {knobs}3={4 * need}"
-        if limit is not None and need > limit:
-            n = len(data["nodes"])
+        raise_it = f"sysctl -w {knobs}2={2 * counted} {knobs}3={4 * counted}"
+        if limit is not None and counted > limit:
             raise HostError(
-                f"lab {data['name']!r} needs about {need} ARP entries at once (one per BGP session end, plus SSH), "
-                f"more than the host's neighbour table holds for all namespaces together "
-                f"(net.ipv4.neigh.default.gc_thresh3 = {limit}): its BGP sessions would stall",
-                f"use route reflectors (`labctl init --nodes {n} --route-reflectors 2`), or raise the host's limit: "
-                + raise_it,
+                f"lab {data['name']!r} needs {counted} neighbour entries, more than the host's neighbour table "
+                f"holds for all namespaces together (net.ipv4.neigh.default.gc_thresh3 = {limit}; this kernel, "
+                f"{os.uname().release}, counts permanent entries against it): its sessions and pings would stall",
+                f"raise the host's limit: {raise_it}, or use a kernel >= 4.19",
             )
         soft = _read_int(GC_THRESH3.with_name("gc_thresh2"))
-        if soft is not None and need > soft:
-            # past gc_thresh2 the kernel evicts entries older than 5 s: it works, with re-resolution
-            # delays (a 100-node lab verified in 7 s instead of 3)
+        if soft is not None and counted > soft:
+            # past gc_thresh2 the kernel evicts entries older than 5 s: it works, with re-resolution delays
             return [
-                f"this lab needs about {need} ARP entries, over the host's gc_thresh2 ({soft}): the kernel "
+                f"this lab needs {counted} neighbour entries, over the host's gc_thresh2 ({soft}): the kernel "
                 f"will evict and re-resolve them (slower); `{raise_it}` avoids it"
             ]
         return []
@@ -163,34 +163,48 @@ class NetnsProvider:
         br = bridge_name(name)
         gw = data["network"]["gateway"]
         plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+        br_mac = lan_mac(gw)
         if not _link_exists(br):
-            sh.run(["ip", "link", "add", br, "type", "bridge"])
+            # a MAC of our own, or the bridge takes its lowest port's and the nodes' entries go stale
+            sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
             sh.run(["ip", "addr", "add", f"{gw}/{plen}", "dev", br])
+        elif Path(f"/sys/class/net/{br}/address").read_text().strip() != br_mac:
+            sh.run(["ip", "link", "set", br, "address", br_mac])  # a bridge made before labctl fixed its MAC
         sh.run(["ip", "link", "set", br, "up"])
         self._keys(data)
+        # the host's side of SSH: each node's MAC on the bridge, fixed like the nodes' own entries below
+        lan = [n["address"] for n in data["nodes"]]
+        host = _lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
+        if host:
+            sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         pids = {}
         for n in data["nodes"]:
             self.lab.checkpoint()  # a big lab takes a while: Ctrl-C is answered between nodes
             ns = node_netns(name, n["name"])
             veth = host_veth(name, n["name"])
-            if not Path(f"/run/netns/{ns}").exists():
+            fresh = not Path(f"/run/netns/{ns}").exists()
+            if fresh:
                 sh.run(["ip", "netns", "add", ns])
             if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", n["interface"]]):
                 # the veth of a namespace deleted a moment ago: the kernel frees it asynchronously
                 _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
+            nic, mac = n["interface"], lan_mac(n["address"])
             if not _link_exists(veth):
-                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", n["interface"], "netns", ns])
+                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
             sh.run(["ip", "link", "set", veth, "master", br, "up"])
-            nsx = ["ip", "-n", ns]
-            sh.run(nsx + ["link", "set", "lo", "up"])
-            addr = f"{n['address']}/{plen}"
-            if addr not in sh.run(nsx + ["-4", "-o", "addr", "show", "dev", n["interface"]]).stdout:
-                sh.run(nsx + ["addr", "add", addr, "dev", n["interface"]])
-            sh.run(nsx + ["link", "set", n["interface"], "up"])
-            # the LAN gateway is the host, whose ip_forward stays 0: nothing leaves through it,
-            # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
-            sh.run(nsx + ["route", "replace", "default", "via", gw, "dev", n["interface"]])
+            # one `ip -batch` per node: every step is idempotent, so a second up repeats it unchanged
+            batch = [
+                "link set lo up",
+                f"link set {nic} address {mac}",
+                f"addr replace {n['address']}/{plen} dev {nic}",
+                f"link set {nic} up",
+                # the LAN gateway is the host, whose ip_forward stays 0: nothing leaves through it,
+                # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
+                f"route replace default via {gw} dev {nic}",
+            ]
+            batch += _lan_neighbours(ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh)
+            sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
         # sshd writes its pid file once it listens: wait for all of them at once, not node by node
         deadline = time.monotonic() + 5.0
@@ -375,10 +389,55 @@ class NetnsProvider:
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
 
 
-def neighbour_need(data: dict) -> int:
-    """ARP entries a lab needs at the same time: each end of each BGP session resolves the other
-    (n(n-1) in a full mesh), and host and node resolve each other for SSH."""
-    return sum(len(n.get("peers", [])) for n in data["nodes"]) + 2 * len(data["nodes"])
+def lan_mac(address: str) -> str:
+    """The MAC of the NIC holding `address` on a lab LAN (a node's NIC, the host's bridge): derived from
+    the address, so every neighbour entry can be written before anything talks."""
+    return "02:4c:" + ":".join(f"{int(o):02x}" for o in address.split("."))
+
+
+def _lan_neighbours(ns: str | None, dev: str, want: dict[str, str], fresh: bool) -> list[str]:
+    """`ip -batch` lines that make dev's permanent neighbours exactly `want` (IP -> MAC).
+
+    Permanent entries are what Felix writes for VTEPs and workloads: the kernel exempts them from the
+    neighbour table's garbage collection and from gc_thresh1/2/3 (net/core/neighbour.c, since Linux
+    4.19: neigh_add passes exempt_from_gc for NUD_PERMANENT and neigh_alloc skips the gc_entries
+    count and the gc_thresh3 check). The table is one for all namespaces, so a lab that let every
+    session and ping resolve by ARP overflowed it at 100 nodes; with these, it needs no dynamic entries
+    on the LAN at all."""
+    have: dict[str, str] = {}
+    if not fresh:
+        ipx = ["ip", "-4"] + (["-n", ns] if ns else [])
+        for e in json.loads(sh.run(ipx + ["-j", "neigh", "show", "dev", dev, "nud", "permanent"]).stdout or "[]"):
+            have[e.get("dst", "")] = e.get("lladdr", "")
+    lines = [
+        f"neigh replace {ip} lladdr {mac} dev {dev} nud permanent" for ip, mac in want.items() if have.get(ip) != mac
+    ]
+    lines += [f"neigh del {ip} dev {dev}" for ip in have if ip not in want]
+    return lines
+
+
+@dataclass(frozen=True)
+class NeighbourNeed:
+    permanent: int  # written by labctl: out of gc_thresh's count on Linux >= 4.19
+    dynamic: int  # resolved by ARP: counted against gc_thresh1/2/3
+
+
+def neighbour_need(data: dict) -> NeighbourNeed:
+    """The IPv4 neighbour entries a running lab holds, all namespaces together: the host's entry for
+    each node on the bridge; each node's for the gateway and every other node on the LAN (BGP
+    sessions, and with reflectors the data path goes node to node too); with VXLAN each node's VTEP
+    entry per peer; per pod one on each side of its veth. All permanent: nothing on the lab's paths
+    is left to ARP (tests/test_netns_lifecycle.py pins this against a live count)."""
+    n = len(data["nodes"])
+    vteps = n * (n - 1) if data["calico"].get("tunnel_device") == "vxlan.calico" else 0
+    pods = sum(len(node.get("pods", [])) for node in data["nodes"])
+    return NeighbourNeed(permanent=n + n * n + vteps + 2 * pods, dynamic=0)
+
+
+def kernel_exempts_permanent(release: str | None = None) -> bool:
+    """Linux 4.19 took permanent neighbour entries out of the gc_thresh count (commit 58956317c8de)."""
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return m is not None and (int(m[1]), int(m[2])) >= (4, 19)
 
 
 def _read_int(path: Path) -> int | None:
