@@ -174,7 +174,7 @@ def _in_ns(t: dict, argv: list[str]) -> str:
 
 
 def tcpdump_argv(iface: str, count: int | None = None, bpf: str | None = None) -> list[str]:
-    argv = ["tcpdump", "-i", iface, "-n", "-U", "-s", "262144", "-w", "-"]
+    argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", "262144", "-w", "-"]
     if count:
         argv += ["-c", str(count)]
     return argv + ([bpf] if bpf else [])

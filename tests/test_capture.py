@@ -1,5 +1,6 @@
 """labctl capture: the pcap decoder and tcpdump command lines (unit), and real captures on a netns lab."""
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import yaml
 
 from conftest import SEED, host_snapshot, labctl, residue
 from labctl import capture as cap
+from labctl import tracecap
 
 
 def ipv4(src: str, dst: str, proto: int, body: bytes) -> bytes:
@@ -97,7 +99,10 @@ def test_command_lines_root_and_sudo():
     t = cap.target(data, "n1")
     assert t["iface"] == "ens192" and t["netns"] is None
     start = cap.start_command(t, 5, "udp port 4789")
-    assert start == "sh -c 'echo $$ >&2; exec tcpdump -i ens192 -n -U -s 262144 -w - -c 5 '\"'\"'udp port 4789'\"'\"''"
+    assert (
+        start
+        == "sh -c 'echo $$ >&2; exec tcpdump -i ens192 -n -U --immediate-mode -s 262144 -w - -c 5 '\"'\"'udp port 4789'\"'\"''"
+    )
     p = cap.target(data, "pod-a:eth0")
     assert "exec ip netns exec lc-x.n1.pod-a tcpdump -i eth0" in cap.start_command(p, None, None)
     vm = {"node": node | {"ssh": {"user": "ubuntu"}}, "netns": None, "iface": "ens3", "label": "n1:ens3"}
@@ -257,4 +262,48 @@ def test_bad_input_one_line_exit_2_nothing_started(vxlab, args, msg):
     p = labctl("capture", *args, home=home, timeout=30)
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
+    assert tcpdumps_in_lab() == []
+
+
+def test_trace_capture_points_per_hop():
+    node = {"name": "w1", "interface": "ens192", "pods": [{"name": "pod-a", "netns": "ns-a", "veth": "cali1"}]}
+    data = {"nodes": [node], "calico": {"tunnel_device": "vxlan.calico"}}
+    hops = [
+        {"at": "pod-a", "kind": "pod", "get": {"dev": "eth0"}},
+        {"at": "w1", "kind": "veth", "device": "cali1"},
+        {"at": "w1", "kind": "route", "get": {"dev": "vxlan.calico"}},
+        {"at": "w1", "kind": "encap"},
+        {"at": "w1", "kind": "lan"},
+        {"at": "w1", "kind": "decap"},
+        {"at": "w1", "kind": "arrive", "get": {"dev": "lo"}},
+    ]
+    got = [(p["netns"], p["iface"]) if p else None for p in tracecap.points(data, {"hops": hops})]
+    assert got == [
+        ("ns-a", "eth0"),
+        (None, "cali1"),
+        (None, "vxlan.calico"),
+        None,
+        (None, "ens192"),
+        (None, "vxlan.calico"),
+        None,
+    ]
+
+
+@pytest.mark.netns
+def test_trace_capture_shows_the_packet_at_every_hop(vxlab):
+    home, _ = vxlab
+    p = labctl("trace", "pod-a", "pod-b", "--capture", "-f", "json", home=home, timeout=60)
+    assert p.returncode == 0, p.stderr
+    hops = json.loads(p.stdout)["hops"]
+    captured = [h for h in hops if h["capture"]]
+    assert len(captured) >= 6, hops
+    for h in captured:
+        assert h["seen"], h  # every interface the trace names saw the echo request
+        assert "192.168.1.2 > 192.168.2.2 ICMP echo request" in h["seen"]["line"]
+    lan = next(h for h in hops if h["capture"] == "k8s-worker-1:ens192")
+    assert lan["seen"]["encap"] == "VXLAN" and lan["seen"]["line"].startswith(
+        "10.66.22.2 > 10.66.22.3 UDP 4789 VNI 4096 | inner"
+    )
+    text = labctl("trace", "pod-a", "pod-b", "--capture", home=home, timeout=60).stdout
+    assert "      seen on pod-b:eth0: 192.168.1.2 > 192.168.2.2 ICMP echo request" in text, text
     assert tcpdumps_in_lab() == []
