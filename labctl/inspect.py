@@ -13,7 +13,11 @@ COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device",
 
 def rows(lab) -> list[dict]:
     data = lab.data()
-    facts = live.gather(lab.dir, data["nodes"], provider=data["provider"])
+    from labctl import impair
+
+    # the qdisc of each node's LAN NIC: an impairment shows as an IMPAIR column
+    tc = {n["name"]: {"tc": live.sudo(n) + impair.show_command(n["interface"])} for n in data["nodes"]}
+    facts = live.gather(lab.dir, data["nodes"], extra=tc, provider=data["provider"])
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), {})
     api_labels = {
@@ -44,6 +48,7 @@ def rows(lab) -> list[dict]:
                     "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
                 },
                 "error": f.error,
+                "impair": impair.describe(f.extra.get("tc", "").rsplit("rc=", 1)[0]),
             }
         )
     return out
@@ -61,14 +66,16 @@ def _cell(row: dict, col: str) -> str:
 def format(rows_: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows_, indent=2)
+    # shown only while some node is impaired, so the usual table keeps the seed's columns
+    cols = COLUMNS + ["impair"] if any(r.get("impair") for r in rows_) else COLUMNS
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
+        w.writerow(cols)
         for r in rows_:
-            w.writerow([_cell(r, c) if c in ("labels", "bgp") else (r[c] or "") for c in COLUMNS])
+            w.writerow([_cell(r, c) if c in ("labels", "bgp") else (r[c] or "") for c in cols])
         return buf.getvalue().rstrip("\n")
-    return table([c.upper().replace("_", "-") for c in COLUMNS], [[_cell(r, c) for c in COLUMNS] for r in rows_])
+    return table([c.upper().replace("_", "-") for c in cols], [[_cell(r, c) for c in cols] for r in rows_])
 
 
 def table(header: list[str], body: list[list[str]]) -> str:

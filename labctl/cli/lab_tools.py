@@ -80,3 +80,31 @@ def capture(
             if out is not None and not to_stdout:
                 out.close()
     typer.echo(f"{n} packet(s) captured on {t['label']}" + (f", written to {write}" if write else ""), err=True)
+
+
+@command()
+def impair(
+    target: Annotated[str, typer.Argument(help="NODE[:IFACE] (default: the node's LAN NIC)")],
+    delay: Annotated[str | None, typer.Option(help="added delay, e.g. 50ms (netem)")] = None,
+    jitter: Annotated[str | None, typer.Option(help="delay variation, e.g. 5ms (netem)")] = None,
+    loss: Annotated[str | None, typer.Option(help="random loss, e.g. 5% (netem)")] = None,
+    rate: Annotated[str | None, typer.Option(help="rate limit, e.g. 10mbit (tbf)")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="remove the impairment")] = False,
+    name: NameOpt = None,
+) -> None:
+    """Delay, jitter, loss (tc netem) or a rate limit (tc tbf) on a node's interface; --clear removes it."""
+    from labctl import impair as imp
+    from labctl import nodes
+    from labctl.cli import find_node
+
+    if clear and any(x is not None for x in (delay, jitter, loss, rate)):
+        raise UsageError("--clear takes no --delay/--jitter/--loss/--rate")
+    s = None if clear else imp.spec(delay, jitter, loss, rate)
+    lab = find_lab(name, None)
+    node_name, _, iface = target.partition(":")
+    n = find_node(lab, node_name)
+    iface = iface or n["interface"]
+    with nodes.NodeShell(lab.dir, n) as shell:
+        imp.apply(shell, n, iface, s)
+        _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))
+    typer.echo(f"{node_name}:{iface}: {imp.describe(out) or 'no impairment'}")
