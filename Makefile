@@ -3,7 +3,7 @@
 #   make test   the same setup, then the test suite (real namespaces, sshd, BIRD, ansible)
 VENV    ?= .venv
 PYTHON  ?= python3
-APT_PACKAGES = bird2 sudo openssh-server openssh-client iproute2 iputils-ping procps util-linux python3 python3-venv python3-pip python3-apt openssl
+APT_PACKAGES = bird2 tcpdump sudo openssh-server openssh-client iproute2 iputils-ping procps util-linux python3 python3-venv python3-pip python3-apt openssl
 PYTEST_ARGS ?=
 
 .PHONY: deps venv up down verify test bench lint clean

@@ -5,8 +5,8 @@ a plausible-looking value such as BGP 0/2."""
 
 from __future__ import annotations
 
+from labctl import impair, output
 from labctl import nodes as live
-from labctl import output
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
 READ_OVER_SSH = ("hostname", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block")
@@ -14,7 +14,9 @@ READ_OVER_SSH = ("hostname", "interface", "physical_ip", "tunnel_device", "tunne
 
 def rows(lab) -> list[dict]:
     data = lab.data()
-    facts = live.gather_lab(lab, data)
+    # the qdisc of each node's LAN NIC: an impairment shows as an IMPAIR column
+    tc = {n["name"]: {"tc": live.sudo(n) + impair.show_command(n["interface"])} for n in data["nodes"]}
+    facts = live.gather_lab(lab, data, extra=tc)
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), None)
     api_labels = {
@@ -42,6 +44,7 @@ def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> 
         "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
     }
     row["error"] = f.error
+    row["impair"] = impair.describe(f.extra.get("tc", "").rsplit("rc=", 1)[0]) if f.reachable else None
     return row
 
 
@@ -58,9 +61,9 @@ def cell(row: dict, col: str) -> str:
 def format(rows_: list[dict], fmt: str) -> str:
     if fmt == "json":
         return output.json_text(rows_)
+    # shown only while some node is impaired, so the usual table keeps the seed's columns
+    cols = COLUMNS + ["impair"] if any(r.get("impair") for r in rows_) else COLUMNS
     if fmt == "csv":
-        body = [
-            [cell(r, c) if c in ("labels", "bgp") or r[c] is None else (r[c] or "") for c in COLUMNS] for r in rows_
-        ]
-        return output.csv_text(COLUMNS, body)
-    return output.table([c.upper().replace("_", "-") for c in COLUMNS], [[cell(r, c) for c in COLUMNS] for r in rows_])
+        body = [[cell(r, c) if c in ("labels", "bgp") or r[c] is None else (r[c] or "") for c in cols] for r in rows_]
+        return output.csv_text(cols, body)
+    return output.table([c.upper().replace("_", "-") for c in cols], [[cell(r, c) for c in cols] for r in rows_])

@@ -104,12 +104,20 @@ def trace(
     name: NameOpt = None,
     topology_file: TopologyOpt = None,
     format: Annotated[TraceFormat, typer.Option("--format", "-f")] = TraceFormat.text,
+    capture: Annotated[bool, typer.Option("--capture", help="tcpdump each hop's interface during a ping")] = False,
 ) -> None:
     """Follow a packet hop by hop (pod, veth, route, tunnel, peer node, pod), say why each hop, then ping."""
     from labctl import trace as t
 
     lab = find_lab(name, topology_file)
     result = t.trace(lab, src, dst)
-    typer.echo(t.format(result, format.value))
+    if capture:
+        from labctl import tracecap
+
+        result = tracecap.capture(lab, result)
+        text = t.format(result, format.value)
+        typer.echo(tracecap.format(result, text) if format is TraceFormat.text else text)
+    else:
+        typer.echo(t.format(result, format.value))
     if not (result["reached"] and result["ping"]["ok"]):
         raise typer.Exit(1)

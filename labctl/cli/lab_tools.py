@@ -1,0 +1,110 @@
+"""Seeing and breaking the network on purpose: capture, impair, fail, repair."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labctl.cli import NameOpt, command, find_lab
+from labctl.errors import UsageError
+
+
+class _Stopped(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _signals():
+    """Ctrl-C and SIGTERM unwind through the capture's cleanup (tcpdump killed by pid), then exit
+    128+signal. SIGINT is set explicitly: a shell's background job starts with it ignored."""
+
+    def stop(signum, _frame):
+        raise _Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stopped as e:
+        typer.echo("labctl: interrupted", err=True)
+        raise typer.Exit(128 + e.args[0]) from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@command()
+def capture(
+    target: Annotated[str, typer.Argument(help="NODE[:IFACE] or WORKLOAD[:IFACE] (default: the LAN NIC / eth0)")],
+    count: Annotated[int | None, typer.Option("--count", "-c", help="stop after this many packets")] = None,
+    filter: Annotated[str | None, typer.Option("--filter", help="BPF filter, as tcpdump takes it")] = None,
+    write: Annotated[str | None, typer.Option("--write", "-w", help="write a pcap file ('-': pcap to stdout)")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="stop after this many seconds")] = None,
+    name: NameOpt = None,
+) -> None:
+    """tcpdump on a node or in a pod: one decoded line per packet (outer | inner headers of tunnelled
+    packets), optionally a pcap for Wireshark. Ctrl-C stops it (exit 130) and tcpdump with it."""
+    from labctl import capture as cap
+    from labctl import nodes
+
+    if count is not None and count < 1:
+        raise UsageError(f"--count {count}: must be at least 1")
+    if duration is not None and not 0 < duration <= 86400:
+        raise UsageError(f"--duration {duration}: must be more than 0 and at most 86400 seconds")
+    lab = find_lab(name, None)
+    t = cap.target(lab.data(), target)
+    to_stdout = write == "-"
+    out = sys.stdout.buffer if to_stdout else None
+    text = sys.stderr if to_stdout else sys.stdout  # decoded lines never mix into a pcap stream
+    with nodes.NodeShell(lab.dir, t["node"]) as shell, _signals():
+        bpf = cap.preflight(shell, t, filter)
+        if write and not to_stdout:
+            out = Path(write).open("wb")
+        typer.echo(f"capturing on {t['label']} (Ctrl-C to stop)", err=True)
+        try:
+
+            def chunk(b: bytes) -> None:
+                if out is not None:
+                    out.write(b)
+                    out.flush()
+
+            def pkt(p: dict) -> None:
+                print(f"{cap.stamp(p['time'])} {p['line']}", file=text, flush=True)
+
+            n = cap.run(shell, t, count, bpf, duration, chunk, pkt)
+        finally:
+            if out is not None and not to_stdout:
+                out.close()
+    typer.echo(f"{n} packet(s) captured on {t['label']}" + (f", written to {write}" if write else ""), err=True)
+
+
+@command()
+def impair(
+    target: Annotated[str, typer.Argument(help="NODE[:IFACE] (default: the node's LAN NIC)")],
+    delay: Annotated[str | None, typer.Option(help="added delay, e.g. 50ms (netem)")] = None,
+    jitter: Annotated[str | None, typer.Option(help="delay variation, e.g. 5ms (netem)")] = None,
+    loss: Annotated[str | None, typer.Option(help="random loss, e.g. 5% (netem)")] = None,
+    rate: Annotated[str | None, typer.Option(help="rate limit, e.g. 10mbit (tbf)")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="remove the impairment")] = False,
+    name: NameOpt = None,
+) -> None:
+    """Delay, jitter, loss (tc netem) or a rate limit (tc tbf) on a node's interface; --clear removes it."""
+    from labctl import impair as imp
+    from labctl import nodes
+    from labctl.cli import find_node
+
+    if clear and any(x is not None for x in (delay, jitter, loss, rate)):
+        raise UsageError("--clear takes no --delay/--jitter/--loss/--rate")
+    s = None if clear else imp.spec(delay, jitter, loss, rate)
+    lab = find_lab(name, None)
+    node_name, _, iface = target.partition(":")
+    n = find_node(lab, node_name)
+    iface = iface or n["interface"]
+    with nodes.NodeShell(lab.dir, n) as shell:
+        imp.apply(shell, n, iface, s)
+        _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))
+    typer.echo(f"{node_name}:{iface}: {imp.describe(out) or 'no impairment'}")
