@@ -336,8 +336,8 @@ class NetnsProvider:
         attempt(self._close_masters)
         self.lab.checkpoint()
         attempt(self._remove_nodes, name, data["nodes"], self.lab.checkpoint)
-        # ssh masters whose control socket went with a lab dir removed by hand, say
-        _kill_naming(self.dir.root)
+        # ssh masters `-O exit` could not reach: their control socket went with a lab dir removed by hand
+        _kill_naming(self.dir.control_dir)
         self.lab.checkpoint()
         br = bridge_name(name)
         if _link_exists(br):
@@ -443,9 +443,10 @@ def orphans() -> list[str]:
     return out
 
 
-def _kill_naming(root: Path) -> None:
-    """Stop the processes whose command line names a path in this lab dir (by pid)."""
-    mark = f"{root}/"
+def _kill_naming(parent: Path) -> None:
+    """Stop the processes whose command line names a path in this directory (by pid): an ssh
+    master's names its ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]")."""
+    mark = f"{parent}/"
     me = {os.getpid(), os.getppid()}
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in _cmdline(int(p))]
     for sig in (signal.SIGTERM, signal.SIGKILL):
