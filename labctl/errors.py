@@ -45,6 +45,10 @@ class ProvisionError(LabctlError):
 
 
 class Interrupted(LabctlError):
-    def __init__(self, signum: int):
-        super().__init__("interrupted", "run `labctl up` again to continue, or `labctl down` to clean up")
+    def __init__(self, signum: int, during: str | None = None, hint: str | None = None):
+        super().__init__(
+            f"interrupted during {during}" if during else "interrupted",
+            hint or "run `labctl up` again to continue, or `labctl down` to clean up",
+        )
+        self.signum = signum
         self.exit_code = 128 + signum

@@ -114,6 +114,10 @@ class Lab:
         plan = topology.plan(topo)
         return render.topology_data(plan, render.context(plan, self.dir))
 
+    def check(self, topo: topology.Topology) -> list[str]:
+        """The provider's checks that need no host access (up's preflight runs them too); warnings."""
+        return providers.get(topo.provider, self).checks(self.new_data(topo))
+
     def plan_change(self, topo: topology.Topology, new: dict | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
         new = new if new is not None else self.new_data(topo)
@@ -152,9 +156,8 @@ class Lab:
             self._cancel = (cancel, progress)
             new = self.new_data(topo)
             change = self.plan_change(topo, new)
-            if any(c.kind == "lab" for c in change.changes):
-                fixed = ", ".join(c.name for c in change.changes if c.kind == "lab")
-                raise UsageError(f"lab {topo.name!r} cannot change {fixed} in place", "run `labctl down` first")
+            if refused := reconcile.refusal(change, topo.name):
+                raise refused
             old = self.data() if change.hosts else None
             progress.phase("preflight")
             for w in prov.preflight(new):
@@ -183,51 +186,58 @@ class Lab:
                 },
                 created=self.state().get("created", now()),
             )
-            if change.removed_nodes:
-                progress.phase("remove nodes")
-                prov.remove_nodes(old, change.removed_nodes, progress)
-            progress.phase(f"bootstrap ({topo.provider})")
-            self.checkpoint()
-            pids = prov.bootstrap(data, progress)
-            self.save_state(phase="provision", pids={"sshd": pids})
-            self.checkpoint()
-            prov.accept_new_host_keys = accept_new_host_keys
-            prov.check_host_keys(data, progress)
-            from labctl import runner, sshmux
-
-            openers = sshmux.open_masters(data, self.dir)
             try:
-                result = runner.run_playbook(
-                    self.dir,
-                    prov.up_playbook,
-                    progress,
-                    extravars=change.extravars() | (extravars or {}),
-                    check=check,
-                    cancel=cancel,
-                    tags=tags,
+                if change.removed_nodes:
+                    progress.phase("remove nodes")
+                    prov.remove_nodes(old, change.removed_nodes, progress)
+                progress.phase(f"bootstrap ({topo.provider})")
+                self.checkpoint()
+                pids = prov.bootstrap(data, progress)
+                self.save_state(phase="provision", pids={"sshd": pids})
+                self.checkpoint()
+                prov.accept_new_host_keys = accept_new_host_keys
+                prov.check_host_keys(data, progress)
+                from labctl import runner, sshmux
+
+                openers = sshmux.open_masters(data, self.dir)
+                try:
+                    result = runner.run_playbook(
+                        self.dir,
+                        prov.up_playbook,
+                        progress,
+                        extravars=change.extravars() | (extravars or {}),
+                        check=check,
+                        cancel=cancel,
+                        tags=tags,
+                    )
+                except Interrupted:
+                    raise
+                except LabctlError as e:
+                    self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
+                    raise
+                finally:
+                    sshmux.reap(openers)
+                if check or tags:
+                    return self.save_state(phase=self.state().get("phase") if check else "partial")
+                labels = {n["name"]: n["labels"] for n in data["nodes"]}
+                placement = {w["name"]: w["node"] for w in data["workloads"]}
+                return self.save_state(
+                    phase="ready", error=None, labels=labels, placement=placement, changed=result.changed
                 )
             except Interrupted as e:
-                self.save_state(phase="interrupted", error=str(e), stopped_at=progress.last_phase)
-                raise
-            except LabctlError as e:
-                self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
-                raise
-            finally:
-                sshmux.reap(openers)
-            if check or tags:
-                return self.save_state(phase=self.state().get("phase") if check else "partial")
-            labels = {n["name"]: n["labels"] for n in data["nodes"]}
-            placement = {w["name"]: w["node"] for w in data["workloads"]}
-            return self.save_state(
-                phase="ready", error=None, labels=labels, placement=placement, changed=result.changed
-            )
+                # a Ctrl-C while bootstrap runs `ip` kills that child too: stopped, not failed
+                self.save_state(
+                    phase="interrupted",
+                    error=f"interrupted during {progress.last_phase}",
+                    stopped_at=progress.last_phase,
+                )
+                raise Interrupted(e.signum, progress.last_phase) from None
 
     def checkpoint(self) -> None:
-        """Raise Interrupted (state recorded) if SIGINT/SIGTERM came during `up`; providers call it
-        between steps of long work."""
-        cancel, progress = self._cancel
+        """Raise Interrupted if SIGINT/SIGTERM came during `up` or `down` (which record where);
+        providers call it between steps of long work."""
+        cancel, _ = self._cancel
         if cancel is not None and cancel.is_set():
-            self.save_state(phase="interrupted", stopped_at=progress.last_phase)
             raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
 
     def down(self, progress: Progress, data: dict | None = None, purge: bool = False) -> bool:
@@ -237,22 +247,61 @@ class Lab:
         if root.parent != layout.home() or not topology.LAB_NAME.fullmatch(root.name):
             raise UsageError(f"refusing to remove {root}: not a lab directory under {layout.home()}")
         if data is None and not self.dir.topology_data.exists():
-            if self.dir.root.exists():
+            # the directory was removed by hand (or a down of such a lab was interrupted): what
+            # the lab left on the host is still named after it
+            data = providers.orphan(self)
+            if data is None:
+                if not self.dir.root.exists():
+                    return False
                 shutil.rmtree(self.dir.root)
+                self._record_removed()
                 return True
-            return False
+            progress.warn(
+                f"lab {self.name!r} has no directory under {layout.home()}: removing what it left on the host"
+            )
         data = data or self.data()
         prov = providers.get(data["provider"], self)
-        with self.lock(progress):
-            if prov.down_playbook and self.dir.inventory.exists():
-                from labctl import runner
+        with self.lock(progress), _signals() as cancel:
+            self._cancel = (cancel, progress)
+            try:
+                self.checkpoint()
+                if prov.down_playbook and self.dir.inventory.exists():
+                    from labctl import runner
 
-                progress.phase(f"reset ({data['provider']})")
-                runner.run_playbook(self.dir, prov.down_playbook, progress, extravars={"labctl_purge": purge})
-            progress.phase(f"teardown ({data['provider']})")
-            prov.teardown(data, progress)
+                    progress.phase(f"reset ({data['provider']})")
+                    runner.run_playbook(
+                        self.dir, prov.down_playbook, progress, extravars={"labctl_purge": purge}, cancel=cancel
+                    )
+                progress.phase(f"teardown ({data['provider']})")
+                prov.teardown(data, progress)
+                self.checkpoint()
+            except Interrupted as e:
+                # `list` must not go on saying `ready` for a lab half taken down
+                self.save_state(provider=data["provider"], phase="down-interrupted", stopped_at=progress.last_phase)
+                raise Interrupted(e.signum, progress.last_phase, "run `labctl down` again to finish") from None
+            finally:
+                self._cancel = (None, None)
             shutil.rmtree(self.dir.root)
+        self._record_removed()
         return True
+
+    def _record_removed(self) -> None:
+        """Remember the name: `down --name` of it again is a no-op, while an unknown name is an error."""
+        path = layout.removed_record()
+        try:
+            names = path.read_text().split()
+        except OSError:
+            names = []
+        names = [n for n in names if n != self.name][-99:] + [self.name]
+        with contextlib.suppress(OSError):
+            path.write_text("\n".join(names) + "\n")
+
+    @staticmethod
+    def was_removed(name: str) -> bool:
+        try:
+            return name in layout.removed_record().read_text().split()
+        except OSError:
+            return False
 
 
 @contextlib.contextmanager

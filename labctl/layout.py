@@ -35,9 +35,23 @@ def seed_topology() -> Path:
     raise FileNotFoundError("the seed topology is missing from this installation")
 
 
+def removed_record() -> Path:
+    """Names of labs `down` removed: a second `down --name` of one is a no-op, of a typo an error.
+    A dot file: lab names start with a letter, so it is never taken for a lab."""
+    return home() / ".removed"
+
+
 @dataclass(frozen=True)
 class LabDir:
     root: Path
+
+    def is_lab(self) -> bool:
+        """render writes topology-data.json first: a directory holding it is (or was) a lab's."""
+        return self.topology_data.is_file()
+
+    def is_live(self) -> bool:
+        """`up` writes state.json before it creates anything on a host, `down` removes it last."""
+        return self.state.exists()
 
     # inputs and rendered files (render writes these, nothing else)
     @property

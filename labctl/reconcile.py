@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from labctl.errors import UsageError
+
 IDENTITY = ("address", "interface", "role", "block", "tunnel_ip", "vtep_mac")
 
 
@@ -61,7 +63,17 @@ def diff(old: dict | None, new: dict) -> Diff:
                 f"or upgrade with `kubeadm upgrade` by hand and keep the topology at {old_k8s})",
             )
         )
-    lab_wide = {k: (old[k], new[k]) for k in ("network", "calico") if old.get(k) != new.get(k)}
+    # the LAN and its gateway are the bridge's address and every node's default route, set when
+    # the lab is created: renumbering the nodes alone would cut them off from the host
+    o_net, n_net = old.get("network") or {}, new.get("network") or {}
+    if o_net != n_net:
+        what = ", ".join(
+            f"{k} {o_net.get(k)} -> {n_net.get(k)}"
+            for k in dict.fromkeys([*n_net, *o_net])
+            if o_net.get(k) != n_net.get(k)
+        )
+        d.changes.append(Change("~", "lab", "network", f"{what} (run `labctl down`, then `labctl up`)"))
+    lab_wide = {k: (old[k], new[k]) for k in ("calico",) if old.get(k) != new.get(k)}
     before = {n["name"]: n for n in old["nodes"]}
     after = {n["name"]: n for n in new["nodes"]}
     added, replaced, relabelled = [], [], []
@@ -111,6 +123,17 @@ def diff(old: dict | None, new: dict) -> Diff:
     d.hosts["wait"] = [n for n in after if n in fresh or {p[0] for p in peers(after[n]) - old_peers[n]} - set(fresh)]
     d.hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
     return d
+
+
+def refusal(d: Diff, lab: str) -> UsageError | None:
+    """What `up` refuses to apply in place (and `up --dry-run` reports the same way)."""
+    fixed = [c.name for c in d.changes if c.kind == "lab"]
+    if not fixed:
+        return None
+    return UsageError(
+        f"lab {lab!r} cannot change {', '.join(fixed)} in place",
+        "run `labctl down`, then `labctl up` with the new topology",
+    )
 
 
 def format(d: Diff, fmt: str = "text") -> str:

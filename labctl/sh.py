@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
-from labctl.errors import HostError
+from labctl.errors import HostError, Interrupted
 
 
 def run(
@@ -16,6 +17,9 @@ def run(
         raise HostError(f"{argv[0]} is not installed", "see README: Requirements") from None
     except subprocess.TimeoutExpired:
         raise HostError(f"{' '.join(argv)} did not finish in {timeout:.0f} s") from None
+    if -p.returncode in (signal.SIGINT, signal.SIGTERM):
+        # Ctrl-C reaches the whole foreground process group: the command did not fail, we were stopped
+        raise Interrupted(-p.returncode)
     if check and p.returncode != 0:
         err = (p.stderr or p.stdout).strip().splitlines()
         raise HostError(f"{' '.join(argv)} failed: {err[-1] if err else f'exit {p.returncode}'}")

@@ -8,7 +8,10 @@ stops with an error instead of eating memory.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,7 +192,15 @@ def load(text: str | bytes, name: str) -> Source:
 
 def load_file(path: Path) -> Source:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO waits for a writer; only a regular file is read at all
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(mode):
+                src = Source(str(path))
+                src.problems.append(Problem((), "cannot read: not a regular file (a FIFO or a device)", line=1))
+                return src
             raw = f.read(MAX_BYTES + 1)
     except OSError as e:
         src = Source(str(path))

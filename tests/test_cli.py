@@ -113,9 +113,16 @@ def test_version_and_help():
         assert cmd in r.output
 
 
-def test_debug_shows_the_traceback(labhome):
+def test_debug_shows_the_traceback(labhome, monkeypatch):
+    from labctl.errors import HostError
+    from labctl.lab import Lab
+
+    def broken(*a, **k):
+        raise HostError("boom")
+
+    monkeypatch.setattr(Lab, "find", broken)
     r = invoke("--debug", "inspect")
-    assert r.exit_code != 0 and r.exception is not None
+    assert r.exit_code == 1 and isinstance(r.exception, HostError)  # bad input stays exit 2, one line
 
 
 def test_default_topology_is_the_seed(calls, labhome):

@@ -8,16 +8,46 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from labctl import __version__
-from labctl.errors import LabctlError, TopologyError, UsageError
+from labctl.errors import Interrupted, LabctlError, TopologyError, UsageError
+
+
+def _plain_flags(params: list) -> list:
+    # typer's help prints a type for every option, `--debug <bool>` too, though a flag takes no value
+    for p in params:
+        if isinstance(p, typer.core.TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+    def main(self, *args, **kwargs):
+        # usage errors are drawn by rich, which honours NO_COLOR for colours but not FORCE_COLOR's
+        # bold and dim: with NO_COLOR nothing is styled at all
+        from typer import rich_utils
+
+        rich_utils.COLOR_SYSTEM = None if os.environ.get("NO_COLOR") else "auto"
+        return super().main(*args, **kwargs)
+
 
 app = typer.Typer(
+    cls=_Group,
     name="labctl",
     help="Build and study a Kubernetes + Calico networking lab (netns on this host, or real VMs).",
     no_args_is_help=True,
@@ -42,12 +72,19 @@ class CheckFormat(enum.StrEnum):
     json = "json"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def fail(err: LabctlError) -> None:
-    if _debug:
+    # --debug is for labctl's own failures: bad input stays a one-line error with exit 2
+    if _debug and not isinstance(err, (UsageError, Interrupted)):
         raise err
     if isinstance(err, TopologyError):
         for line in err.problems:
             typer.echo(line, err=True)
+    elif isinstance(err, Interrupted):
+        typer.echo(f"labctl: {err}", err=True)
     else:
         typer.echo(f"labctl: error: {err}", err=True)
     raise typer.Exit(err.exit_code) from None
@@ -64,7 +101,7 @@ def command(name: str | None = None, **kw):
             except LabctlError as e:
                 fail(e)
 
-        return app.command(name, **kw)(run)
+        return app.command(name, cls=_Command, **kw)(run)
 
     return wrap
 

@@ -9,16 +9,29 @@ from typing import Annotated
 
 import typer
 
-from labctl.cli import CheckFormat, NameOpt, TopologyOpt, command, load_topology
+from labctl.cli import CheckFormat, NameOpt, TableFormat, TopologyOpt, command, load_topology, plural
 from labctl.errors import UsageError
+
+
+def _checked(t):
+    """The lab `up` would build, after the provider's checks that `up`'s preflight runs too (a mesh
+    past the host's ARP table, a lab dir too deep for socket paths): refused alike everywhere."""
+    from labctl import layout
+    from labctl.lab import Lab
+
+    lab = Lab(layout.lab_dir(t.name))
+    for w in lab.check(t):
+        typer.echo(f"labctl: warning: {w}", err=True)
+    return lab
 
 
 @command()
 def validate(topology_file: TopologyOpt = None) -> None:
     """Check a topology file; one line per problem, exit 2 if there is any."""
     t, src = load_topology(topology_file)
+    _checked(t)
     wl = len(t.workloads) if t.workloads is not None else len(t.nodes)
-    typer.echo(f"{src}: ok: lab {t.name} ({t.provider}), {len(t.nodes)} nodes, {wl} workloads")
+    typer.echo(f"{src}: ok: lab {t.name} ({t.provider}), {plural(len(t.nodes), 'node')}, {plural(wl, 'workload')}")
 
 
 @command()
@@ -64,8 +77,29 @@ def render(
 
     t, src = load_topology(topology_file)
     lab = layout.LabDir(output.resolve()) if output else layout.lab_dir(t.name)
+    _render_target(lab)
     for path in r.render(topology.plan(t), lab, src, ipip=not no_ipip):
         typer.echo(path)
+
+
+def _render_target(lab) -> None:
+    """render replaces files and makes the directory 0700: only a new or empty directory, or a
+    lab directory of a lab that is not up (its own earlier render, say)."""
+    root = lab.root
+    if lab.is_live():
+        raise UsageError(
+            f"{root} belongs to a lab that is up ({lab.state.name} is there): rendering would replace its data",
+            "render elsewhere, or `labctl down` that lab first",
+        )
+    try:
+        unrelated = root.is_dir() and not lab.is_lab() and any(root.iterdir())
+    except OSError as e:
+        raise UsageError(f"cannot read {root}: {e.strerror}", "render into a new or empty directory") from None
+    if unrelated:
+        raise UsageError(
+            f"{root} is not empty and is not a lab directory: refusing to write into it",
+            "render into a new or empty directory (or a lab directory rendered before)",
+        )
 
 
 def _extra_vars(items: list[str]) -> dict:
@@ -112,10 +146,13 @@ def up(
     from labctl.lab import Lab
 
     t, src = load_topology(topology_file)
-    lab = Lab(layout.lab_dir(t.name))
     if dry_run:
-        typer.echo(reconcile.format(lab.plan_change(t), "json" if format.value == "json" else "text"))
+        change = _checked(t).plan_change(t)
+        typer.echo(reconcile.format(change, "json" if format.value == "json" else "text"))
+        if refused := reconcile.refusal(change, t.name):
+            raise refused
         return
+    lab = Lab(layout.lab_dir(t.name))
     progress = _progress(lab.dir, "up")
     try:
         st = lab.up(
@@ -131,7 +168,7 @@ def up(
         progress.close()
     tunnel = (st.get("tunnel") or {}).get("device") or "none"
     typer.echo(
-        f"lab {t.name} is up: {len(t.nodes)} nodes, tunnel {tunnel}; "
+        f"lab {t.name} is up: {plural(len(t.nodes), 'node')}, tunnel {tunnel}; "
         f"next: labctl inspect, labctl verify (log: {progress.log_path})",
         err=True,
     )
@@ -146,7 +183,7 @@ def down(
     ] = False,
 ) -> None:
     """Remove everything the lab created; a lab that is already gone is not an error."""
-    from labctl import layout, topology
+    from labctl import layout, providers, topology
     from labctl import render as r
     from labctl.lab import Lab
     from labctl.progress import Progress
@@ -163,20 +200,58 @@ def down(
         try:
             lab = Lab.find(name, None)
         except UsageError as e:
-            if "no lab" in str(e):
-                typer.echo("no lab to remove", err=True)
+            if "no lab" not in str(e):
+                raise
+            if left := providers.orphans():
+                raise UsageError(
+                    f"no lab under {layout.home()}, but {', '.join(left)} left namespaces and processes on this host",
+                    f"remove them with `labctl down --name {left[0]}`",
+                ) from None
+            typer.echo("no lab to remove", err=True)
+            return
+        if name is not None and not lab.dir.root.exists() and providers.orphan(lab) is None:
+            if Lab.was_removed(name):
+                typer.echo(f"lab {name}: already removed", err=True)
                 return
-            raise
+            known = sorted(set(Lab.names()) | set(providers.orphans()))
+            raise UsageError(
+                f"no lab {name!r} under {layout.home()}",
+                f"labs: {', '.join(known)}" if known else "there are no labs",
+            )
     progress = Progress(None)
     removed = lab.down(progress, data, purge=purge)
     typer.echo(f"lab {lab.name} removed" if removed else f"lab {lab.name}: nothing to remove", err=True)
 
 
 @command("list")
-def list_labs() -> None:
-    """List labs and their phase."""
+def list_labs(
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+) -> None:
+    """List labs and their phase (`orphaned`: its directory is gone, its namespaces are not)."""
+    import csv
+    import io
+
+    from labctl import providers
     from labctl.lab import Lab
 
-    for n in Lab.names():
+    rows = []
+    orphans = set(providers.orphans())
+    for n in sorted(set(Lab.names()) | orphans):
         st = Lab.find(n).state()
-        typer.echo(f"{n}\t{st.get('provider', '?')}\t{st.get('phase', '?')}")
+        if n in orphans and not st:
+            st = {"provider": "netns", "phase": "orphaned"}
+        rows.append({"name": n, "provider": st.get("provider", "?"), "phase": st.get("phase", "?"),
+                     "updated": st.get("updated", "")})  # fmt: skip
+    if format is TableFormat.json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif format is TableFormat.csv:
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=["name", "provider", "phase", "updated"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        typer.echo(out.getvalue(), nl=False)
+    else:
+        table = [["NAME", "PROVIDER", "PHASE", "UPDATED"]] + [list(r.values()) for r in rows]
+        widths = [max(len(str(row[i])) for row in table) for i in range(4)]
+        for row in table:
+            typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

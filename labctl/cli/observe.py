@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from labctl.cli import CheckFormat, NameOpt, TableFormat, TopologyOpt, command, find_lab
+from labctl.errors import UsageError
 
 
 class GraphFormat(enum.StrEnum):
@@ -39,7 +40,7 @@ def verify(
     name: NameOpt = None,
     topology_file: TopologyOpt = None,
     format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
-    wait: Annotated[float, typer.Option(help="retry failing checks for up to this many seconds")] = 5.0,
+    wait: Annotated[float, typer.Option(min=0, help="retry failing checks for up to this many seconds")] = 5.0,
 ) -> None:
     """Check SSH, BGP, routes, VTEPs, node names, labels, placement, pod routes and ping; exit 0 only if all pass."""
     from labctl import verify as v
@@ -109,6 +110,8 @@ def trace(
     """Follow a packet hop by hop (pod, veth, route, tunnel, peer node, pod), say why each hop, then ping."""
     from labctl import trace as t
 
+    if src == dst:
+        raise UsageError(f"trace from {src} to itself: there is no path to follow", "name two different endpoints")
     lab = find_lab(name, topology_file)
     result = t.trace(lab, src, dst)
     if capture:

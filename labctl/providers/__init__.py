@@ -18,3 +18,18 @@ def get(name: str, lab):
 
         return VmProvider(lab)
     raise UsageError(f"unknown provider {name!r}", f"valid providers: {', '.join(NAMES)}")
+
+
+def orphan(lab) -> dict | None:
+    """What a lab whose directory is gone left on this host, as lab data its provider's teardown
+    takes (only netns labs leave anything on this host); None if nothing."""
+    from labctl.providers import netns
+
+    return netns.orphan_data(lab.dir)
+
+
+def orphans() -> list[str]:
+    """Labs of this labctl home that left something on the host but have no directory."""
+    from labctl.providers import netns
+
+    return netns.orphans()

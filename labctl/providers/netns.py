@@ -53,13 +53,7 @@ class NetnsProvider:
 
     def preflight(self, data: dict) -> list[str]:
         """Raise HostError if this host cannot run the lab; return warnings."""
-        # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
-        # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
-        if not SAFE_PATH.fullmatch(str(self.dir.root)):
-            raise UsageError(
-                f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
-                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
-            )
+        warnings = self.checks(data)
         if os.geteuid() != 0:
             raise HostError("the netns provider needs root", "run it with sudo")
         missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
@@ -68,13 +62,30 @@ class NetnsProvider:
                 f"missing tools: {', '.join(missing)}",
                 "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
             )
+        if not self.dir.state.exists() and orphan_data(self.dir) is not None:
+            raise HostError(
+                f"lab {data['name']!r} is still on this host (namespaces, processes) but its directory "
+                f"{self.dir.root} was removed",
+                f"run `labctl down --name {data['name']}` first",
+            )
         if _link_exists(bridge_name(data["name"])) and not self.dir.state.exists():
             raise HostError(
                 f"a lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
-        warnings = self.check_neighbours(data)
         self.check_routes(data)
+        return warnings
+
+    def checks(self, data: dict) -> list[str]:
+        """What the lab's own size and directory allow, needing no root and changing nothing:
+        `validate`, `up --dry-run` and `up`'s preflight refuse alike. Returns warnings."""
+        # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
+        # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
+        if not SAFE_PATH.fullmatch(str(self.dir.root)):
+            raise UsageError(
+                f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
+                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
+            )
         # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
         longest = max(
             [str(self.dir.bird_socket(n["name"])) for n in data["nodes"]] + [str(self.dir.control_dir / ("x" * 40))],
@@ -85,7 +96,7 @@ class NetnsProvider:
                 f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
                 "set LABCTL_HOME to a shorter directory",
             )
-        return warnings
+        return self.check_neighbours(data)
 
     def check_neighbours(self, data: dict) -> list[str]:
         """Refuse a lab the host's neighbour table cannot hold. The table is one for every namespace,
@@ -293,11 +304,14 @@ class NetnsProvider:
         )
         resolv = nd / "resolv.conf"
         resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
+        # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
+        (nd / "hostname").write_text(f"{n['name']}\n")
         script = (
             "mount --make-rprivate /sys && mount -t sysfs sysfs /sys && mount --make-slave / && "
-            "for f in /etc/hosts /etc/resolv.conf; do "
+            "for f in /etc/hosts /etc/resolv.conf /etc/hostname; do "
             'if mountpoint -q "$f"; then mount --make-slave "$f" || exit 1; fi; done && '
             'mount --bind "$5" /etc/hosts && mount --bind "$6" /etc/resolv.conf && '
+            'mount --bind "$7" /etc/hostname && '
             'hostname "$1" && exec "$2" -f "$3" -E "$4"'
         )
         sh.run(
@@ -321,6 +335,7 @@ class NetnsProvider:
                 str(nd / "sshd.log"),
                 str(hosts),
                 str(resolv),
+                str(nd / "hostname"),
             ]
         )
         return None
@@ -339,7 +354,11 @@ class NetnsProvider:
                 errors.append(str(e))
 
         attempt(self._close_masters)
-        attempt(self._remove_nodes, name, data["nodes"])
+        self.lab.checkpoint()
+        attempt(self._remove_nodes, name, data["nodes"], self.lab.checkpoint)
+        # ssh masters `-O exit` could not reach: their control socket went with a lab dir removed by hand
+        _kill_naming(self.dir.control_dir)
+        self.lab.checkpoint()
         br = bridge_name(name)
         if _link_exists(br):
             attempt(sh.run, ["ip", "link", "del", br])
@@ -347,6 +366,7 @@ class NetnsProvider:
         prefix = f"lc{lab_id(name)}"
         deadline = time.monotonic() + 10 + 0.2 * len(data["nodes"])
         while time.monotonic() < deadline:
+            self.lab.checkpoint()
             links = sh.run(["ip", "-o", "link", "show"]).stdout
             if f": {prefix}" not in links and f": {br}" not in links:
                 break
@@ -364,7 +384,7 @@ class NetnsProvider:
         self._remove_nodes(data["name"], gone)
 
     @staticmethod
-    def _remove_nodes(lab: str, nodes: list[dict]) -> None:
+    def _remove_nodes(lab: str, nodes: list[dict], checkpoint=lambda: None) -> None:
         # pods first, then the node: the host end of the node's NIC goes with its namespace
         spaces = [p["netns"] for n in nodes for p in n.get("pods", [])] + [node_netns(lab, n["name"]) for n in nodes]
         _kill_in(spaces)
@@ -375,6 +395,7 @@ class NetnsProvider:
             if Path(f"/run/netns/{ns}").exists():
                 sh.run(["nsenter", f"--net=/run/netns/{ns}", "ss", "-tKn", "state", "connected"], check=False)
         for ns in spaces:
+            checkpoint()
             if Path(f"/run/netns/{ns}").exists():
                 sh.run(["ip", "netns", "del", ns])
 
@@ -384,6 +405,82 @@ class NetnsProvider:
             return
         for sock in cp.iterdir():
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
+
+
+def _lab_spaces(lab: str) -> list[str]:
+    try:
+        return sorted(p.name for p in Path("/run/netns").iterdir() if p.name.startswith(f"lc-{lab}."))
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
+    """The namespaces (nodes and pods) of a lab named like this lab dir, as teardown's lab data,
+    when the dir itself is gone; None if there are none, or if their processes name the same lab
+    of another labctl home (whose lab it is). sure: only if a process names this lab dir (namespaces
+    with no process left could be another home's lab being built)."""
+    name = lab_dir.root.name
+    spaces = _lab_spaces(name)
+    if not spaces:
+        return None
+    mine, seen = f"{lab_dir.root}/", False
+    for ns in spaces:
+        for pid in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split():
+            cmd = _cmdline(int(pid))
+            if f"/{name}/nodes/" in cmd and mine not in cmd:
+                return None
+            seen = seen or mine in cmd
+    if sure and not seen:
+        return None
+    nodes: dict[str, dict] = {}
+    for ns in spaces:
+        node, _, pod = ns[len(f"lc-{name}.") :].partition(".")
+        nodes.setdefault(node, {"name": node, "pods": []})
+        if pod:
+            nodes[node]["pods"].append({"netns": ns})
+    return {"name": name, "provider": "netns", "nodes": list(nodes.values())}
+
+
+def orphans() -> list[str]:
+    from labctl import layout, topology
+
+    try:
+        names = {p.name[3:].split(".")[0] for p in Path("/run/netns").iterdir() if p.name.startswith("lc-")}
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        d = layout.lab_dir(name)
+        if topology.LAB_NAME.fullmatch(name) and not d.is_lab() and orphan_data(d, sure=True) is not None:
+            out.append(name)
+    return out
+
+
+def _kill_naming(parent: Path) -> None:
+    """Stop the processes whose command line names a path in this directory (by pid): an ssh
+    master's names its ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]")."""
+    mark = f"{parent}/"
+    me = {os.getpid(), os.getppid()}
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in _cmdline(int(p))]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.02)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
 
 
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")

@@ -17,6 +17,9 @@ class VmProvider:
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 
     def preflight(self, data: dict) -> list[str]:
+        return self.checks(data)
+
+    def checks(self, data: dict) -> list[str]:
         return []
 
     def birdc(self, node: dict) -> str:
