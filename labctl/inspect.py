@@ -7,12 +7,14 @@ import io
 import json
 
 from labctl import nodes as live
+from labctl import providers
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
 
 
 def rows(lab) -> list[dict]:
     data = lab.data()
+    prov = providers.get(data["provider"])
     facts = live.gather(lab.dir, data["nodes"], provider=data["provider"])
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), {})
@@ -37,7 +39,7 @@ def rows(lab) -> list[dict]:
                 "tunnel_device": f.tunnel_device,
                 "tunnel_ip": f.tunnel_ip,
                 "block": f.block,
-                "labels": api_labels.get(node["name"], {}) if data["provider"] == "vm" else f.labels,
+                "labels": api_labels.get(node["name"], {}) if prov.labels_in_kubernetes else f.labels,
                 "bgp": {
                     "established": est,
                     "expected": expected,

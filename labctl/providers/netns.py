@@ -16,6 +16,7 @@ from pathlib import Path
 from labctl import sh
 from labctl.errors import HostError, UsageError
 from labctl.layout import LabDir
+from labctl.providers.base import Provider
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
 SSHD = "/usr/sbin/sshd"
@@ -39,14 +40,16 @@ def node_netns(lab: str, node: str) -> str:
     return f"lc-{lab}.{node}"
 
 
-class NetnsProvider:
+class NetnsProvider(Provider):
     name = "netns"
     up_playbook = "netns-up.yml"
     down_playbook = None
+    lab_key = True
+    emulated = True
+    dir: LabDir
 
-    def __init__(self, lab):
-        self.lab = lab
-        self.dir: LabDir = lab.dir
+    def bridge(self, lab: str) -> str | None:
+        return bridge_name(lab)
 
     # -- checks before anything is created -------------------------------------------------
 
@@ -140,6 +143,12 @@ class NetnsProvider:
                         f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
                         "pick CIDRs this host does not use",
                     )
+
+    def birdc(self, node: dict) -> str:
+        """The shell command that talks to the node's BIRD (append a CLI command)."""
+        import shlex
+
+        return f"birdc -s {shlex.quote(node['bird_socket'])}"
 
     def check_host_keys(self, data: dict, progress) -> None:
         return None  # bootstrap generated the nodes' host keys and pinned them itself

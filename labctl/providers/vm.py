@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from labctl.layout import LabDir
+from labctl.providers.base import Provider
 
 
-class VmProvider:
+class VmProvider(Provider):
     name = "vm"
     up_playbook = "vm-up.yml"
     down_playbook = "vm-down.yml"
-
-    def __init__(self, lab):
-        self.lab = lab
-        self.dir: LabDir = lab.dir
+    labels_in_kubernetes = True
+    route_reflector_label = True
+    lan_hint = "network.lan must be the subnet the VMs share"
+    dir: LabDir
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 
     def preflight(self, data: dict) -> list[str]:
         return []
+
+    def birdc(self, node: dict) -> str:
+        """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
+        s = "" if (node.get("ssh") or {}).get("user", "root") == "root" else "sudo -n "
+        return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
 
     def check_host_keys(self, data: dict, progress) -> None:
         """Before ansible: every node's and jump host's key is pinned, or we stop here."""
