@@ -211,3 +211,35 @@ def test_trace_to_an_outside_address_is_refused_before_connecting(monkeypatch):
     for dst in ("8.8.8.8", "10.57.22.99", "192.168.9.9"):
         with pytest.raises(UsageError, match="is not an address of lab acc"):
             trace.trace(Lab(), "pod-a", dst)
+
+
+def test_no_banner_is_one_error_and_no_traceback(tmp_path):
+    """A port that accepts and never speaks SSH (a hung sshd): NodeShell raises one line, and
+    paramiko's transport thread logs nothing to stderr ("Error reading SSH protocol banner").
+    In a child process: pytest's own log capture would hide what a user sees."""
+    import sys
+
+    (tmp_path / "ssh").mkdir()
+    (tmp_path / "ssh" / "known_hosts").touch()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    script = f"""
+import time
+from pathlib import Path
+from labctl import access, layout, nodes
+from labctl.errors import LabctlError
+node = {{"name": "n1", "address": "127.0.0.1"}}
+node["ssh"] = access.Access("root", {srv.getsockname()[1]}, "/nonexistent").to_data()
+try:
+    nodes.NodeShell(layout.LabDir(Path({str(tmp_path)!r})), node, timeout=0.5)
+except LabctlError as e:
+    print(e)
+time.sleep(0.5)  # the transport thread logs after connect() gave up
+"""
+    try:
+        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    finally:
+        srv.close()
+    assert p.stdout.startswith("ssh n1 (127.0.0.1): SSHException: "), p.stdout + p.stderr
+    assert p.stderr == ""
