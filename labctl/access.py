@@ -75,7 +75,9 @@ class Access:
         j = self.jump
         if j is None:
             return None
-        argv = ["ssh", "-F", str(ssh_config), "-l", j.user, "-p", str(j.port), "-i", j.key, "-W", "%h:%p", j.host]
+        # ProxyCommand=none: the jump host may be a node too, whose Host block would proxy it again
+        argv = ["ssh", "-F", str(ssh_config), "-o", "ProxyCommand=none", "-l", j.user, "-p", str(j.port)]
+        argv += ["-i", j.key, "-W", "%h:%p", j.host]
         return " ".join(_sh(a) for a in argv)
 
     def ansible_vars(self, ssh_config: Path) -> dict:

@@ -69,8 +69,22 @@ def test_every_path_renders_the_same_access(tmp_path):
     assert argv[argv.index("-l") + 1] == "ubuntu" and argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-i") + 1] == "~/.ssh/lab"
     proxy = shlex.split(argv[argv.index("-o") + 1].removeprefix("ProxyCommand="))
-    assert proxy == ["ssh", "-F", str(cfg), "-l", "ops", "-p", "2200", "-i", "~/.ssh/lab", "-W", "%h:%p"] + [
-        "jump.example.net"
+    assert proxy == [
+        "ssh",
+        "-F",
+        str(cfg),
+        "-o",
+        "ProxyCommand=none",
+        "-l",
+        "ops",
+        "-p",
+        "2200",
+        "-i",
+        "~/.ssh/lab",
+    ] + [
+        "-W",
+        "%h:%p",
+        "jump.example.net",
     ]
     inv = a.ansible_vars(cfg)
     assert inv["ansible_user"] == "ubuntu" and inv["ansible_port"] == 2222 and inv["ansible_become"] is True
