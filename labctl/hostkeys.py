@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from labctl import access
 from labctl.errors import HostError
 
 
@@ -16,19 +17,11 @@ def _entry(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _parse_jump(jump: str, default_user: str) -> tuple[str, str, int]:
-    user, _, rest = jump.rpartition("@")
-    host, _, port = rest.partition(":")
-    return user or default_user, host, int(port or 22)
-
-
 class _Pinner:
     def __init__(self, known_hosts: Path, accept_new: bool):
-        import paramiko
-
-        self.paramiko = paramiko
+        self.paramiko = access.paramiko()
         self.path = known_hosts
-        self.keys = paramiko.HostKeys()
+        self.keys = self.paramiko.HostKeys()
         if known_hosts.exists():
             self.keys.load(str(known_hosts))
         self.accept_new = accept_new
@@ -75,19 +68,20 @@ def pin(nodes: list[dict], known_hosts: Path, accept_new: bool) -> list[str]:
     jumps: dict[tuple, object] = {}  # (user, host, port, key) -> authenticated transport
     try:
         for n in nodes:
-            ssh = n.get("ssh") or {}
-            port = int(ssh.get("port", 22))
-            key_file = str(Path(ssh.get("key", "~/.ssh/id_ed25519")).expanduser())
+            acc = access.of_node(n)
+            port = acc.port
             try:
-                if ssh.get("jump"):
-                    user, host, jport = _parse_jump(ssh["jump"], ssh.get("user", "root"))
-                    jid = (user, host, jport, key_file)
+                acc.check_route(n["address"])
+                if acc.jump is not None:
+                    j = acc.jump
+                    acc.check_route(j.host)
+                    jid = (j.user, j.host, j.port, j.key)
                     if jid not in jumps:
-                        t, key = p.server_key(socket.create_connection((host, jport), timeout=10))
-                        if not p.check(f"jump host {host}", _entry(host, jport), key):
+                        t, key = p.server_key(socket.create_connection((j.host, j.port), timeout=10))
+                        if not p.check(f"jump host {j.host}", _entry(j.host, j.port), key):
                             t.close()
                             continue
-                        t.auth_publickey(user, p.paramiko.PKey.from_path(key_file))
+                        t.auth_publickey(j.user, p.paramiko.PKey.from_path(str(Path(j.key).expanduser())))
                         jumps[jid] = t
                     sock = jumps[jid].open_channel("direct-tcpip", (n["address"], port), ("127.0.0.1", 0), timeout=10)
                 else:
@@ -95,6 +89,8 @@ def pin(nodes: list[dict], known_hosts: Path, accept_new: bool) -> list[str]:
                 t, key = p.server_key(sock)
                 t.close()
                 p.check(n["name"], _entry(n["address"], port), key)
+            except access.RouteError:
+                raise
             except (OSError, p.paramiko.SSHException) as e:
                 p.problems.append(f"{n['name']}: cannot reach {n['address']}:{port} over SSH: {e}")
     finally:

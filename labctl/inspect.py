@@ -5,7 +5,7 @@ a plausible-looking value such as BGP 0/2."""
 
 from __future__ import annotations
 
-from labctl import impair, output
+from labctl import impair, output, providers
 from labctl import nodes as live
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
@@ -34,7 +34,7 @@ def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> 
     state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
     row = {"name": node["name"], "role": node["role"], "state": state}
     row |= {k: getattr(f, k) if f.reachable else None for k in READ_OVER_SSH}
-    if data["provider"] == "vm":
+    if providers.get(data["provider"]).labels_in_kubernetes:
         row["labels"] = api_labels.get(node["name"], {}) if api_labels is not None else None
     else:
         row["labels"] = f.labels if f.reachable else None

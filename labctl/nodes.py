@@ -5,12 +5,13 @@ sections are parsed here. Host keys must match the lab's known_hosts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from labctl import bird, fanout, iproute
+from labctl import access, bird, fanout, iproute, providers
 from labctl.bird import Session
 from labctl.errors import LabctlError
 
@@ -42,57 +43,36 @@ class NodeFacts:
 
 
 class NodeShell:
-    """One SSH connection to a node, through its jump host if it has one."""
+    """One SSH connection to a node, through its jump host if it has one (access.Access says how);
+    nothing is sent unless the host's route to the node leaves through the lab's bridge."""
 
     def __init__(self, lab_dir, node: dict, timeout: float = 3.0):
-        import paramiko  # heavy; only commands that reach nodes import it
-
+        paramiko = access.paramiko()  # heavy; only commands that reach nodes import it
         self.node = node
-        ssh = node.get("ssh") or {}
-        key = str(lab_dir.ssh_key) if lab_dir.ssh_key.exists() else str(Path(ssh.get("key", "")).expanduser())
+        acc = access.of_node(node)
+        acc.check_route(node["address"])
+        if acc.jump is not None:
+            acc.check_route(acc.jump.host)
         self.jump = None
         try:
             sock = None
-            if ssh.get("jump"):
-                from labctl.hostkeys import _parse_jump
-
-                user, host, port = _parse_jump(ssh["jump"], ssh.get("user", "root"))
-                self.jump = self._client(paramiko, lab_dir, host, port, user, key, timeout, None)
+            if acc.jump is not None:
+                self.jump = self._client(paramiko, lab_dir, acc.jump_kwargs(timeout))
                 sock = self.jump.get_transport().open_channel(
-                    "direct-tcpip", (node["address"], int(ssh.get("port", 22))), ("127.0.0.1", 0), timeout=timeout
+                    "direct-tcpip", (node["address"], acc.port), ("127.0.0.1", 0), timeout=timeout
                 )
-            self.client = self._client(
-                paramiko,
-                lab_dir,
-                node["address"],
-                int(ssh.get("port", 22)),
-                ssh.get("user", "root"),
-                key,
-                timeout,
-                sock,
-            )
+            self.client = self._client(paramiko, lab_dir, acc.connect_kwargs(node["address"], timeout) | {"sock": sock})
         except Exception as e:  # paramiko raises many types; all mean "unreachable"
             if self.jump is not None:
                 self.jump.close()
             raise LabctlError(f"ssh {node['name']} ({node['address']}): {e.__class__.__name__}: {e}") from None
 
     @staticmethod
-    def _client(paramiko, lab_dir, host, port, user, key, timeout, sock):
+    def _client(paramiko, lab_dir, kwargs: dict):
         c = paramiko.SSHClient()
         c.load_host_keys(str(lab_dir.known_hosts))
         c.set_missing_host_key_policy(paramiko.RejectPolicy())  # keys are pinned by up, never here
-        c.connect(
-            host,
-            port=port,
-            username=user,
-            key_filename=key,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-            allow_agent=False,
-            look_for_keys=False,
-            sock=sock,
-        )
+        c.connect(**kwargs)
         return c
 
     def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
@@ -100,6 +80,61 @@ class NodeShell:
         o = out.read().decode(errors="replace")
         e = err.read().decode(errors="replace")
         return out.channel.recv_exit_status(), o, e
+
+    def stream(self, command: str, stdin: int | None, stdout, stderr) -> int:
+        """Run `command`, writing its stdout/stderr to these binary files as it comes and feeding
+        it fd `stdin` (EOF included); no timeout while it runs. Ctrl-C (KeyboardInterrupt) kills
+        the remote command's process group, then propagates. Returns the exit code."""
+        import select
+        import threading
+
+        chan = self.client.get_transport().open_session()
+        chan.settimeout(None)
+        # the first stdout line is the remote shell's pid: sshd makes it a process group leader
+        # (setsid), so a Ctrl-C can end the command with everything it started
+        chan.exec_command(f"echo $$; {command}")
+        pid, head = None, b""
+
+        def feed() -> None:
+            try:
+                while True:
+                    data = os.read(stdin, 32768) if stdin is not None else b""
+                    if not data:
+                        break
+                    chan.sendall(data)
+                chan.shutdown_write()
+            except Exception:  # the command ended first and closed the channel: nothing to feed
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+        try:
+            while True:
+                select.select([chan], [], [], 1.0)
+                while chan.recv_ready():
+                    data = chan.recv(32768)
+                    if pid is None:
+                        head += data
+                        if b"\n" not in head:
+                            continue
+                        first, _, data = head.partition(b"\n")
+                        pid = first.strip().decode(errors="replace")
+                    stdout.write(data)
+                    stdout.flush()
+                while chan.recv_stderr_ready():
+                    stderr.write(chan.recv_stderr(32768))
+                    stderr.flush()
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    if pid is None and head:
+                        stdout.write(head)
+                    return chan.recv_exit_status()
+        except KeyboardInterrupt:
+            if pid and pid.isdigit():
+                with contextlib.suppress(Exception):
+                    k = self.client.get_transport().open_session(timeout=3)
+                    k.exec_command(f"kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid}")
+                    k.recv_exit_status()
+            chan.close()
+            raise
 
     def close(self) -> None:
         self.client.close()
@@ -117,7 +152,7 @@ KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 
 
 def sudo(node: dict) -> str:
-    return "" if (node.get("ssh") or {}).get("user", "root") == "root" else "sudo -n "
+    return "sudo -n " if access.of_node(node).become else ""
 
 
 def probe_script(
@@ -136,7 +171,7 @@ def probe_script(
     if names:
         parts["names"] = "getent hosts " + " ".join(shlex.quote(n) for n in names)
     birdc = birdc or f"birdc -s {shlex.quote(node.get('bird_socket', '/var/run/calico/bird.ctl'))}"
-    if provider == "vm":
+    if providers.get(provider).labels_in_kubernetes:
         if node["role"] == "control-plane":
             parts["k8s"] = f"{sudo(node)}{KUBECTL} get nodes,pods,daemonsets -A -o json 2>/dev/null || echo '{{}}'"
     else:
@@ -223,6 +258,8 @@ def gather(
         try:
             with NodeShell(lab_dir, node) as s:
                 rc, out, err = s.run(script)
+        except access.RouteError:
+            raise  # the lab's bridge is gone: the command stops, for every node at once
         except LabctlError as e:
             f.error = str(e)
             return f

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from labctl import layout
+from labctl import access, layout, providers
 from labctl.errors import LabctlError, UsageError
 from labctl.layout import LabDir
 from labctl.topology import Plan, base_labels
@@ -74,6 +74,8 @@ def k8s_version(version: str) -> str:
 
 def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
     t = plan.topology
+    kind = providers.kind(t.provider)
+    reach = {n.name: access.for_node(kind(), n.ssh, lab, t.name) for n in plan.nodes}
     tunnel = tunnel_device(t.calico.encapsulation, ipip)
     # CrossSubnet: every node here shares one LAN, so routes go straight over it
     cross = t.calico.encapsulation.endswith("CrossSubnet")
@@ -90,7 +92,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 "vtep_mac": n.vtep_mac,
                 "labels": n.labels,
                 "base_labels": base_labels(n.name, n.role),
-                "ssh": n.ssh.model_dump(),
+                "ssh": reach[n.name].to_data(),
                 "dir": str(lab.node_dir(n.name)),
                 "bird_socket": str(lab.bird_socket(n.name)),
                 "pods": [
@@ -121,12 +123,15 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
     _peers(nodes, set(t.calico.route_reflectors))
     for n in nodes:
         # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
-        rr = {"route-reflector": "true"} if n["route_reflector"] and t.provider == "vm" else {}
+        rr = {"route-reflector": "true"} if n["route_reflector"] and kind.route_reflector_label else {}
         n["apply_labels"] = n["labels"] | rr
     return {
         "lab": t.name,
         "proxy": proxy,
         "provider": t.provider,
+        # what the templates may ask of the provider (never its name)
+        "emulated": kind.emulated,
+        "access": reach,
         "lab_dir": str(lab.root),
         "paths": lab,
         "t": t,
@@ -229,7 +234,7 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     if plan.topology.calico.route_reflectors:
         put(lab.calico_bgp, "calico-bgp.yaml.j2")
     put(lab.node_labels, "node-labels.yaml.j2")
-    if plan.topology.provider == "netns":
+    if ctx["emulated"]:
         for n in ctx["nodes"]:
             put(lab.bird_conf(n["name"]), "bird.conf.j2", node=n, others=[p for p in ctx["nodes"] if p is not n])
     return out

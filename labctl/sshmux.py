@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import subprocess
 
+from labctl import access
 from labctl.layout import LabDir
 
 
 def targets(data: dict, lab: LabDir) -> list[list[str]]:
-    """ssh arguments per node, as the inventory has ansible connect (templates/inventory-host)."""
+    """ssh arguments per node, as the inventory has ansible connect (labctl/access.py renders both)."""
     out = []
     for n in data["nodes"]:
-        if data["provider"] == "netns":
-            user, port, key, jump = "root", 22, str(lab.ssh_key), None
-        else:
-            s = n["ssh"]
-            user, port, key, jump = s["user"], s["port"], s["key"], s.get("jump")
-        args = ["-F", str(lab.ssh_config), "-l", user, "-p", str(port), "-i", key]
-        if jump:
-            args += ["-o", f"ProxyJump={jump}"]
-        out.append([*args, n["address"]])
+        acc = access.of_node(n)
+        acc.check_route(n["address"])
+        out.append(acc.ssh_argv(lab.ssh_config, n["address"])[1:])
     return out
 
 

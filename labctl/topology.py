@@ -25,7 +25,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from labctl import yamlsrc
+from labctl import providers, yamlsrc
+from labctl.access import merge_ssh
 from labctl.errors import TopologyError
 from labctl.yamlsrc import Problem
 
@@ -61,6 +62,15 @@ def _net(v: Any) -> IPv4Network:
         raise ValueError(f"{v!r} is not an IPv4 CIDR") from None
 
 
+def _provider(v: Any) -> str:
+    if not isinstance(v, str) or v not in providers.REGISTRY:
+        raise ValueError(f"{v!r} is not one of the providers: {', '.join(providers.NAMES)}")
+    return v
+
+
+ProviderName = Annotated[
+    str, PlainValidator(_provider), WithJsonSchema({"type": "string", "enum": list(providers.NAMES)})
+]
 Address = Annotated[
     IPv4Address, PlainValidator(_ipv4), PlainSerializer(str), WithJsonSchema({"type": "string", "format": "ipv4"})
 ]
@@ -123,7 +133,7 @@ class Node(_Model):
     address: Address
     labels: dict[str, str] = Field(default_factory=dict)
     interface: str | None = Field(None, description="overrides defaults.interface")
-    ssh: Ssh | None = Field(None, description="overrides defaults.ssh (vm provider)")
+    ssh: Ssh | None = Field(None, description="merged over defaults.ssh field by field (vm provider)")
 
 
 class Workload(_Model):
@@ -133,7 +143,7 @@ class Workload(_Model):
 
 class Topology(_Model):
     name: str = Field(description="lab name: ^[a-z][a-z0-9-]{0,19}$")
-    provider: Literal["netns", "vm"] = "netns"
+    provider: ProviderName = Field("netns", description="how the nodes exist: " + " | ".join(providers.NAMES))
     network: NetworkCfg
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     calico: Calico = Field(default_factory=Calico)
@@ -411,21 +421,13 @@ def _node_problems(t: Topology) -> list[Problem]:
                 )
             )
         a = node.address
-        if t.provider == "netns" or a in lan:
-            if a not in lan:
-                out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}", None))
-            elif a in (lan.network_address, lan.broadcast_address):
-                out.append(Problem(path + ("address",), f"{a} is the network or broadcast address of {lan}", None))
-            elif a == t.gateway:
-                out.append(Problem(path + ("address",), f"{a} is the LAN gateway", "pick another address"))
-        elif t.provider == "vm":
-            out.append(
-                Problem(
-                    path + ("address",),
-                    f"{a} is not inside network.lan {lan}",
-                    "network.lan must be the subnet the VMs share",
-                )
-            )
+        if a not in lan:
+            hint = providers.kind(t.provider).lan_hint
+            out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}", hint))
+        elif a in (lan.network_address, lan.broadcast_address):
+            out.append(Problem(path + ("address",), f"{a} is the network or broadcast address of {lan}", None))
+        elif a == t.gateway:
+            out.append(Problem(path + ("address",), f"{a} is the LAN gateway", "pick another address"))
         if a in seen:
             out.append(Problem(path + ("address",), f"{a} is already used by node {seen[a]}", None))
         seen.setdefault(a, name)
@@ -687,7 +689,7 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
                 tunnel,
                 mac,
                 dict(node.labels),
-                node.ssh or t.defaults.ssh,
+                merge_ssh(t.defaults.ssh, node.ssh),
             )
         )
     pods = []

@@ -99,6 +99,10 @@ def trace(lab, src: str, dst: str) -> dict:
     s, d = resolve(data, src), resolve(data, dst)
     if s["kind"] not in ("pod", "node"):
         raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
+    if d["kind"] == "external":  # a packet for it would leave the lab (the safety rule): refused, nothing sent
+        raise UsageError(
+            f"{dst!r} is not an address of lab {lab.name}", "trace only to its workloads, nodes and blocks"
+        )
     t = _Trace(lab, data, s, d)
     try:
         cur, iif = s["node"], None

@@ -10,7 +10,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 
-from labctl import iproute, output
+from labctl import iproute, output, providers
 from labctl import nodes as live
 
 WORKLOAD_LABEL = "labctl.io/workload"
@@ -77,7 +77,7 @@ def _api_workloads(k8s: dict) -> list[dict]:
 
 def collect(lab) -> tuple[dict, Observed]:
     data = lab.data()
-    if data["provider"] == "vm":
+    if providers.get(data["provider"]).labels_in_kubernetes:
         return data, _collect_cluster(lab, data)
     nodes = data["nodes"]
     netns = {p["name"]: p["netns"] for n in nodes for p in n.get("pods", [])}
@@ -141,7 +141,7 @@ class View:
 
 def _view(data: dict, obs: Observed) -> View:
     nodes, facts = data["nodes"], obs.facts
-    cluster = data["provider"] == "vm"
+    cluster = providers.get(data["provider"]).labels_in_kubernetes
     cp = next((n["name"] for n in nodes if n["role"] == "control-plane"), "")
     api = facts[cp].k8s if cluster and cp in facts else {}
     api_nodes = {i["metadata"]["name"]: i for i in api.get("items", []) if i.get("kind") == "Node"}

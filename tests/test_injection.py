@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -157,9 +158,39 @@ def parsed(out: Path) -> dict[str, object]:
             got[rel] = list(yaml.load_all(text, Loader=MarkerLoader))
         elif f.suffix == ".json":
             got[rel] = json.loads(text)
+        elif f.name == "ssh_config":
+            got[rel] = ssh_config_words(text)
         else:
             got[rel] = text
+    for host in _inventory_hosts(got.get("ansible-inventory.yml")):
+        if "ansible_ssh_common_args" in host:
+            host["ansible_ssh_common_args"] = ssh_words(host["ansible_ssh_common_args"])
     return normalize(got, str(out))
+
+
+def ssh_words(arg: str, unsafe: bool = False) -> list:
+    """What ssh gets from a quoted argument string (ansible's ssh_common_args, a ProxyCommand): the
+    words, a ProxyCommand split once more as its shell would; words with Jinja stay !unsafe."""
+    unsafe = unsafe or isinstance(arg, Unsafe)
+    out: list = []
+    for w in shlex.split(arg):
+        if w.startswith("ProxyCommand="):
+            out += ["ProxyCommand", *ssh_words(w[len("ProxyCommand=") :], unsafe)]
+        else:
+            out.append(Unsafe(w) if unsafe and any(m in w for m in ("{{", "{%", "{#")) else w)
+    return out
+
+
+def ssh_config_words(text: str) -> list:
+    """ssh_config as ssh reads it: each line's words (quoted values unquoted), comments dropped."""
+    lines = text.split("\n")  # as ssh reads it: \u2028 and the like are no line ends
+    return [shlex.split(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _inventory_hosts(docs):
+    for doc in docs or []:
+        for group in (doc or {}).get("all", {}).get("children", {}).values():
+            yield from ((group or {}).get("hosts") or {}).values()
 
 
 def normalize(x, root: str, key=None):

@@ -17,7 +17,7 @@ def exec_(
     command: Annotated[list[str], typer.Argument(help="command to run on the node (after --)")],
     name: NameOpt = None,
 ) -> None:
-    """Run a command on a node over SSH; its output and exit code are the command's."""
+    """Run a command on a node over SSH: its output as it comes, your stdin, its exit code; Ctrl-C ends it."""
     import shlex
 
     from labctl import nodes
@@ -25,10 +25,15 @@ def exec_(
     lab = find_lab(name, None)
     n = find_node(lab, node)
     with nodes.NodeShell(lab.dir, n) as s:
-        rc, out, err = s.run(" ".join(shlex.quote(c) for c in command), timeout=600)
-    sys.stdout.write(out)
-    sys.stderr.write(err)
-    raise typer.Exit(rc)
+        try:
+            rc = s.stream(
+                " ".join(shlex.quote(c) for c in command), sys.stdin.fileno(), sys.stdout.buffer, sys.stderr.buffer
+            )
+        except KeyboardInterrupt:
+            typer.echo("labctl: interrupted: the command on the node was ended", err=True)
+            raise typer.Exit(130) from None
+    # an exit by signal has no status (-1): report it as a failure
+    raise typer.Exit(rc if rc >= 0 else 1)
 
 
 @command()
@@ -37,17 +42,12 @@ def ssh(node: Annotated[str, typer.Argument(help="node name")], name: NameOpt = 
     import os
     import shutil
 
+    from labctl import access
+
     lab = find_lab(name, None)
     n = find_node(lab, node)
-    ssh_cfg = n.get("ssh") or {}
-    argv = ["ssh", "-F", str(lab.dir.ssh_config), "-o", "BatchMode=no", "-p", str(ssh_cfg.get("port", 22))]
-    if lab.dir.ssh_key.exists():
-        argv += ["-i", str(lab.dir.ssh_key)]
-    elif ssh_cfg.get("key"):
-        argv += ["-i", os.path.expanduser(ssh_cfg["key"])]
-    if ssh_cfg.get("jump"):
-        argv += ["-J", ssh_cfg["jump"]]
-    argv.append(f"{ssh_cfg.get('user', 'root')}@{n['address']}")
+    acc = access.of_node(n)
     if shutil.which("ssh") is None:
         raise UsageError("ssh is not installed", "apt-get install openssh-client")
-    os.execvp("ssh", argv)
+    acc.check_route(n["address"])
+    os.execvp("ssh", acc.ssh_argv(lab.dir.ssh_config, n["address"], interactive=True))

@@ -17,6 +17,7 @@ from pathlib import Path
 from labctl import sh
 from labctl.errors import HostError, UsageError
 from labctl.layout import LabDir
+from labctl.providers.base import Provider
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
 SSHD = "/usr/sbin/sshd"
@@ -40,14 +41,16 @@ def node_netns(lab: str, node: str) -> str:
     return f"lc-{lab}.{node}"
 
 
-class NetnsProvider:
+class NetnsProvider(Provider):
     name = "netns"
     up_playbook = "netns-up.yml"
     down_playbook = None
+    lab_key = True
+    emulated = True
+    dir: LabDir
 
-    def __init__(self, lab):
-        self.lab = lab
-        self.dir: LabDir = lab.dir
+    def bridge(self, lab: str) -> str | None:
+        return bridge_name(lab)
 
     # -- checks before anything is created -------------------------------------------------
 

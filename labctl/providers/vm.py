@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from labctl.layout import LabDir
+from labctl.providers.base import Provider
 
 
-class VmProvider:
+class VmProvider(Provider):
     name = "vm"
     up_playbook = "vm-up.yml"
     down_playbook = "vm-down.yml"
-
-    def __init__(self, lab):
-        self.lab = lab
-        self.dir: LabDir = lab.dir
+    labels_in_kubernetes = True
+    route_reflector_label = True
+    lan_hint = "network.lan must be the subnet the VMs share"
+    dir: LabDir
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 

@@ -1,0 +1,72 @@
+"""The provider boundary: what differs between the ways a lab's nodes exist, as hooks and flags.
+
+Everything outside labctl/providers/ asks the lab's provider (providers.get / providers.kind), never
+its name. Adding a provider is a module here plus one line in providers.REGISTRY.
+
+Decision: one class hierarchy, not two axes. "How a node exists" (a namespace, a local VM, an
+existing machine) and "what runs on it" (labctl's emulated Calico dataplane, or kubeadm + Calico)
+are split only where it pays: today there are two dataplanes and each comes with one way of making
+nodes, except the qemu provider, which runs exactly the vm stack on machines it creates. So qemu is a
+subclass of VmProvider that overrides the machine lifecycle hooks (preflight, bootstrap, teardown,
+remove_nodes, bridge) and inherits the rest (playbooks, labels in Kubernetes, birdc in calico-node).
+A second axis (a separate "dataplane" object) would be worth it once two ways of making nodes share
+the emulated dataplane too."""
+
+from __future__ import annotations
+
+from labctl.errors import UsageError
+
+
+class Provider:
+    name: str = ""
+    up_playbook: str = ""
+    down_playbook: str | None = None  # None: teardown alone undoes the lab
+
+    # -- what the rest of labctl reads -----------------------------------------------------
+    lab_key = False  # labctl makes the lab's SSH key and the nodes trust only it (user root, port 22)
+    emulated = False  # labctl emulates the dataplane: BIRD configs, node dirs and pod namespaces per node
+    labels_in_kubernetes = False  # node labels live in the Kubernetes API (else in the lab state and node dir)
+    route_reflector_label = False  # reflectors carry `route-reflector=true` (Calico's BGPPeer selects them)
+    lan_hint: str | None = None  # the hint when a node's address lies outside network.lan
+
+    accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
+
+    def __init__(self, lab=None):
+        self.lab = lab
+        self.dir = lab.dir if lab is not None else None
+
+    # -- machine lifecycle (what a subclass like qemu overrides) ----------------------------
+
+    def preflight(self, data: dict) -> list[str]:
+        """Raise if this host cannot run the lab; return warnings."""
+        return []
+
+    def ipip_supported(self) -> bool:
+        return True
+
+    def bootstrap(self, data: dict, progress) -> dict:
+        """Make the nodes exist and answer SSH; returns pids per node worth recording."""
+        return {}
+
+    def check_host_keys(self, data: dict, progress) -> None:
+        return None
+
+    def teardown(self, data: dict, progress) -> None:
+        return None
+
+    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+        raise UsageError(
+            f"removing nodes ({', '.join(names)}) from a {self.name} lab is not supported yet",
+            "run `labctl down` and `labctl up` with the new topology",
+        )
+
+    # -- reaching and reading nodes ----------------------------------------------------------
+
+    def bridge(self, lab: str) -> str | None:
+        """The host bridge the lab's nodes are reached through (every connection is refused unless
+        the host's route to the node goes out of it); None: the nodes are remote by design."""
+        return None
+
+    def birdc(self, node: dict) -> str:
+        """The shell command that talks to the node's BIRD (append a CLI command)."""
+        raise NotImplementedError
