@@ -37,7 +37,7 @@ def rows(lab) -> list[dict]:
                 "tunnel_device": f.tunnel_device,
                 "tunnel_ip": f.tunnel_ip,
                 "block": f.block,
-                "labels": api_labels.get(node["name"], {}) if data["provider"] == "vm" else f.labels,
+                "labels": api_labels.get(node["name"], {}) if data["provider"] in ("vm", "qemu") else f.labels,
                 "bgp": {
                     "established": est,
                     "expected": expected,

@@ -132,7 +132,7 @@ def sudo(node: dict) -> str:
 
 def probe_script(node: dict, extra: dict[str, str] | None = None, provider: str = "netns") -> str:
     parts = {"hostname": "hostname", "addr": "ip -j -4 addr show", "route": "ip -j -4 route show"}
-    if provider == "vm":
+    if provider in ("vm", "qemu"):
         # BIRD runs inside calico-node; its socket is Calico's, its table the same as in netns labs
         s = sudo(node)
         parts["bird"] = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from labctl import layout
+from labctl import layout, providers
 from labctl.errors import LabctlError, UsageError
 from labctl.layout import LabDir
 from labctl.topology import Plan, base_labels
@@ -77,6 +77,9 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
     tunnel = tunnel_device(t.calico.encapsulation, ipip)
     # CrossSubnet: every node here shares one LAN, so routes go straight over it
     cross = t.calico.encapsulation.endswith("CrossSubnet")
+    # a provider that makes the machines also makes their login (qemu) and may bring a proxy
+    pcls = providers.cls(t.provider)
+    login = getattr(pcls, "node_login", None)
     nodes = []
     for n in plan.nodes:
         nodes.append(
@@ -90,7 +93,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 "vtep_mac": n.vtep_mac,
                 "labels": n.labels,
                 "base_labels": base_labels(n.name, n.role),
-                "ssh": n.ssh.model_dump(),
+                "ssh": login | {"key": str(lab.ssh_key)} if login else n.ssh.model_dump(),
                 "dir": str(lab.node_dir(n.name)),
                 "bird_socket": str(lab.bird_socket(n.name)),
                 "pods": [
@@ -101,7 +104,8 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             }
         )
     proxy = None
-    if t.proxy is not None:
+    proxy_cfg = t.proxy or (pcls.default_proxy(t.gateway) if hasattr(pcls, "default_proxy") else None)
+    if proxy_cfg is not None:
         # what must never go through the proxy: the nodes, the pods, the services, the API
         implied = [
             "localhost",
@@ -114,14 +118,14 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         ]
         implied += [n["address"] for n in nodes]
         proxy = {
-            "http": t.proxy.http or "",
-            "https": t.proxy.https or "",
-            "no_proxy": ",".join(dict.fromkeys(implied + list(t.proxy.no_proxy))),
+            "http": proxy_cfg.http or "",
+            "https": proxy_cfg.https or "",
+            "no_proxy": ",".join(dict.fromkeys(implied + list(proxy_cfg.no_proxy))),
         }
     _peers(nodes, set(t.calico.route_reflectors))
     for n in nodes:
         # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
-        rr = {"route-reflector": "true"} if n["route_reflector"] and t.provider == "vm" else {}
+        rr = {"route-reflector": "true"} if n["route_reflector"] and t.provider != "netns" else {}
         n["apply_labels"] = n["labels"] | rr
     return {
         "lab": t.name,
@@ -129,6 +133,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         "provider": t.provider,
         "lab_dir": str(lab.root),
         "paths": lab,
+        "identity_file": str(lab.ssh_key) if t.provider == "netns" or login else t.defaults.ssh.key,
         "t": t,
         "lan": str(t.network.lan),
         "lan_prefixlen": t.network.lan.prefixlen,
@@ -196,7 +201,7 @@ def topology_data(plan: Plan, ctx: dict) -> dict:
             {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
             for p in plan.pods
         ],
-    }
+    } | ({"qemu": t.qemu.model_dump(mode="json")} if t.qemu is not None else {})
 
 
 def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = True) -> list[Path]:

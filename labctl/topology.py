@@ -126,6 +126,19 @@ class Node(_Model):
     ssh: Ssh | None = Field(None, description="overrides defaults.ssh (vm provider)")
 
 
+class QemuMachine(_Model):
+    cpus: int = Field(description="vCPUs, >= 1")
+    memory: int = Field(description="MiB, >= 1024")
+
+
+class Qemu(_Model):
+    image: str = Field("debian-12", description="debian-12 (built by labctl), or the path of a qcow2/raw cloud image")
+    sha256: str | None = Field(None, description="required with an image path: its SHA-256")
+    accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM when a boot probe proves it works")
+    control_plane: QemuMachine = Field(default_factory=lambda: QemuMachine(cpus=2, memory=2048))
+    worker: QemuMachine = Field(default_factory=lambda: QemuMachine(cpus=1, memory=1536))
+
+
 class Workload(_Model):
     name: str
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -133,7 +146,7 @@ class Workload(_Model):
 
 class Topology(_Model):
     name: str = Field(description="lab name: ^[a-z][a-z0-9-]{0,19}$")
-    provider: Literal["netns", "vm"] = "netns"
+    provider: Literal["netns", "vm", "qemu"] = "netns"
     network: NetworkCfg
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     calico: Calico = Field(default_factory=Calico)
@@ -141,6 +154,7 @@ class Topology(_Model):
     nodes: dict[str, Node] = Field(min_length=1)
     workloads: list[Workload] | None = Field(None, description="default: one pod per node")
     proxy: Proxy | None = Field(None, description="vm: HTTP(S) proxy for apt and containerd")
+    qemu: Qemu | None = Field(None, description="provider qemu: image, acceleration, vCPUs and memory per role")
 
     @property
     def gateway(self) -> IPv4Address:
@@ -411,7 +425,7 @@ def _node_problems(t: Topology) -> list[Problem]:
                 )
             )
         a = node.address
-        if t.provider == "netns" or a in lan:
+        if t.provider in ("netns", "qemu") or a in lan:
             if a not in lan:
                 out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}", None))
             elif a in (lan.network_address, lan.broadcast_address):
@@ -552,7 +566,27 @@ def check(t: Topology) -> list[Problem]:
         + _net_problems(t)
         + _node_problems(t)
         + _workload_problems(t)
+        + _qemu_problems(t)
     )
+
+
+def _qemu_problems(t: Topology) -> list[Problem]:
+    if t.qemu is None:
+        return []
+    if t.provider != "qemu":
+        return [Problem(("qemu",), f"a qemu block in a {t.provider} lab", "set provider: qemu, or remove it")]
+    from labctl.qemu import image
+
+    q, out = t.qemu, []
+    for role in ("control_plane", "worker"):
+        m = getattr(q, role)
+        if m.memory < 1024:
+            out.append(Problem(("qemu", role, "memory"), f"{m.memory} MiB is too little for a node", "at least 1024"))
+        if not 1 <= m.cpus <= 64:
+            out.append(Problem(("qemu", role, "cpus"), f"{m.cpus} vCPUs is not in 1..64", None))
+    if q.image not in image.RECIPES:
+        out += [Problem(("qemu", *path), msg, hint) for path, msg, hint in image.check_path(q.image, q.sha256)]
+    return out
 
 
 def load(path: Path) -> Topology:

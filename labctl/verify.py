@@ -70,8 +70,8 @@ def _api_workloads(k8s: dict) -> list[dict]:
 def collect(lab) -> tuple[dict, Observed]:
     data = lab.data()
     nodes = data["nodes"]
-    if data["provider"] == "vm":
-        facts = {f.name: f for f in live.gather(lab.dir, nodes, provider="vm")}
+    if data["provider"] in ("vm", "qemu"):
+        facts = {f.name: f for f in live.gather(lab.dir, nodes, provider=data["provider"])}
         cp = next(n for n in nodes if n["role"] == "control-plane")
         workloads = _api_workloads(facts[cp["name"]].k8s)
         obs = Observed(facts, workloads)
@@ -108,7 +108,7 @@ def collect(lab) -> tuple[dict, Observed]:
 
 def evaluate(data: dict, obs: Observed) -> list[Check]:
     nodes = data["nodes"]
-    vm = data["provider"] == "vm"
+    vm = data["provider"] in ("vm", "qemu")
     facts = obs.facts
     api = next((f.k8s for f in facts.values() if f.k8s), {}) if vm else {}
     api_nodes = {i["metadata"]["name"]: i for i in api.get("items", []) if i.get("kind") == "Node"}

@@ -108,7 +108,7 @@ def _main(
 
 
 # the command modules register themselves on `app`, in the order --help lists them
-for _module in ("lifecycle", "observe", "access"):
+for _module in ("lifecycle", "observe", "access", "image"):
     importlib.import_module(f"labctl.cli.{_module}")
 
 

@@ -5,10 +5,30 @@ from __future__ import annotations
 
 from labctl.errors import UsageError
 
-NAMES = ("netns", "vm")
+NAMES = ("netns", "vm", "qemu")
+
+
+def cls(name: str):
+    """The provider's class: what it implies before a lab exists (render reads node_login and
+    default_proxy from it)."""
+    if name == "netns":
+        from labctl.providers.netns import NetnsProvider
+
+        return NetnsProvider
+    if name == "vm":
+        from labctl.providers.vm import VmProvider
+
+        return VmProvider
+    if name == "qemu":
+        from labctl.providers.qemu import QemuProvider
+
+        return QemuProvider
+    raise UsageError(f"unknown provider {name!r}", f"valid providers: {', '.join(NAMES)}")
 
 
 def get(name: str, lab):
+    if name == "qemu":
+        return cls(name)(lab)
     if name == "netns":
         from labctl.providers.netns import NetnsProvider
 
