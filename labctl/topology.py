@@ -135,6 +135,9 @@ class Qemu(_Model):
     image: str = Field("debian-12", description="debian-12 (built by labctl), or the path of a qcow2/raw cloud image")
     sha256: str | None = Field(None, description="required with an image path: its SHA-256")
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM when a boot probe proves it works")
+    internet: bool = Field(
+        False, description="the lab proxy also relays HTTPS (CONNECT) anywhere: kubeadm and Calico need it"
+    )
     control_plane: QemuMachine = Field(default_factory=lambda: QemuMachine(cpus=2, memory=2048))
     worker: QemuMachine = Field(default_factory=lambda: QemuMachine(cpus=1, memory=1536))
 

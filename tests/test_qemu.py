@@ -27,6 +27,7 @@ def topology(tmp_path: Path, name: str, lan: str = LAN, **qemu) -> Path:
         "name": name,
         "provider": "qemu",
         "network": {"lan": f"{lan}.0/24"},
+        "defaults": {"interface": "lan0"},  # not the kernel's eth0: labctl names the NIC in the VM
         # 1 vCPU / 1 GiB each: three TCG guests on a 2-core host (the preflight knobs below agree)
         "qemu": {"control_plane": {"cpus": 1, "memory": 1024}, "worker": {"cpus": 1, "memory": 1024}} | qemu,
         "nodes": {
@@ -159,3 +160,19 @@ def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path
     assert "reset (qemu)" in d.stderr  # the reset role ran for real on the VMs
     assert residue(qhome, "qreal") == []
     assert took < 120, took
+
+
+def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
+    """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
+    VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""
+    t = topology(tmp_path, "qrender")
+    out = tmp_path / "lab"
+    labctl("render", "-t", t, "-o", out, home=qhome, check=True)
+    inv = yaml.safe_load((out / "ansible-inventory.yml").read_text())
+    cp = inv["all"]["children"]["kube_control_plane"]["hosts"]["qrender-cp"]
+    assert cp["ansible_user"] == "labctl" and cp["ansible_become"] is True
+    assert cp["ansible_ssh_private_key_file"] == str(out / "ssh" / "id_ed25519")
+    proxy = inv["all"]["vars"]["kube_proxy"]
+    assert proxy["http"] == proxy["https"] == f"http://{LAN}.254:3143"
+    assert f"{LAN}.11" in proxy["no_proxy"].split(",")
+    assert f"IdentityFile {out / 'ssh' / 'id_ed25519'}" in (out / "ssh" / "ssh_config").read_text()

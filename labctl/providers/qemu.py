@@ -98,7 +98,7 @@ class QemuProvider(VmProvider):
         gw = data["network"]["gateway"]
         plen = int(data["network"]["lan"].split("/")[1])
         machine.ensure_bridge(name, gw, plen)
-        proxy.start(self._proxy_dir(), gw)
+        proxy.start(self._proxy_dir(), gw, cfg.internet)
         pub = Path(str(self.dir.ssh_key) + ".pub").read_text()
         pids, booted = {}, []
         for n in data["nodes"]:

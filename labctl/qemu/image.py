@@ -79,6 +79,14 @@ install -m 0644 "$m/hostname" /etc/hostname
 hostname -F /etc/hostname
 install -m 0644 "$m/hosts" /etc/hosts
 install -m 0644 "$m/lab.network" /etc/systemd/network/10-lab.network
+# the LAN NIC under the topology's name (defaults.interface, e.g. ens192), before networkd sees it
+read -r mac name < "$m/ifname"
+for d in /sys/class/net/*; do
+  if [ "$(cat "$d/address")" = "$mac" ] && [ "${d##*/}" != "$name" ]; then
+    ip link set dev "${d##*/}" down
+    ip link set dev "${d##*/}" name "$name"
+  fi
+done
 install -d -m 0700 -o labctl -g labctl /home/labctl/.ssh
 install -m 0600 -o labctl -g labctl "$m/authorized_keys" /home/labctl/.ssh/authorized_keys
 install -m 0600 "$m/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
@@ -89,8 +97,8 @@ cat > "$r/etc/systemd/system/labctl-config.service" <<'X'
 [Unit]
 Description=labctl node settings from the config disk
 DefaultDependencies=no
-Wants=dev-vdb.device
-After=dev-vdb.device systemd-remount-fs.service
+Wants=dev-vdb.device sys-subsystem-net-devices-eth0.device
+After=dev-vdb.device sys-subsystem-net-devices-eth0.device systemd-remount-fs.service
 Before=systemd-networkd.service ssh.service sysinit.target
 [Service]
 Type=oneshot
@@ -102,7 +110,7 @@ X
 chroot "$r" systemctl enable labctl-config.service systemd-networkd.service
 # nothing may hold the apt lock behind ansible's back, and nothing waits for a network it never gets
 chroot "$r" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
-  systemd-networkd-wait-online.service
+  systemd-networkd-wait-online.service e2scrub_reap.service getty-static.service
 """.replace("USER", USER)
 
 # everything that decides an image's content, hashed into its cache key

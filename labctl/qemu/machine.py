@@ -87,6 +87,7 @@ def probe_kvm(img: Path) -> tuple[bool, str]:
                     ok = True
                     break
     finally:
+        exited = p.poll()
         p.kill()
         p.wait()
     if ok:
@@ -94,7 +95,11 @@ def probe_kvm(img: Path) -> tuple[bool, str]:
     else:
         last = [x for x in out.decode(errors="replace").replace("\r", "").splitlines() if x.strip()]
         tail = last[-1][:120] if last else "no output"
-        why = f"a guest kernel under KVM printed nothing in {PROBE_SECONDS:.0f} s (last console line: {tail!r})"
+        why = (
+            f"QEMU under KVM exited ({exited}) before the guest kernel printed anything: {tail!r}"
+            if exited is not None
+            else f"a guest kernel under KVM printed nothing in {PROBE_SECONDS:.0f} s (last console line: {tail!r})"
+        )
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"boot_id": _boot_id(), "qemu": shutil.which(QEMU), "ok": ok, "why": why}))
@@ -151,9 +156,10 @@ def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     )
     # no Gateway=: nothing leaves the LAN; apt reaches the mirror through the proxy on the gateway
     (src / "lab.network").write_text(
-        f"[Match]\nMACAddress={mac(data['name'], node['name'])}\n\n[Link]\nName={node['interface']}\n\n"
+        f"[Match]\nMACAddress={mac(data['name'], node['name'])}\n\n"
         f"[Network]\nAddress={node['address']}/{plen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
     )
+    (src / "ifname").write_text(f"{mac(data['name'], node['name'])} {node['interface']}\n")
     (src / "authorized_keys").write_text(pubkey)
     for suffix in ("", ".pub"):
         shutil.copyfile(node_dir / f"ssh_host_ed25519_key{suffix}", src / f"ssh_host_ed25519_key{suffix}")

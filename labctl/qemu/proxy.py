@@ -1,7 +1,8 @@
 """The lab's package proxy: the distro's apt-cacher-ng, one per lab, listening on the LAN gateway
 only. The VMs have no route off the LAN (the host's ip_forward stays 0, no NAT): apt reaches the
-mirror through this proxy, and nothing else reaches anything. HTTPS sources would need CONNECT,
-which is not allowed (no PassThroughPattern): such a fetch fails at once, naming the host.
+mirror through this proxy, and nothing else reaches anything. HTTPS (pkgs.k8s.io, registries)
+needs CONNECT, which is refused, so such a fetch fails at once naming the host, unless the
+topology sets qemu.internet (PassThroughPattern: used where the host has the internet).
 
 Its config is labctl's own (no remapping, no admin socket shared with a system instance); the
 package cache is shared by the labs of one $LABCTL_HOME, so a second lab downloads nothing."""
@@ -36,7 +37,7 @@ def running(run_dir: Path) -> int | None:
     return pid if str(run_dir).encode() in cmd else None
 
 
-def start(run_dir: Path, gateway: str, timeout: float = 10.0) -> int:
+def start(run_dir: Path, gateway: str, internet: bool = False, timeout: float = 10.0) -> int:
     pid = running(run_dir)
     if pid:
         return pid
@@ -65,6 +66,8 @@ def start(run_dir: Path, gateway: str, timeout: float = 10.0) -> int:
                 "VfilePatternEx: ^/InRelease$",
                 # fail fast on an unreachable host (the lab has no internet but the mirror)
                 "NetworkTimeout: 15",
+                # qemu.internet: CONNECT to any host's 443 (pkgs.k8s.io, registries); else none at all
+                *(["PassThroughPattern: .*"] if internet else []),
                 "",
             ]
         )
