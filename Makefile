@@ -4,14 +4,19 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = bird2 tcpdump sudo openssh-server openssh-client iproute2 iputils-ping procps util-linux python3 python3-venv python3-pip python3-apt openssl
+# only `make test` (the qemu provider's real VMs) needs these; `make up` (netns) does not
+QEMU_APT_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng
 PYTEST_ARGS ?=
 
-.PHONY: deps venv up down verify test bench lint clean
+.PHONY: deps qemu-deps venv up down verify test bench bench-qemu lint clean
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "run as root (sudo make ...): namespaces and apt need it" >&2; exit 1; fi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+
+qemu-deps: deps
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(QEMU_APT_PACKAGES) >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +36,14 @@ down: venv
 verify: venv
 	$(VENV)/bin/labctl verify
 
-test: deps venv
+test: deps qemu-deps venv
 	$(VENV)/bin/python -m pytest -v $(PYTEST_ARGS) tests
 
 bench: deps venv
 	$(VENV)/bin/python bench/up.py
+
+bench-qemu: qemu-deps venv
+	$(VENV)/bin/python bench/qemu.py
 
 lint: venv
 	$(VENV)/bin/ansible-lint --profile production playbooks/

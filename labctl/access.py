@@ -168,7 +168,7 @@ def for_node(provider, ssh, lab_dir, lab_name: str) -> Access:
     block; `bridge` is the provider's lab bridge, checked before every connection."""
     bridge = provider.bridge(lab_name)
     if provider.lab_key:
-        return Access.of("root", 22, str(lab_dir.ssh_key), None, bridge)
+        return Access.of(provider.lab_user, 22, str(lab_dir.ssh_key), None, bridge)
     return Access.of(ssh.user, ssh.port, ssh.key, ssh.jump, bridge)
 
 

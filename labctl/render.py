@@ -103,7 +103,9 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             }
         )
     proxy = None
-    if t.proxy is not None:
+    # a provider that makes the machines may bring the lab's proxy (qemu: the one on the gateway)
+    proxy_cfg = t.proxy or kind.default_proxy(t.gateway)
+    if proxy_cfg is not None:
         # what must never go through the proxy: the nodes, the pods, the services, the API
         implied = [
             "localhost",
@@ -116,9 +118,9 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         ]
         implied += [n["address"] for n in nodes]
         proxy = {
-            "http": t.proxy.http or "",
-            "https": t.proxy.https or "",
-            "no_proxy": ",".join(dict.fromkeys(implied + list(t.proxy.no_proxy))),
+            "http": proxy_cfg.http or "",
+            "https": proxy_cfg.https or "",
+            "no_proxy": ",".join(dict.fromkeys(implied + list(proxy_cfg.no_proxy))),
         }
     _peers(nodes, set(t.calico.route_reflectors))
     for n in nodes:
@@ -201,7 +203,7 @@ def topology_data(plan: Plan, ctx: dict) -> dict:
             {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
             for p in plan.pods
         ],
-    }
+    } | ({"qemu": t.qemu.model_dump(mode="json")} if t.qemu is not None else {})
 
 
 def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = True) -> list[Path]:

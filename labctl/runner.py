@@ -103,6 +103,8 @@ def _message(res: dict, known_hosts: str = "known_hosts") -> str:
     if "Host key verification failed" in text or "No ED25519 host key is known" in text:
         return HOST_KEY_UNKNOWN
     keys = ("msg", "stderr", "module_stderr", "stdout")
+    # get_url/uri: "Request failed: <urlopen error ...>" says nothing of where it went
+    where = f" ({res['url']})" if isinstance(res.get("url"), str) and res["url"] not in text else ""
     if res.get("rc") not in (None, 0):
         # a command's own words say more than ansible's "non-zero return code"
         keys = ("stderr", "stdout", "module_stderr", "msg")
@@ -111,8 +113,8 @@ def _message(res: dict, known_hosts: str = "known_hosts") -> str:
         if val:
             lines = [x for x in str(val).strip().splitlines() if x.strip() and not _SSH_NOISE.fullmatch(x.strip())]
             if lines:
-                return lines[-1][:400]
-    return "failed"
+                return lines[-1][:400] + where
+    return "failed" + where
 
 
 def run_playbook(

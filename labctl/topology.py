@@ -136,6 +136,22 @@ class Node(_Model):
     ssh: Ssh | None = Field(None, description="merged over defaults.ssh field by field (vm provider)")
 
 
+class QemuMachine(_Model):
+    cpus: int = Field(description="vCPUs, >= 1")
+    memory: int = Field(description="MiB, >= 1024")
+
+
+class Qemu(_Model):
+    image: str = Field("debian-12", description="debian-12 (built by labctl), or the path of a qcow2/raw cloud image")
+    sha256: str | None = Field(None, description="required with an image path: its SHA-256")
+    accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM when a boot probe proves it works")
+    internet: bool = Field(
+        False, description="the lab proxy also relays HTTPS (CONNECT) anywhere: kubeadm and Calico need it"
+    )
+    control_plane: QemuMachine = Field(default_factory=lambda: QemuMachine(cpus=2, memory=2048))
+    worker: QemuMachine = Field(default_factory=lambda: QemuMachine(cpus=1, memory=1536))
+
+
 class Workload(_Model):
     name: str
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -151,6 +167,7 @@ class Topology(_Model):
     nodes: dict[str, Node] = Field(min_length=1)
     workloads: list[Workload] | None = Field(None, description="default: one pod per node")
     proxy: Proxy | None = Field(None, description="vm: HTTP(S) proxy for apt and containerd")
+    qemu: Qemu | None = Field(None, description="provider qemu: image, acceleration, vCPUs and memory per role")
 
     @property
     def gateway(self) -> IPv4Address:
@@ -554,7 +571,27 @@ def check(t: Topology) -> list[Problem]:
         + _net_problems(t)
         + _node_problems(t)
         + _workload_problems(t)
+        + _qemu_problems(t)
     )
+
+
+def _qemu_problems(t: Topology) -> list[Problem]:
+    if t.qemu is None:
+        return []
+    if not providers.kind(t.provider).takes_qemu_block:
+        return [Problem(("qemu",), f"a qemu block in a {t.provider} lab", "set provider: qemu, or remove it")]
+    from labctl.qemu import image
+
+    q, out = t.qemu, []
+    for role in ("control_plane", "worker"):
+        m = getattr(q, role)
+        if m.memory < 1024:
+            out.append(Problem(("qemu", role, "memory"), f"{m.memory} MiB is too little for a node", "at least 1024"))
+        if not 1 <= m.cpus <= 64:
+            out.append(Problem(("qemu", role, "cpus"), f"{m.cpus} vCPUs is not in 1..64", None))
+    if q.image not in image.RECIPES:
+        out += [Problem(("qemu", *path), msg, hint) for path, msg, hint in image.check_path(q.image, q.sha256)]
+    return out
 
 
 def load(path: Path) -> Topology:

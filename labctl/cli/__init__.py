@@ -145,7 +145,7 @@ def _main(
 
 
 # the command modules register themselves on `app`, in the order --help lists them
-for _module in ("lifecycle", "observe", "access", "lab_tools"):
+for _module in ("lifecycle", "observe", "access", "lab_tools", "image"):
     importlib.import_module(f"labctl.cli.{_module}")
 
 

@@ -13,6 +13,7 @@ from labctl.providers.base import Provider
 REGISTRY = {
     "netns": "labctl.providers.netns:NetnsProvider",
     "vm": "labctl.providers.vm:VmProvider",
+    "qemu": "labctl.providers.qemu:QemuProvider",
 }
 NAMES = tuple(REGISTRY)
 

@@ -23,7 +23,9 @@ class Provider:
     down_playbook: str | None = None  # None: teardown alone undoes the lab
 
     # -- what the rest of labctl reads -----------------------------------------------------
-    lab_key = False  # labctl makes the lab's SSH key and the nodes trust only it (user root, port 22)
+    lab_key = False  # labctl makes the lab's SSH key and the nodes trust only it (user lab_user, port 22)
+    takes_qemu_block = False  # the topology's `qemu:` block configures this provider's machines
+    lab_user = "root"  # the login on nodes with the lab key (non-root: sudo)
     emulated = False  # labctl emulates the dataplane: BIRD configs, node dirs and pod namespaces per node
     labels_in_kubernetes = False  # node labels live in the Kubernetes API (else in the lab state and node dir)
     route_reflector_label = False  # reflectors carry `route-reflector=true` (Calico's BGPPeer selects them)
@@ -34,6 +36,11 @@ class Provider:
     def __init__(self, lab=None):
         self.lab = lab
         self.dir = lab.dir if lab is not None else None
+
+    @staticmethod
+    def default_proxy(gateway):
+        """The proxy the lab gets when the topology names none (a provider that runs one)."""
+        return None
 
     # -- machine lifecycle (what a subclass like qemu overrides) ----------------------------
 

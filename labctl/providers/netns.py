@@ -129,31 +129,7 @@ class NetnsProvider(Provider):
         return []
 
     def check_routes(self, data: dict) -> None:
-        """Refuse CIDRs that overlap a route the host already has (but our own bridge's)."""
-        ours = bridge_name(data["name"])
-        mine = {
-            "network.lan": data["network"]["lan"],
-            "kubernetes.pod_subnet": data["kubernetes"]["pod_subnet"],
-            "kubernetes.service_subnet": data["kubernetes"]["service_subnet"],
-            "calico.pool": data["calico"]["pool"],
-        }
-        routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
-        for r in routes:
-            dst = r.get("dst", "")
-            if dst in ("default", "") or r.get("dev") == ours or r.get("type") in ("broadcast",):
-                continue
-            if r.get("type") == "local" and dst.startswith("127."):
-                continue
-            try:
-                net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
-            except ValueError:
-                continue
-            for field, cidr in mine.items():
-                if net.overlaps(ipaddress.IPv4Network(cidr)):
-                    raise HostError(
-                        f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
-                        "pick CIDRs this host does not use",
-                    )
+        check_routes(data, bridge_name(data["name"]))
 
     def birdc(self, node: dict) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
@@ -484,6 +460,34 @@ def _kill_naming(parent: Path) -> None:
         pids = [p for p in pids if _alive(p)]
         if not pids:
             break
+
+
+def check_routes(data: dict, ours: str) -> None:
+    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridge's, `ours`).
+    Shared by the providers that put a lab bridge on this host (netns, qemu)."""
+    mine = {
+        "network.lan": data["network"]["lan"],
+        "kubernetes.pod_subnet": data["kubernetes"]["pod_subnet"],
+        "kubernetes.service_subnet": data["kubernetes"]["service_subnet"],
+        "calico.pool": data["calico"]["pool"],
+    }
+    routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
+    for r in routes:
+        dst = r.get("dst", "")
+        if dst in ("default", "") or r.get("dev") == ours or r.get("type") in ("broadcast",):
+            continue
+        if r.get("type") == "local" and dst.startswith("127."):
+            continue
+        try:
+            net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        for field, cidr in mine.items():
+            if net.overlaps(ipaddress.IPv4Network(cidr)):
+                raise HostError(
+                    f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
+                    "pick CIDRs this host does not use",
+                )
 
 
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")

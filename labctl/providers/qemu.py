@@ -1,0 +1,206 @@
+"""The qemu provider: labctl boots one VM per node on this host, then the vm provider's playbooks
+(kubeadm, containerd, Calico) run on them over SSH, exactly as on machines someone else made.
+
+What a VM needs before the first SSH (hostname, static address, the lab key for the `labctl` sudo
+user, and a host key labctl generated and pinned in known_hosts: no trust on first use) reaches
+it on a per-node config disk; see labctl/qemu/image.py. The host side (bridge with the gateway
+address, one tap per VM, QEMU daemonized with a pidfile, the apt proxy on the gateway) is in
+labctl/qemu/. The host never routes for the lab: ip_forward stays 0 and no NAT rule is added;
+packages come through the lab's apt-cacher-ng, which the topology's proxy defaults to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from labctl import sh
+from labctl.errors import HostError, UsageError
+from labctl.providers.netns import SAFE_PATH, check_routes
+from labctl.providers.vm import VmProvider
+from labctl.qemu import image, machine, proxy
+from labctl.topology import Proxy, Qemu
+
+SSH_READY_SECONDS = 300  # TCG on a busy 2-core host: ~25 s each, booted side by side
+
+
+class QemuProvider(VmProvider):
+    name = "qemu"
+    takes_qemu_block = True
+    lab_key = True  # labctl makes the machines, so it also makes their login: the lab key
+    lab_user = image.USER
+
+    def bridge(self, lab: str) -> str | None:
+        return machine.bridge_name(lab)
+
+    @staticmethod
+    def default_proxy(gateway) -> Proxy:
+        url = proxy.url(str(gateway))
+        return Proxy(http=url, https=url)
+
+    @property
+    def down_playbook(self) -> str | None:
+        """The reset role runs for real when every VM is up; VMs that are gone need no reset."""
+        try:
+            data = self.lab.data()
+        except (OSError, ValueError):
+            return None
+        alive = all(machine.running(self.dir.node_dir(n["name"])) for n in data["nodes"])
+        return "vm-down.yml" if alive else None
+
+    def _cfg(self, data: dict) -> Qemu:
+        return Qemu.model_validate(data["qemu"]) if data.get("qemu") else Qemu()
+
+    def _proxy_dir(self) -> Path:
+        return self.dir.root / "proxy"
+
+    # -- checks before anything is created -------------------------------------------------
+
+    def preflight(self, data: dict) -> list[str]:
+        if not SAFE_PATH.fullmatch(str(self.dir.root)):
+            raise UsageError(
+                f"the lab dir {str(self.dir.root)!r} has characters unsafe in QEMU arguments",
+                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
+            )
+        if os.geteuid() != 0:
+            raise HostError("the qemu provider needs root (bridge and taps)", "run it with sudo")
+        missing = [t for t in (*machine.TOOLS, proxy.DAEMON) if shutil.which(t) is None]
+        if missing:
+            raise HostError(
+                f"missing tools: {', '.join(missing)}",
+                "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng (`make qemu-deps`)",
+            )
+        cfg = self._cfg(data)
+        if cfg.image not in image.RECIPES:
+            raise UsageError(
+                f"qemu.image {cfg.image}: booting cloud images is not supported yet",
+                f"use an image labctl builds: {', '.join(image.RECIPES)}",
+            )
+        if machine.link_exists(machine.bridge_name(data["name"])) and not self.dir.state.exists():
+            raise HostError(
+                f"a qemu lab named {data['name']!r} is already running from another labctl home",
+                "take it down there, or rename this lab",
+            )
+        check_routes(data, machine.bridge_name(data["name"]))
+        return []
+
+    # -- bring up --------------------------------------------------------------------------
+
+    def bootstrap(self, data: dict, progress) -> dict:
+        """Image, keys, bridge, taps, proxy, disks, VMs; idempotent (a killed VM boots again).
+        Returns the QEMU pid per node."""
+        cfg = self._cfg(data)
+        name = data["name"]
+        base = image.get(cfg.image)
+        if base is None:
+            t0 = time.monotonic()
+            base, _ = image.build(cfg.image, progress)
+            progress.info(f"  image {cfg.image} built in {time.monotonic() - t0:.0f} s ({base})")
+        self.lab.checkpoint()
+        accel = self._accel(cfg, base, progress)
+        self._keys(data)
+        gw = data["network"]["gateway"]
+        plen = int(data["network"]["lan"].split("/")[1])
+        machine.ensure_bridge(name, gw, plen)
+        proxy.start(self._proxy_dir(), gw, cfg.internet)
+        pub = Path(str(self.dir.ssh_key) + ".pub").read_text()
+        pids, booted = {}, []
+        for n in data["nodes"]:
+            self.lab.checkpoint()
+            nd = self.dir.node_dir(n["name"])
+            machine.ensure_tap(name, n["name"])
+            m = cfg.control_plane if n["role"] == "control-plane" else cfg.worker
+            if not machine.running(nd):
+                machine.overlay(base, nd / "disk.qcow2")
+                machine.config_disk(nd, n, data, pub)
+                booted.append(n["name"])
+            pids[n["name"]] = machine.start(name, n, nd, base, accel, m.cpus, m.memory)
+        self.lab.save_state(qemu={"accel": accel, "image": str(base), "pids": pids})
+        if booted:
+            progress.info(f"  booting {', '.join(booted)} ({accel}); waiting for SSH")
+        t0 = time.monotonic()
+        late = machine.wait_ssh(
+            data["nodes"],
+            SSH_READY_SECONDS,
+            lambda n: machine.running(self.dir.node_dir(n["name"])),
+            self.lab.checkpoint,
+        )
+        if late:
+            raise HostError(
+                f"no SSH from {', '.join(late)} after {SSH_READY_SECONDS} s",
+                f"see {self.dir.node_dir(late[0]) / 'console.log'}",
+            )
+        if booted:
+            progress.info(f"  SSH up on every node in {time.monotonic() - t0:.1f} s")
+        return pids
+
+    def _accel(self, cfg: Qemu, base: Path, progress) -> str:
+        if cfg.accel != "auto":
+            return cfg.accel
+        ok, why = machine.probe_kvm(base)
+        if ok:
+            return "kvm"
+        progress.warn(f"KVM unusable here, VMs run under TCG (software emulation, several times slower): {why}")
+        return "tcg"
+
+    def _keys(self, data: dict) -> None:
+        """The lab key and one host key per node, pinned in known_hosts before any VM boots."""
+        d = self.dir
+        d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not d.ssh_key.exists():
+            sh.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{data['name']}", "-f", str(d.ssh_key)]
+            )
+        os.chmod(d.ssh_key, 0o600)
+        known = []
+        for n in data["nodes"]:
+            nd = d.node_dir(n["name"])
+            nd.mkdir(parents=True, exist_ok=True, mode=0o700)
+            hk = nd / "ssh_host_ed25519_key"
+            if not hk.exists():
+                sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
+            key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
+            known.append(f"{n['address']} {key_type} {key}\n")
+        d.known_hosts.write_text("".join(known))
+        os.chmod(d.known_hosts, 0o600)
+
+    # -- tear down -------------------------------------------------------------------------
+
+    def teardown(self, data: dict, progress) -> None:
+        """Remove whatever of the lab exists; one failure does not stop the rest."""
+        errors: list[str] = []
+        self._close_masters()
+        stuck = machine.stop([self.dir.node_dir(n["name"]) for n in data["nodes"]])
+        if stuck:
+            errors.append(f"QEMU of {', '.join(stuck)} did not stop")
+        try:
+            proxy.stop(self._proxy_dir())
+        except HostError as e:
+            errors.append(str(e))
+        machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
+        left = [x for x in [machine.bridge_name(data["name"])] if machine.link_exists(x)]
+        if left:
+            errors.append(f"links {', '.join(left)} still present")
+        if errors:
+            raise HostError(
+                f"teardown of lab {data['name']!r} incomplete: {'; '.join(errors)}", "run `labctl down` again"
+            )
+
+    def _close_masters(self) -> None:
+        cp = self.dir.control_dir
+        if cp.is_dir():
+            for sock in cp.iterdir():
+                sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
+
+    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+        gone = [n for n in data["nodes"] if n["name"] in names]
+        for n in gone:
+            progress.info(f"  removing node {n['name']}")
+        machine.stop([self.dir.node_dir(n["name"]) for n in gone])
+        machine.remove_links(data["name"], [n["name"] for n in gone])
+        # the bridge stays: remove_links takes it too, so put it back for the nodes that remain
+        gw = data["network"]["gateway"]
+        machine.ensure_bridge(data["name"], gw, int(data["network"]["lan"].split("/")[1]))
+        for n in gone:
+            shutil.rmtree(self.dir.node_dir(n["name"]), ignore_errors=True)

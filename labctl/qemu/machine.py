@@ -1,0 +1,282 @@
+"""The machines of a qemu lab and their host side: one bridge per lab whose host address is the
+LAN gateway (as the netns provider's), one tap per VM on it, a qcow2 overlay per node on the
+cached base image, a config disk per node (see image.py), and QEMU itself, daemonized with a
+pidfile. The host never forwards: ip_forward stays as it is and no NAT rule is added."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from labctl import layout, sh
+from labctl.errors import HostError
+from labctl.qemu import image
+
+QEMU = "qemu-system-x86_64"
+TOOLS = (QEMU, "qemu-img", "mkfs.ext4", "ssh-keygen", "ip")
+PROBE_SECONDS = 8.0
+
+
+def lab_id(name: str) -> str:
+    return hashlib.sha1(f"qemu:{name}".encode()).hexdigest()[:6]
+
+
+def bridge_name(lab: str) -> str:
+    return f"br-lq{lab_id(lab)}"
+
+
+def tap_name(lab: str, node: str) -> str:
+    return f"lq{lab_id(lab)}{hashlib.sha1(node.encode()).hexdigest()[:7]}"  # 15 chars, stable per node
+
+
+def mac(lab: str, node: str) -> str:
+    h = hashlib.sha1(f"{lab}/{node}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
+
+
+def link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+# -- acceleration ---------------------------------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def probe_kvm(img: Path) -> tuple[bool, str]:
+    """Does a guest kernel get as far as its first console line under KVM? (ok, why not).
+    Cached per host boot: /dev/kvm that works once keeps working until the host reboots."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    cache = image.images_dir() / "kvm-probe.json"
+    try:
+        c = json.loads(cache.read_text())
+        if c.get("boot_id") == _boot_id() and c.get("qemu") == shutil.which(QEMU):
+            return c["ok"], c["why"]
+    except (OSError, ValueError, KeyError):
+        pass
+    argv = [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults", "-display", "none",
+            "-no-reboot", "-serial", "stdio", "-kernel", str(img / "vmlinuz"),
+            "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1 root=/dev/null"]  # fmt: skip
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = b""
+    ok = False
+    try:
+        while time.monotonic() - t0 < PROBE_SECONDS:
+            r, _, _ = select.select([p.stdout], [], [], 0.2)
+            if r:
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+                if b"Linux version" in out:
+                    ok = True
+                    break
+    finally:
+        exited = p.poll()
+        p.kill()
+        p.wait()
+    if ok:
+        why = f"the guest kernel printed its first line in {time.monotonic() - t0:.1f} s"
+    else:
+        last = [x for x in out.decode(errors="replace").replace("\r", "").splitlines() if x.strip()]
+        tail = last[-1][:120] if last else "no output"
+        why = (
+            f"QEMU under KVM exited ({exited}) before the guest kernel printed anything: {tail!r}"
+            if exited is not None
+            else f"a guest kernel under KVM printed nothing in {PROBE_SECONDS:.0f} s (last console line: {tail!r})"
+        )
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"boot_id": _boot_id(), "qemu": shutil.which(QEMU), "ok": ok, "why": why}))
+    except OSError:
+        pass
+    return ok, why
+
+
+# -- host network ---------------------------------------------------------------------------
+
+
+def ensure_bridge(lab: str, gateway: str, prefixlen: int) -> str:
+    br = bridge_name(lab)
+    if not link_exists(br):
+        sh.run(["ip", "link", "add", br, "type", "bridge"])
+    if f" {gateway}/" not in sh.run(["ip", "-4", "-o", "addr", "show", "dev", br]).stdout:
+        sh.run(["ip", "addr", "add", f"{gateway}/{prefixlen}", "dev", br])
+    sh.run(["ip", "link", "set", br, "up"])
+    return br
+
+
+def ensure_tap(lab: str, node: str) -> str:
+    tap = tap_name(lab, node)
+    if not link_exists(tap):
+        sh.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+    sh.run(["ip", "link", "set", tap, "master", bridge_name(lab), "up"])
+    return tap
+
+
+def remove_links(lab: str, nodes: list[str]) -> None:
+    for link in [tap_name(lab, n) for n in nodes] + [bridge_name(lab)]:
+        if link_exists(link):
+            sh.run(["ip", "link", "del", link], check=False)
+
+
+# -- disks ----------------------------------------------------------------------------------
+
+
+def overlay(base: Path, disk: Path) -> None:
+    if not disk.exists():
+        sh.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base / "base.raw"), "-F", "raw", str(disk)])
+
+
+def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
+    """The node's settings as a small ext4 image (rebuilt every boot: cheap, always current)."""
+    src = node_dir / "config"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(mode=0o700)
+    plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+    (src / "hostname").write_text(node["name"] + "\n")
+    (src / "hosts").write_text(
+        f"127.0.0.1 localhost\n127.0.1.1 {node['name']}\n::1 localhost ip6-localhost ip6-loopback\n"
+        + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"])
+    )
+    # no Gateway=: nothing leaves the LAN; apt reaches the mirror through the proxy on the gateway
+    (src / "lab.network").write_text(
+        f"[Match]\nMACAddress={mac(data['name'], node['name'])}\n\n"
+        f"[Network]\nAddress={node['address']}/{plen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    (src / "ifname").write_text(f"{mac(data['name'], node['name'])} {node['interface']}\n")
+    (src / "authorized_keys").write_text(pubkey)
+    for suffix in ("", ".pub"):
+        shutil.copyfile(node_dir / f"ssh_host_ed25519_key{suffix}", src / f"ssh_host_ed25519_key{suffix}")
+    img = node_dir / "config.img"
+    img.unlink(missing_ok=True)
+    with open(img, "wb") as f:
+        f.truncate(4 << 20)
+    sh.run(["mkfs.ext4", "-q", "-F", "-L", "labctl-cfg", "-d", str(src), str(img)])
+    shutil.rmtree(src)
+    return img
+
+
+# -- QEMU -----------------------------------------------------------------------------------
+
+
+def start(lab: str, node: dict, node_dir: Path, base: Path, accel: str, cpus: int, memory: int) -> int:
+    """Boot the node's VM unless it runs; its pid."""
+    pid = running(node_dir)
+    if pid:
+        return pid
+    pidfile = node_dir / "qemu.pid"
+    pidfile.unlink(missing_ok=True)
+    meta = json.loads((base / "image.json").read_text())
+    tap = tap_name(lab, node["name"])
+    argv = [
+        QEMU,
+        "-name", f"labctl-{lab}-{node['name']},process=labctl-{lab}-{node['name']}",
+        "-accel", accel,
+        "-cpu", "host" if accel == "kvm" else "max",
+        "-smp", str(cpus),
+        "-m", str(memory),
+        "-nodefaults", "-display", "none", "-monitor", "none",
+        "-serial", f"file:{node_dir / 'console.log'}",
+        "-kernel", str(base / "vmlinuz"),
+        "-initrd", str(base / "initrd.img"),
+        "-append", meta["cmdline"],
+        "-drive", f"file={node_dir / 'disk.qcow2'},if=virtio,format=qcow2,discard=unmap",
+        "-drive", f"file={node_dir / 'config.img'},if=virtio,format=raw,readonly=on",
+        "-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=lan,mac={mac(lab, node['name'])}",
+        "-device", "virtio-rng-pci",
+        "-pidfile", str(pidfile),
+        "-daemonize",
+    ]  # fmt: skip
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise HostError(f"QEMU did not start node {node['name']}: {(p.stderr or p.stdout).strip()[-300:]}")
+    pid = _pid(pidfile)
+    if not pid:
+        raise HostError(f"QEMU of node {node['name']} wrote no pid file", f"see {node_dir / 'console.log'}")
+    return pid
+
+
+def running(node_dir: Path) -> int | None:
+    """The pid of the node's QEMU if it is alive (and really QEMU on this node's disk)."""
+    pid = _pid(node_dir / "qemu.pid")
+    if not pid:
+        return None
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    if stat.rsplit(")", 1)[1].split()[0] == "Z" or str(node_dir / "disk.qcow2").encode() not in cmd:
+        return None
+    return pid
+
+
+def stop(node_dirs: list[Path], timeout: float = 10.0) -> list[str]:
+    """Kill every node's QEMU (by its pid); returns the nodes whose QEMU outlived SIGKILL."""
+    pids = {d: p for d in node_dirs if (p := running(d))}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids.values():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout / 2
+        while time.monotonic() < deadline and any(running(d) for d in pids):
+            time.sleep(0.05)
+        pids = {d: p for d, p in pids.items() if running(d)}
+        if not pids:
+            break
+    return [d.name for d in pids]
+
+
+def wait_ssh(nodes: list[dict], timeout: float, alive, cancel=None) -> list[str]:
+    """Wait until every node's sshd sends its banner; returns the nodes that never did. `alive(node)`
+    says whether its QEMU still runs (a dead one fails at once)."""
+    import socket
+
+    pending = {n["name"]: n for n in nodes}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        if cancel is not None:
+            cancel()
+        for name, n in list(pending.items()):
+            if not alive(n):
+                raise HostError(f"the VM of node {name} stopped while booting", "see its console.log in the lab dir")
+            try:
+                with socket.create_connection((n["address"], 22), timeout=1) as s:
+                    s.settimeout(2)
+                    if s.recv(8).startswith(b"SSH-"):
+                        del pending[name]
+            except OSError:
+                pass
+        if pending:
+            time.sleep(0.5)
+    return sorted(pending)
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def home_lock_dir() -> Path:
+    return layout.home()

@@ -1,0 +1,179 @@
+"""provider: qemu for real: labctl builds the image, boots three VMs (TCG here: KVM hangs on this
+kind of host, see vm-notes), runs the vm provider's first roles on them, and `down` leaves nothing.
+
+Runs under the shared lock (flock /tmp/labctl-real.lock) with the other real-lab tests. Its own
+LAN (10.207.0.0/24) and lab names starting with q. The image cache is shared across runs
+(LABCTL_IMAGES): a cold build costs about a minute, once."""
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import labctl
+
+pytestmark = pytest.mark.netns  # root, bridges and taps, like the netns tests
+IMAGES = Path(os.environ.get("LABCTL_TEST_IMAGES", "/var/tmp/labctl-test-images"))
+LAN = "10.207.0"
+
+
+def topology(tmp_path: Path, name: str, lan: str = LAN, **qemu) -> Path:
+    d = {
+        "name": name,
+        "provider": "qemu",
+        "network": {"lan": f"{lan}.0/24"},
+        "defaults": {"interface": "lan0"},  # not the kernel's eth0: labctl names the NIC in the VM
+        # 1 vCPU / 1 GiB each: three TCG guests on a 2-core host (the preflight knobs below agree)
+        "qemu": {"control_plane": {"cpus": 1, "memory": 1024}, "worker": {"cpus": 1, "memory": 1024}} | qemu,
+        "nodes": {
+            f"{name}-cp": {"role": "control-plane", "address": f"{lan}.11"},
+            f"{name}-w1": {"role": "worker", "address": f"{lan}.12"},
+            f"{name}-w2": {"role": "worker", "address": f"{lan}.13"},
+        },
+    }
+    p = tmp_path / f"{name}.yml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p
+
+
+@pytest.fixture
+def qhome(labhome, monkeypatch):
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("LABCTL_IMAGES", str(IMAGES))
+    return labhome
+
+
+def residue(home: Path, name: str) -> list[str]:
+    """What a qemu lab under `home` could leave: QEMU or proxy processes, taps, bridge, lab dir."""
+    from labctl.qemu import machine
+
+    left = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(home) in cmd:
+                left.append(f"process {pid}: {cmd[:100]}")
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    prefix = f"lq{machine.lab_id(name)}"
+    left += [f"link {x}" for x in re.findall(r"^\d+: ([^:@]+)", links, re.M) if prefix in x]
+    if (home / name).exists():
+        left.append(f"lab dir {home / name}")
+    return left
+
+
+def changed_tasks(stderr: str) -> list[str]:
+    return [line.strip() for line in stderr.splitlines() if re.match(r"^\s{4}\S+\s+changed\s", line)]
+
+
+def test_validation_rejects_what_cannot_boot(tmp_path, qhome):
+    bad = topology(tmp_path, "qbad", control_plane={"cpus": 1, "memory": 512})
+    p = labctl("validate", "-t", bad, home=qhome)
+    assert p.returncode == 2 and "qemu.control_plane.memory: 512 MiB is too little" in p.stderr, p.stderr
+    missing = topology(tmp_path, "qbad", image=str(tmp_path / "nope.qcow2"), sha256="0" * 64)
+    p = labctl("validate", "-t", missing, home=qhome)
+    assert p.returncode == 2 and "nope.qcow2' is not a file" in p.stderr, p.stderr
+    img = tmp_path / "cloud.qcow2"
+    img.write_bytes(b"not really an image")
+    wrong = topology(tmp_path, "qbad", image=str(img), sha256="0" * 64)
+    p = labctl("validate", "-t", wrong, home=qhome)
+    assert p.returncode == 2 and "qemu.sha256:" in p.stderr and "not " + "0" * 64 in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_lan_overlapping_a_host_route_is_refused_before_anything_exists(tmp_path, qhome):
+    routes = json.loads(subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True).stdout)
+    uplink = next(r["dev"] for r in routes if r.get("dst") == "default")
+    net = next(r["dst"] for r in routes if r.get("dev") == uplink and "/" in r.get("dst", ""))
+    # a /24 inside the host's route (the host's own subnet): never used, refused by preflight
+    import ipaddress
+
+    sub = next(ipaddress.IPv4Network(net).subnets(new_prefix=max(24, ipaddress.IPv4Network(net).prefixlen)))
+    t = topology(tmp_path, "qroute", lan=str(sub.network_address).rsplit(".", 1)[0])
+    p = labctl("up", "-t", t, home=qhome)
+    assert p.returncode == 1 and "network.lan" in p.stderr and "overlaps the host route" in p.stderr, p.stderr
+    assert residue(qhome, "qroute") == []
+
+
+def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path, qhome):
+    t = topology(tmp_path, "qreal")
+    knobs = ["-e", "preflight_min_cpus=1", "-e", "preflight_min_memory_mb=900", "-e", "containerd_source=distro"]
+    tags = "preflight,host_prep,containerd"
+    try:
+        # the image: built once per recipe, then a no-op
+        labctl("image", "build", home=qhome, check=True, timeout=900)
+        t0 = time.monotonic()
+        labctl("image", "build", home=qhome, check=True)
+        assert time.monotonic() - t0 < 3.0  # <= 1 s of work, plus the interpreter's start
+
+        p = labctl("up", "-t", t, "--tags", tags, *knobs, home=qhome, timeout=1500)
+        assert p.returncode == 0, p.stderr[-3000:]
+        state = json.loads((qhome / "qreal" / "state.json").read_text())
+        assert state["qemu"]["accel"] in ("kvm", "tcg")
+        if state["qemu"]["accel"] == "tcg":
+            assert p.stderr.count("KVM unusable here") == 1, p.stderr  # one warning saying why
+        for n in ("qreal-cp", "qreal-w1", "qreal-w2"):
+            assert (qhome / "qreal" / "nodes" / n / "console.log").stat().st_size > 0
+            assert (qhome / "qreal" / "nodes" / n / "disk.qcow2").exists()
+            pid = state["qemu"]["pids"][n]
+            assert b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+        # on the VMs: what the roles promise
+        for n in ("qreal-cp", "qreal-w1", "qreal-w2"):
+            script = (
+                "hostname; systemctl is-active containerd; grep -c 'SystemdCgroup = true' /etc/containerd/config.toml;"
+                " swapon --show --noheadings | wc -l; sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables;"
+                " test -d /sys/module/br_netfilter && test -d /sys/module/overlay && echo modules;"
+                " cat /etc/apt/apt.conf.d/95labctl-proxy"
+            )
+            r = labctl("exec", "-n", "qreal", n, "--", "sudo", "sh", "-c", script, home=qhome, check=True)
+            out = r.stdout.split("\n")
+            assert out[:7] == [n, "active", "1", "0", "1", "1", "modules"], (n, r.stdout)
+            assert f"http://{LAN}.254:3143" in r.stdout  # the lab's proxy, which apt used
+        # the host did not start routing for the lab
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+
+        again = labctl("up", "-t", t, "--tags", tags, *knobs, home=qhome, timeout=1500)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert changed_tasks(again.stderr) == [], again.stderr
+        assert "booting" not in again.stderr  # the running VMs were kept
+
+        # beyond the mirror there is no internet here: a clear failure naming the host, not a hang
+        t0 = time.monotonic()
+        net = labctl("up", "-t", t, "--tags", "kube_packages", *knobs, home=qhome, timeout=900)
+        assert net.returncode != 0
+        last = net.stderr.strip().splitlines()[-1]
+        assert "pkgs.k8s.io" in last, last
+        assert time.monotonic() - t0 < 600
+    finally:
+        t0 = time.monotonic()
+        d = labctl("down", "-t", t, home=qhome, timeout=600)
+        took = time.monotonic() - t0
+    assert d.returncode == 0, d.stderr
+    assert "reset (qemu)" in d.stderr  # the reset role ran for real on the VMs
+    assert residue(qhome, "qreal") == []
+    # the reset role runs over SSH on TCG guests: minutes here (173 s measured), not a hang
+    assert took < 600, took
+
+
+def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
+    """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
+    VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""
+    t = topology(tmp_path, "qrender")
+    out = tmp_path / "lab"
+    labctl("render", "-t", t, "-o", out, home=qhome, check=True)
+    inv = yaml.safe_load((out / "ansible-inventory.yml").read_text())
+    cp = inv["all"]["children"]["kube_control_plane"]["hosts"]["qrender-cp"]
+    assert cp["ansible_user"] == "labctl" and cp["ansible_become"] is True
+    assert cp["ansible_ssh_private_key_file"] == str(out / "ssh" / "id_ed25519")
+    proxy = inv["all"]["vars"]["kube_proxy"]
+    assert proxy["http"] == proxy["https"] == f"http://{LAN}.254:3143"
+    assert f"{LAN}.11" in proxy["no_proxy"].split(",")
+    assert f"IdentityFile {out / 'ssh' / 'id_ed25519'}" in (out / "ssh" / "ssh_config").read_text()
