@@ -221,7 +221,7 @@ def test_trace_to_an_outside_address_is_refused_before_connecting(monkeypatch):
                 ]
             }
 
-    monkeypatch.setattr(trace, "NodeShell", lambda *a, **k: pytest.fail("connected"))
+    monkeypatch.setattr(trace.live, "NodeShell", lambda *a, **k: pytest.fail("connected"))
     for dst in ("8.8.8.8", "10.57.22.99", "192.168.9.9"):
         with pytest.raises(UsageError, match="is not an address of lab acc"):
             trace.trace(Lab(), "pod-a", dst)
