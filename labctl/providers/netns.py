@@ -184,16 +184,21 @@ class NetnsProvider(Provider):
                 sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
             sh.run(["ip", "link", "set", veth, "master", br, "up"])
             # one `ip -batch` per node: every step is idempotent, so a second up repeats it unchanged
+            # setting a MAC, even the same one, flushes the device's neighbours (permanent ones too):
+            # only a namespace made before labctl fixed its MACs needs it, and then starts afresh
+            stale_mac = not fresh and _link_mac(ns, nic) != mac
             batch = [
                 "link set lo up",
-                f"link set {nic} address {mac}",
+                *([f"link set {nic} address {mac}"] if stale_mac else []),
                 f"addr replace {n['address']}/{plen} dev {nic}",
                 f"link set {nic} up",
                 # the LAN gateway is the host, whose ip_forward stays 0: nothing leaves through it,
                 # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
                 f"route replace default via {gw} dev {nic}",
             ]
-            batch += _lan_neighbours(ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh)
+            batch += _lan_neighbours(
+                ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh or stale_mac
+            )
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
         # sshd writes its pid file once it listens: wait for all of them at once, not node by node
@@ -388,7 +393,10 @@ class NetnsProvider(Provider):
 
 def _lab_spaces(lab: str) -> list[str]:
     try:
-        return sorted(p.name for p in Path("/run/netns").iterdir() if p.name.startswith(f"lc-{lab}."))
+        # a real namespace is an nsfs mount; a plain file of that name is not a lab's (nor ours to clean)
+        return sorted(
+            p.name for p in Path("/run/netns").iterdir() if p.name.startswith(f"lc-{lab}.") and os.path.ismount(p)
+        )
     except OSError:
         return []
 
@@ -431,7 +439,11 @@ def orphans() -> list[str]:
     from labctl import layout, topology
 
     try:
-        names = {p.name[3:].split(".")[0] for p in Path("/run/netns").iterdir() if p.name.startswith("lc-")}
+        names = {
+            p.name[3:].split(".")[0]
+            for p in Path("/run/netns").iterdir()
+            if p.name.startswith("lc-") and os.path.ismount(p)
+        }
     except OSError:
         return []
     out = []
@@ -549,6 +561,11 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _link_mac(ns: str, dev: str) -> str:
+    p = sh.run(["ip", "-n", ns, "-j", "link", "show", dev], check=False)
+    return (json.loads(p.stdout or "[{}]") or [{}])[0].get("address", "") if p.returncode == 0 else ""
 
 
 def _link_exists(name: str) -> bool:
