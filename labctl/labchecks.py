@@ -53,7 +53,7 @@ def _reach_command(data: dict, spec: dict, node: dict) -> str:
         target = f"$({kubectl} get pod -l {sel} -o jsonpath='{{.items[0].status.podIP}}')"
     else:
         target = shlex.quote(workloads[dst]["ip"] if dst in workloads else addresses[dst])
-    ping = f"ping -c1 -W2 -q {target}"
+    ping = f"ping -c1 -W{2 if cluster else 1} -q {target}"  # as verify pings
     if src not in workloads:
         return ping
     if cluster:
