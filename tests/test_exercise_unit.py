@@ -189,3 +189,10 @@ def test_fail_is_refused_where_the_provider_has_no_faults(provider):
 def test_fault_record_shown():
     st = {"faults": {"a": {"bird": {"pid": 1}, "node": {"pids": [2]}}, "b": {}}}
     assert faults.shown(st) == {"a": "bird,node"}
+
+
+def test_verify_only_checks_on_a_lab_without_checks_is_bad_input(labhome):
+    (labhome / "exnone").mkdir()
+    (labhome / "exnone" / "topology-data.json").write_text(json.dumps(DATA | {"name": "exnone"}))
+    p = labctl("verify", "--name", "exnone", "--only", "checks", home=labhome)
+    assert p.returncode == 2 and "lab exnone has no checks" in p.stderr and len(p.stderr.strip().splitlines()) == 1
