@@ -196,3 +196,23 @@ def test_verify_only_checks_on_a_lab_without_checks_is_bad_input(labhome):
     (labhome / "exnone" / "topology-data.json").write_text(json.dumps(DATA | {"name": "exnone"}))
     p = labctl("verify", "--name", "exnone", "--only", "checks", home=labhome)
     assert p.returncode == 2 and "lab exnone has no checks" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_the_plan_names_impairment_changes_and_reruns_no_play(tmp_path):
+    from labctl import reconcile
+
+    def data(**extra):
+        t = topology.loads(yaml.safe_dump(seed(**extra)))
+        plan = topology.plan(t)
+        return render.topology_data(plan, render.context(plan, LabDir(tmp_path)))
+
+    old = data(impairments=[{"node": "k8s-worker-1", "rate": "10mbit"}, {"node": "k8s-master", "rate": "1mbit"}])
+    new = data(impairments=[{"node": "k8s-worker-1", "rate": "20mbit"}, {"node": "k8s-worker-2", "rate": "1mbit"}])
+    d = reconcile.diff(old, new)
+    assert [(c.op, c.kind, c.name, c.detail) for c in d.changes] == [
+        ("+", "impairment", "k8s-worker-2:ens192", "rate 1mbit"),
+        ("~", "impairment", "k8s-worker-1:ens192", "rate 10mbit -> rate 20mbit"),
+        ("-", "impairment", "k8s-master:ens192", "rate 1mbit cleared"),
+    ]
+    assert all(hosts == [] for hosts in d.hosts.values()) and reconcile.refusal(d, "x") is None
+    assert reconcile.diff(old, old).empty
