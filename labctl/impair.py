@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
 from labctl.nodes import sudo
@@ -19,6 +20,37 @@ PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%?$")
 TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 NO_NETEM = "this kernel has no sch_netem: delay/jitter/loss unavailable; rate works"
+
+
+def netem_on_this_host() -> bool:
+    """Whether this host's kernel has sch_netem: tried for real on the loopback of a throwaway
+    network namespace (gone with the process), which is exact whether netem is a module or built in."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None or shutil.which("tc") is None:
+        return Path("/sys/module/sch_netem").exists()
+    try:
+        p = subprocess.run(
+            ["unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return Path("/sys/module/sch_netem").exists()
+    if p.returncode != 0 and "unknown" not in p.stderr.lower():
+        return Path("/sys/module/sch_netem").exists()  # not root, say: the module is the next best sign
+    return p.returncode == 0
+
+
+def needs_netem(data: dict) -> list[str]:
+    """The topology impairments (node:iface) that need netem (delay, jitter or loss)."""
+    return [
+        f"{i['node']}:{i['interface']}"
+        for i in data.get("impairments") or []
+        if {"delay_ms", "loss_pct"} & i["spec"].keys()
+    ]
 
 
 def _ms(flag: str, v: str) -> float:
@@ -134,3 +166,47 @@ def _rate(bytes_per_s: float) -> str:
         if bits >= f:
             return f"{bits / f:g}{unit}"
     return f"{bits:g}bit"
+
+
+def summary(s: dict) -> str:
+    """A spec as describe() shows the qdiscs it makes, to tell whether a node already has it."""
+    parts = []
+    if "delay_ms" in s:
+        parts.append(f"delay {s['delay_ms']:g}ms" + (f"±{s['jitter_ms']:g}ms" if s.get("jitter_ms") else ""))
+    if "loss_pct" in s:
+        parts.append(f"loss {s['loss_pct']:g}%")
+    if "rate_bit" in s:
+        parts.append(f"rate {_rate(s['rate_bit'] / 8)}")
+    return " ".join(parts)
+
+
+def reconcile(lab_dir, data: dict, previous: list[str]) -> list[str]:
+    """`up`: give every node interface the topology's impairment and clear the ones a previous `up`
+    set that the topology no longer has (impairments set by `labctl impair` are left alone).
+    Returns the impaired NODE:IFACE list to record in the lab state."""
+    from labctl import fanout, nodes
+
+    want = {(i["node"], i["interface"]): i["spec"] for i in data.get("impairments") or []}
+    by_name = {n["name"]: n for n in data["nodes"]}
+    todo: dict[str, list] = {}
+    for (node, iface), s in want.items():
+        todo.setdefault(node, []).append((iface, s))
+    for entry in previous:
+        node, _, iface = entry.partition(":")
+        if (node, iface) not in want and node in by_name:
+            todo.setdefault(node, []).append((iface, None))
+
+    def one(item) -> None:
+        name, items = item
+        n = by_name[name]
+        with nodes.NodeShell(lab_dir, n) as shell:
+            for iface, s in items:
+                _, out, _ = shell.run(sudo(n) + show_command(iface), timeout=15)
+                if s is not None and describe(out) == summary(s):
+                    continue  # already so: a second `up` changes nothing
+                if s is None and not describe(out):
+                    continue
+                apply(shell, n, iface, s)
+
+    fanout.each(one, list(todo.items()))
+    return [f"{node}:{iface}" for node, iface in want]

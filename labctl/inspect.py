@@ -5,7 +5,7 @@ a plausible-looking value such as BGP 0/2."""
 
 from __future__ import annotations
 
-from labctl import impair, output, providers
+from labctl import faults, impair, output, providers
 from labctl import nodes as live
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
@@ -24,10 +24,14 @@ def rows(lab) -> list[dict]:
         for i in (api or {}).get("items", [])
         if i.get("kind") == "Node"
     }
-    return [
+    out = [
         _row(data, node, f, api_labels if api is not None else None)
         for node, f in zip(data["nodes"], facts, strict=True)
     ]
+    broken = faults.shown(lab.state())  # `labctl fail` on purpose, until `repair` or `up`
+    for r in out:
+        r["fault"] = broken.get(r["name"], "")
+    return out
 
 
 def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> dict:
@@ -63,6 +67,7 @@ def format(rows_: list[dict], fmt: str) -> str:
         return output.json_text(rows_)
     # shown only while some node is impaired, so the usual table keeps the seed's columns
     cols = COLUMNS + ["impair"] if any(r.get("impair") for r in rows_) else COLUMNS
+    cols = cols + ["fault"] if any(r.get("fault") for r in rows_) else cols
     if fmt == "csv":
         body = [[cell(r, c) if c in ("labels", "bgp") or r[c] is None else (r[c] or "") for c in cols] for r in rows_]
         return output.csv_text(cols, body)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from labctl import layout, providers, reconcile, render, topology
-from labctl.errors import Interrupted, LabctlError, LockedError, UsageError
+from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.layout import LabDir
 from labctl.progress import Progress
 
@@ -116,7 +116,9 @@ class Lab:
 
     def check(self, topo: topology.Topology) -> list[str]:
         """The provider's checks that need no host access (up's preflight runs them too); warnings."""
-        return providers.get(topo.provider, self).checks(self.new_data(topo))
+        prov, data = providers.get(topo.provider, self), self.new_data(topo)
+        _netem_check(prov, data)
+        return prov.checks(data)
 
     def plan_change(self, topo: topology.Topology, new: dict | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
@@ -162,6 +164,7 @@ class Lab:
             progress.phase("preflight")
             for w in prov.preflight(new):
                 progress.warn(w)
+            _netem_check(prov, new)
             ipip = prov.ipip_supported()
             tunnel = render.tunnel_device(topo.calico.encapsulation, ipip)
             fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
@@ -187,6 +190,11 @@ class Lab:
                 created=self.state().get("created", now()),
             )
             try:
+                if self.state().get("faults"):
+                    from labctl import faults
+
+                    progress.phase("repair faults")
+                    faults.repair_recorded(self, prov, data, progress)  # up repairs, as it does any drift
                 if change.removed_nodes:
                     progress.phase("remove nodes")
                     prov.remove_nodes(old, change.removed_nodes, progress)
@@ -219,6 +227,16 @@ class Lab:
                     sshmux.reap(openers)
                 if check or tags:
                     return self.save_state(phase=self.state().get("phase") if check else "partial")
+                if data.get("impairments") or self.state().get("impairments"):
+                    from labctl import impair
+
+                    progress.phase("impairments")
+                    try:
+                        applied = impair.reconcile(self.dir, data, self.state().get("impairments") or [])
+                    except LabctlError as e:
+                        self.save_state(phase="failed", error=str(e), stopped_at="impairments")
+                        raise
+                    self.save_state(impairments=applied)
                 labels = {n["name"]: n["labels"] for n in data["nodes"]}
                 placement = {w["name"]: w["node"] for w in data["workloads"]}
                 return self.save_state(
@@ -302,6 +320,18 @@ class Lab:
             return name in layout.removed_record().read_text().split()
         except OSError:
             return False
+
+
+def _netem_check(prov, data: dict) -> None:
+    """Refuse topology impairments that need tc netem where the nodes' kernel is known to lack it."""
+    from labctl import impair
+
+    need = impair.needs_netem(data)
+    if need and prov.netem_supported() is False:
+        raise HostError(
+            f"impairments {', '.join(need)}: {impair.NO_NETEM}",
+            "keep only rate in the topology's impairments, or use a kernel with sch_netem",
+        )
 
 
 @contextlib.contextmanager

@@ -103,6 +103,7 @@ def diff(old: dict | None, new: dict) -> Diff:
             d.changes.append(Change("~", "workload", w["name"], f"{o['node']} ({o['ip']}) -> {w['node']} ({w['ip']})"))
     for name in old_w.keys() - {w["name"] for w in new["workloads"]}:
         d.changes.append(Change("-", "workload", name, f"from {old_w[name]['node']}"))
+    d.changes += _impairment_changes(old, new)
     if d.empty:
         return d  # nothing changed: `up` converges everything (and so repairs drift)
     d.removed_nodes = gone + replaced
@@ -123,6 +124,19 @@ def diff(old: dict | None, new: dict) -> Diff:
     d.hosts["wait"] = [n for n in after if n in fresh or {p[0] for p in peers(after[n]) - old_peers[n]} - set(fresh)]
     d.hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
     return d
+
+
+def _impairment_changes(old: dict, new: dict) -> list[Change]:
+    """Topology impairments: applied by `up` after the plays, on their nodes only (no play reruns)."""
+    from labctl import impair
+
+    def by_target(data: dict) -> dict[str, str]:
+        return {f"{i['node']}:{i['interface']}": impair.summary(i["spec"]) for i in data.get("impairments") or []}
+
+    o, n = by_target(old), by_target(new)
+    out = [Change("+", "impairment", k, v) for k, v in n.items() if k not in o]
+    out += [Change("~", "impairment", k, f"{o[k]} -> {v}") for k, v in n.items() if k in o and o[k] != v]
+    return out + [Change("-", "impairment", k, f"{v} cleared") for k, v in o.items() if k not in n]
 
 
 def refusal(d: Diff, lab: str) -> UsageError | None:

@@ -190,7 +190,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
-def topology_data(plan: Plan, ctx: dict) -> dict:
+def _topology_data(plan: Plan, ctx: dict) -> dict:
     t = plan.topology
     return {
         "name": t.name,
@@ -204,6 +204,26 @@ def topology_data(plan: Plan, ctx: dict) -> dict:
             for p in plan.pods
         ],
     } | ({"qemu": t.qemu.model_dump(mode="json")} if t.qemu is not None else {})
+
+
+def topology_data(plan: Plan, ctx: dict) -> dict:
+    return _topology_data(plan, ctx) | _exercise_data(plan.topology)
+
+
+def _exercise_data(t) -> dict:
+    """impairments (node, interface, tc spec) and the lab's own checks, only when the topology has them."""
+    from labctl import impair
+    from labctl.topology import impairment_targets
+
+    out: dict = {}
+    if t.impairments:
+        out["impairments"] = [
+            {"node": node, "interface": iface, "spec": impair.spec(i.delay, i.jitter, i.loss, i.rate)}
+            for i, (node, iface) in zip(t.impairments, impairment_targets(t), strict=True)
+        ]
+    if t.checks:
+        out["checks"] = [c.model_dump(mode="json", exclude_none=True) for c in t.checks]
+    return out
 
 
 def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = True) -> list[Path]:

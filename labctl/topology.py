@@ -157,6 +157,42 @@ class Workload(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
 
 
+class Impairment(_Model):
+    node: str = Field(description="NODE or NODE:IFACE (default: the node's LAN NIC)")
+    delay: str | None = Field(None, description="added delay, e.g. 50ms (tc netem)")
+    jitter: str | None = Field(None, description="delay variation, e.g. 5ms (tc netem; needs delay)")
+    loss: str | None = Field(None, description="random loss, e.g. 5% (tc netem)")
+    rate: str | None = Field(None, description="rate limit, e.g. 10mbit (tc tbf)")
+
+
+class ExecCheck(_Model):
+    node: str
+    command: str = Field(description="a shell command run on the node (as the login user, sudo when not root)")
+
+
+class RouteCheck(_Model):
+    node: str
+    prefix: Network
+    via: str | None = Field(None, description="the next hop: a node name (its tunnel or LAN address) or an IPv4")
+
+
+class BgpCheck(_Model):
+    node: str
+    established: int = Field(description="exactly this many BGP sessions Established")
+
+
+class LabCheck(_Model):
+    name: str
+    exec: ExecCheck | None = Field(None, description="passes when the command exits 0 (and its output matches)")
+    reach: str | None = Field(None, description="'A -> B': A pings B (workload or node names)")
+    route: RouteCheck | None = None
+    bgp: BgpCheck | None = None
+    expect: str | None = Field(None, description="exec: text the output must contain")
+    expect_regex: str | None = Field(None, description="exec: a regular expression the output must match")
+    wait: float = Field(0, description="seconds to wait before the first try")
+    retries: int = Field(0, description="tries after a failing one, 1 s apart")
+
+
 class Topology(_Model):
     name: str = Field(description="lab name: ^[a-z][a-z0-9-]{0,19}$")
     provider: ProviderName = Field("netns", description="how the nodes exist: " + " | ".join(providers.NAMES))
@@ -168,6 +204,8 @@ class Topology(_Model):
     workloads: list[Workload] | None = Field(None, description="default: one pod per node")
     proxy: Proxy | None = Field(None, description="vm: HTTP(S) proxy for apt and containerd")
     qemu: Qemu | None = Field(None, description="provider qemu: image, acceleration, vCPUs and memory per role")
+    impairments: list[Impairment] | None = Field(None, description="tc netem/tbf on node interfaces, applied by up")
+    checks: list[LabCheck] | None = Field(None, description="the lab's own checks, run by `labctl verify`")
 
     @property
     def gateway(self) -> IPv4Address:
@@ -233,8 +271,8 @@ def _model_at(path: tuple) -> type[BaseModel] | None:
             model = Node if name == "nodes" else Ssh
             i += 2 if name == "nodes" else 1
             continue
-        if name == "workloads":
-            model = Workload
+        if name in ("workloads", "impairments", "checks"):
+            model = {"workloads": Workload, "impairments": Impairment, "checks": LabCheck}[name]
             i += 2
             continue
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
@@ -572,7 +610,108 @@ def check(t: Topology) -> list[Problem]:
         + _node_problems(t)
         + _workload_problems(t)
         + _qemu_problems(t)
+        + _impairment_problems(t)
+        + _lab_check_problems(t)
     )
+
+
+def impairment_targets(t: Topology) -> list[tuple[str, str]]:
+    """(node, interface) of each impairment, the interface defaulting to the node's LAN NIC."""
+    out = []
+    for imp in t.impairments or []:
+        node, _, iface = imp.node.partition(":")
+        n = t.nodes.get(node)
+        out.append((node, iface or (n.interface or t.defaults.interface if n else "")))
+    return out
+
+
+def _impairment_problems(t: Topology) -> list[Problem]:
+    from labctl import impair
+    from labctl.errors import UsageError
+
+    out, seen = [], set()
+    for i, (imp, (node, iface)) in enumerate(zip(t.impairments or [], impairment_targets(t), strict=True)):
+        path = ("impairments", i)
+        n = t.nodes.get(node)
+        if n is None:
+            out.append(Problem(path + ("node",), f"{node!r} is not a node of this lab", f"nodes: {_some(t.nodes)}"))
+            continue
+        # what exists on every node: its LAN NIC and the tunnel device (labctl picks one per kernel)
+        known = [n.interface or t.defaults.interface, "vxlan.calico", "tunl0"]
+        if iface not in known:
+            out.append(
+                Problem(path + ("node",), f"no interface {iface!r} on {node}", f"interfaces: {', '.join(known)}")
+            )
+        if (node, iface) in seen:
+            out.append(Problem(path + ("node",), f"{node}:{iface} is impaired twice", "one entry per interface"))
+        seen.add((node, iface))
+        try:
+            impair.spec(imp.delay, imp.jitter, imp.loss, imp.rate)
+        except UsageError as e:
+            # the CLI's words, without its option dashes, at the field they name
+            msg = e.message.replace("--", "")
+            field = msg.split(" ")[0]
+            out.append(Problem(path + ((field,) if field in Impairment.model_fields else ()), msg, e.hint))
+    return out
+
+
+def _some(names) -> str:
+    names = list(names)
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _lab_check_problems(t: Topology) -> list[Problem]:
+    out, names = [], set()
+    pods = {w.name for w in _workloads(t)}
+    for i, c in enumerate(t.checks or []):
+        path = ("checks", i)
+        if not c.name.strip():
+            out.append(Problem(path + ("name",), "must not be empty", None))
+        if c.name in names:
+            out.append(Problem(path + ("name",), f"check {c.name!r} is declared twice", None))
+        names.add(c.name)
+        kinds = [k for k in ("exec", "reach", "route", "bgp") if getattr(c, k) is not None]
+        if len(kinds) != 1:
+            out.append(Problem(path, f"a check needs exactly one of exec, reach, route, bgp (has {len(kinds)})", None))
+        for k in ("exec", "route", "bgp"):
+            sub = getattr(c, k)
+            if sub is not None and sub.node not in t.nodes:
+                out.append(
+                    Problem(path + (k, "node"), f"{sub.node!r} is not a node of this lab", f"nodes: {_some(t.nodes)}")
+                )
+        if c.reach is not None:
+            ends = [x.strip() for x in c.reach.split("->")]
+            if len(ends) != 2 or not all(ends):
+                out.append(Problem(path + ("reach",), f"{c.reach!r} is not 'A -> B'", "e.g. pod-a -> pod-b"))
+            else:
+                for end in ends:
+                    if end not in pods and end not in t.nodes:
+                        out.append(
+                            Problem(
+                                path + ("reach",),
+                                f"{end!r} is neither a workload nor a node of this lab",
+                                f"workloads: {_some(sorted(pods))}",
+                            )
+                        )
+        if c.route is not None and c.route.via is not None and c.route.via not in t.nodes:
+            try:
+                IPv4Address(c.route.via)
+            except ValueError:
+                out.append(Problem(path + ("route", "via"), f"{c.route.via!r} is neither a node nor an IPv4", None))
+        if (c.expect is not None or c.expect_regex is not None) and c.exec is None:
+            out.append(Problem(path, "expect/expect_regex apply to exec checks only", None))
+        if c.expect_regex is not None:
+            try:
+                re.compile(c.expect_regex)
+            except re.error as e:
+                out.append(Problem(path + ("expect_regex",), f"not a regular expression: {e}", None))
+        if not 0 <= c.wait <= 600:
+            out.append(Problem(path + ("wait",), f"{c.wait} is out of range", "0..600 seconds"))
+        if not 0 <= c.retries <= 100:
+            out.append(Problem(path + ("retries",), f"{c.retries} is out of range", "0..100"))
+        if c.bgp is not None and c.bgp.established < 0:
+            out.append(Problem(path + ("bgp", "established"), "must not be negative", None))
+    return out
 
 
 def _qemu_problems(t: Topology) -> list[Problem]:

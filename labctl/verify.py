@@ -343,15 +343,21 @@ def _ping_checks(v: View) -> list[Check]:
     return out
 
 
-def run_checks(lab) -> list[Check]:
-    return evaluate(*collect(lab))
+def run_checks(lab, only: str | None = None) -> list[Check]:
+    """The built-in checks, then the topology's own (`checks:`); only: "builtin" or "checks"."""
+    out = [] if only == "checks" else evaluate(*collect(lab))
+    if only != "builtin":
+        from labctl import labchecks
+
+        out += labchecks.run(lab)
+    return out
 
 
-def verify(lab, wait: float = 5.0) -> list[Check]:
+def verify(lab, wait: float = 5.0, only: str | None = None) -> list[Check]:
     """Checks, repeated until all pass or `wait` seconds are over (BGP may still be converging)."""
     deadline = time.monotonic() + wait
     while True:
-        checks = run_checks(lab)
+        checks = run_checks(lab, only)
         if all(c.ok for c in checks) or time.monotonic() >= deadline:
             return checks
         time.sleep(0.5)

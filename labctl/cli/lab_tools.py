@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import signal
 import sys
 from pathlib import Path
@@ -108,3 +109,33 @@ def impair(
         imp.apply(shell, n, iface, s)
         _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))
     typer.echo(f"{node_name}:{iface}: {imp.describe(out) or 'no impairment'}")
+
+
+class FaultKind(enum.StrEnum):
+    bird = "bird"
+    link = "link"
+    node = "node"
+
+
+@command()
+def fail(
+    node: Annotated[str, typer.Argument(help="the node to break")],
+    kind: Annotated[FaultKind, typer.Argument(help="bird: stop its BIRD; link: its LAN NIC down; node: freeze it")],
+    name: NameOpt = None,
+) -> None:
+    """Break a node on purpose and watch the network react (`labctl bgp`, `verify`); `repair` or `up` undoes it."""
+    from labctl import faults
+
+    typer.echo(faults.fail(find_lab(name, None), node, kind.value))
+
+
+@command()
+def repair(
+    node: Annotated[str, typer.Argument(help="the node to repair")],
+    kind: Annotated[FaultKind | None, typer.Argument(help="bird | link | node (default: what `fail` broke)")] = None,
+    name: NameOpt = None,
+) -> None:
+    """Undo `labctl fail` on a node (BIRD started again, NIC up, processes continued)."""
+    from labctl import faults
+
+    typer.echo(faults.repair(find_lab(name, None), node, kind.value if kind else None))

@@ -17,6 +17,11 @@ class GraphFormat(enum.StrEnum):
     svg = "svg"
 
 
+class VerifyOnly(enum.StrEnum):
+    builtin = "builtin"
+    checks = "checks"
+
+
 class TraceFormat(enum.StrEnum):
     text = "text"
     json = "json"
@@ -41,12 +46,18 @@ def verify(
     topology_file: TopologyOpt = None,
     format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
     wait: Annotated[float, typer.Option(min=0, help="retry failing checks for up to this many seconds")] = 5.0,
+    only: Annotated[
+        VerifyOnly | None, typer.Option("--only", help="builtin: labctl's checks; checks: the topology's `checks:`")
+    ] = None,
 ) -> None:
-    """Check SSH, BGP, routes, VTEPs, node names, labels, placement, pod routes and ping; exit 0 only if all pass."""
+    """Check SSH, BGP, routes, VTEPs, node names, labels, placement, pod routes and ping, then the
+    topology's own `checks:`; exit 0 only if all pass."""
     from labctl import verify as v
 
     lab = find_lab(name, topology_file)
-    checks = v.verify(lab, wait=wait)
+    if only is VerifyOnly.checks and not lab.data().get("checks"):
+        raise UsageError(f"lab {lab.name} has no checks", "add a `checks:` list to its topology and run `labctl up`")
+    checks = v.verify(lab, wait=wait, only=only.value if only else None)
     typer.echo(v.format(checks, format.value))
     if not all(c.ok for c in checks):
         raise typer.Exit(1)

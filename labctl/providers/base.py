@@ -51,6 +51,11 @@ class Provider:
     def ipip_supported(self) -> bool:
         return True
 
+    def netem_supported(self) -> bool | None:
+        """Whether the nodes' kernel has tc netem (delay/jitter/loss); None: not known before the
+        nodes are reached (then `labctl impair`/`up` find out on the node and say so)."""
+        return None
+
     def bootstrap(self, data: dict, progress) -> dict:
         """Make the nodes exist and answer SSH; returns pids per node worth recording."""
         return {}
@@ -77,3 +82,18 @@ class Provider:
     def birdc(self, node: dict) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
         raise NotImplementedError
+
+    # -- faults on purpose (`labctl fail` / `repair`) ----------------------------------------
+
+    fault_kinds: tuple[str, ...] = ()  # what `labctl fail` can do to this provider's nodes
+
+    def fail(self, data: dict, node: dict, kind: str) -> dict:
+        """Break `kind` (bird | link | node) on the node; returns what repair needs (pids, ...)."""
+        raise UsageError(
+            f"`labctl fail {kind}` is not supported for the {self.name} provider",
+            "faults on purpose work on netns labs; on VMs stop calico-node or the NIC by hand (`labctl ssh`)",
+        )
+
+    def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
+        """Undo fail(kind) (`record` is what fail returned, {} if unknown); a no-op where nothing is broken."""
+        raise UsageError(f"`labctl repair {kind}` is not supported for the {self.name} provider")

@@ -145,6 +145,25 @@ class NetnsProvider(Provider):
             return True
         return shutil.which("modprobe") is not None and sh.ok(["modprobe", "-n", "-q", "ipip"])
 
+    def netem_supported(self) -> bool | None:
+        from labctl import impair
+
+        return impair.netem_on_this_host()  # the nodes are namespaces: this host's kernel is theirs
+
+    # -- faults on purpose: labctl/providers/netns_faults.py ----------------------------------
+
+    fault_kinds = ("bird", "link", "node")
+
+    def fail(self, data: dict, node: dict, kind: str) -> dict:
+        from labctl.providers import netns_faults
+
+        return netns_faults.fail(self, data, node, kind)
+
+    def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
+        from labctl.providers import netns_faults
+
+        netns_faults.repair(self, data, node, kind, record)
+
     # -- bring up --------------------------------------------------------------------------
 
     def bootstrap(self, data: dict, progress) -> dict:
