@@ -5,7 +5,7 @@ a plausible-looking value such as BGP 0/2."""
 
 from __future__ import annotations
 
-from labctl import impair, output, providers
+from labctl import impair, output, providers, routers
 from labctl import nodes as live
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
@@ -24,10 +24,12 @@ def rows(lab) -> list[dict]:
         for i in (api or {}).get("items", [])
         if i.get("kind") == "Node"
     }
-    return [
+    out = [
         _row(data, node, f, api_labels if api is not None else None)
         for node, f in zip(data["nodes"], facts, strict=True)
     ]
+    got = routers.read_all(lab, data)  # lab routers (`networks:`) are listed after the nodes
+    return out + [routers.inspect_row(r, got[r["name"]]) for r in data.get("routers", [])]
 
 
 def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> dict:

@@ -10,9 +10,8 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 
-from labctl import bird, fanout, iproute, output, providers
+from labctl import iproute, output, providers, routers
 from labctl import nodes as live
-from labctl.errors import LabctlError
 
 WORKLOAD_LABEL = "labctl.io/workload"
 
@@ -91,29 +90,8 @@ def collect(lab) -> tuple[dict, Observed]:
         )
     facts = {f.name: f for f in live.gather_lab(lab, data, extra, names=True)}
     pings = {k: v for f in facts.values() for k, v in f.extra.items()}
-    routers = dict(
-        zip(
-            [r["name"] for r in data.get("routers", [])],
-            fanout.each(lambda r: _read_router(lab, r), data.get("routers", [])),
-            strict=True,
-        )
-    )
-    return data, Observed(facts, data["workloads"], pings, routers=routers)
-
-
-def _read_router(lab, r: dict) -> dict:
-    """A lab router's kernel routes and, when it speaks BGP, its sessions."""
-    prov = providers.get("netns")
-    try:
-        with live.NodeShell(lab.dir, r) as s:
-            rc, out, err = s.run("ip -j -4 route show")
-            got = {"routes": iproute.loads(out), "sessions": None, "error": ""}
-            if r.get("asn") is not None:
-                rc, out, err = s.run(f"{prov.birdc(r)} show protocols")
-                got["sessions"] = bird.sessions(out) if bird.running(out) else []
-            return got
-    except LabctlError as e:
-        return {"routes": [], "sessions": None, "error": str(e)}
+    routers_read = routers.read_all(lab, data)
+    return data, Observed(facts, data["workloads"], pings, routers=routers_read)
 
 
 def _collect_cluster(lab, data: dict) -> Observed:

@@ -207,6 +207,10 @@ def test_rk_ipip_cross_subnet_with_tor():
         assert not any(h["kind"] == "encap" for h in t["hops"]) and t["reached"]
         route = next(h for h in t["hops"] if h["kind"] == "route" and h["at"] == "k8s-worker-1")
         assert "same subnet (rack-a): native under IPIPCrossSubnet" in route["why"]
+        rows = {r["name"]: r for r in json.loads(lab.run("inspect", "--format", "json").stdout)}
+        assert rows["core"]["role"] == "router" and rows["core"]["physical_ip"] == "10.140.1.254/24,10.140.2.254/24"
+        assert rows["core"]["bgp"]["established"] == 3 and rows["k8s-worker-2"]["bgp"]["established"] == 1
+        assert lab.run("exec", "core", "--", "hostname").stdout.strip() == "core"
         bgp = json.loads(lab.run("bgp", "core", "--format", "json").stdout)[0]
         assert {s["peer_node"] for s in bgp["sessions"]} == {"k8s-master", "k8s-worker-1", "k8s-worker-2"}
         assert {s["peer_as"] for s in bgp["sessions"]} == {"65001", "65002"}
