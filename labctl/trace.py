@@ -271,6 +271,8 @@ class _Trace:
             return None
         under = self.sh.json(cur, f"ip -j route get {outer}")[0]
         lan = self.data["network"]["lan"]
+        if node.get("network"):  # `networks:`: the node's own network
+            lan = self.data["networks"][node["network"]]["lan"]
         text = f"outer packet {node['address']} -> {outer} out {under.get('dev', '')}"
         if under.get("gateway") in self.router_addr:
             r = self.router_addr[under["gateway"]]
