@@ -211,6 +211,9 @@ def test_rk_ipip_cross_subnet_with_tor():
         assert rows["core"]["role"] == "router" and rows["core"]["physical_ip"] == "10.140.1.254/24,10.140.2.254/24"
         assert rows["core"]["bgp"]["established"] == 3 and rows["k8s-worker-2"]["bgp"]["established"] == 1
         assert lab.run("exec", "core", "--", "hostname").stdout.strip() == "core"
+        graph = lab.run("graph", "--format", "mermaid").stdout
+        assert 'lan0(("rack-a 10.140.1.0/24"))' in graph and 'lan1(("rack-b 10.140.2.0/24"))' in graph
+        assert "lan0 --- n3" in graph and "lan1 --- n3" in graph  # core, the fourth row, sits on both
         bgp = json.loads(lab.run("bgp", "core", "--format", "json").stdout)[0]
         assert {s["peer_node"] for s in bgp["sessions"]} == {"k8s-master", "k8s-worker-1", "k8s-worker-2"}
         assert {s["peer_as"] for s in bgp["sessions"]} == {"65001", "65002"}
