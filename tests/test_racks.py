@@ -268,3 +268,17 @@ def test_rk_no_encapsulation_needs_the_router_to_know_the_blocks():
         assert "only bgp: tor" in rr["detail"]
         assert not v["checks"][("ping", "pod-a->pod-b")]["ok"]
         assert v["checks"][("ping", "pod-a->pod-m")]["ok"]  # same rack: no router on the way
+
+
+def test_bgp_none_disables_calico_bgp_in_the_operator_resources(tmp_path):
+    seed = (ROOT / "inventories" / "seed" / "topology.yml").read_text()
+    f = tmp_path / "t.yml"
+    f.write_text(seed.replace("encapsulation: IPIP ", "encapsulation: VXLAN ").replace("asn: 64512", "bgp: none"))
+    labctl("render", "-t", f, "-o", tmp_path / "lab", check=True)
+    assert "    bgp: Disabled\n" in (tmp_path / "lab" / "calico" / "custom-resources.yaml").read_text()
+    data = json.loads((tmp_path / "lab" / "topology-data.json").read_text())
+    assert data["calico"]["bgp"] == "none" and data["calico"]["felix"] is True
+    assert all(n["peers"] == [] for n in data["nodes"])
+    master = data["nodes"][0]
+    assert master["felix_routes"][0] == "blackhole 192.168.0.0/24 proto 80"
+    assert "192.168.1.0/24 via 192.168.1.1 dev vxlan.calico onlink proto 80" in master["felix_routes"]
