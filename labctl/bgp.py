@@ -61,7 +61,8 @@ def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
     data = lab.data()
     nodes = data["nodes"]
     if node_name is not None:
-        nodes = [n for n in nodes if n["name"] == node_name]
+        # a lab router (`networks:`) answers too: `labctl bgp core`
+        nodes = [n for n in nodes + data.get("routers", []) if n["name"] == node_name]
         if not nodes:
             raise UsageError(
                 f"no node {node_name!r} in lab {lab.name}", f"nodes: {', '.join(n['name'] for n in data['nodes'])}"
@@ -71,12 +72,18 @@ def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
     rows = fanout.each(lambda n: node_row(lab.dir, n, prov.birdc(n), protocols), nodes)
     # name the peer's lab node too, so a reader need not map addresses to nodes by hand
     by_addr = {n["address"]: n["name"] for n in data["nodes"]}
+    by_addr |= {i["address"]: r["name"] for r in data.get("routers", []) for i in r["interfaces"]}
     for r in rows:
         for s in r["sessions"]:
             s["peer_node"] = by_addr.get(s["peer_address"], "")
         for x in r["routes"]:
             x["peer_node"] = by_addr.get(x["peer_address"], "")
     return rows
+
+
+def _type(s: dict) -> str:
+    # ToR sessions are eBGP: the peer's AS is the lesson (AS per rack)
+    return f"{s['type']} (eBGP, AS {s['peer_as']})" if s["type"] == "tor" and s.get("peer_as") else s["type"]
 
 
 def format(rows: list[dict], fmt: str) -> str:
@@ -95,7 +102,7 @@ def format(rows: list[dict], fmt: str) -> str:
             parts.append("")
             continue
         sess = [
-            [s["name"], s["peer_address"], s["type"], s["state"], s["since"], s["info"] or "-"] for s in r["sessions"]
+            [s["name"], s["peer_address"], _type(s), s["state"], s["since"], s["info"] or "-"] for s in r["sessions"]
         ]
         parts.append(output.indent(output.table(["SESSION", "PEER", "TYPE", "STATE", "SINCE", "INFO"], sess)))
         rts = [

@@ -55,11 +55,14 @@ def session_type(name: str, description: str = "") -> str:
         return "mesh"
     if "rr" in name.lower().split("_") or "reflector" in description.lower():
         return "rr"
+    if description.startswith("ToR"):  # labctl's ToR sessions (bgp: tor): node <-> its rack's router
+        return "tor"
     return "peer"
 
 
 _DETAIL_KEYS = {
     "Neighbor address": "peer_address",
+    "Neighbor AS": "peer_as",
     "Description": "description",
     "BGP state": "bgp_state",
     "Last error": "last_error",
@@ -80,6 +83,7 @@ def protocols_all(text: str) -> list[dict]:
             if m and m[2] == "BGP":
                 cur = {"name": m[1], "type": "", "peer_address": "", "description": "", "state": m[4]}
                 cur |= {"since": m[5], "info": m[6], "bgp_state": m[6].split()[0] if m[6] else "", "last_error": ""}
+                cur["peer_as"] = ""
                 out.append(cur)
             continue
         key, sep, value = line.strip().partition(":")

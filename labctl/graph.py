@@ -34,22 +34,35 @@ def _label(r: dict) -> str:
     return head + f"\\n{shown(r['tunnel_device'])} {shown(r['tunnel_ip'])}" + (f"\\n{labels}" if labels else "")
 
 
+def _lans(data: dict, rows: list[dict]) -> tuple[dict, dict]:
+    """LAN id -> its label, and row -> the LANs it sits on: one per network with `networks:` (a router
+    sits on several), else the one LAN."""
+    nets = data.get("networks")
+    if not nets:
+        return {"lan": f"LAN {data['network']['lan']}"}, {r["name"]: ["lan"] for r in rows}
+    ids = {name: f"lan{i}" for i, name in enumerate(nets)}
+    on = {n["name"]: [ids[n["network"]]] for n in data["nodes"]}
+    on |= {r["name"]: [ids[i["network"]] for i in r["interfaces"]] for r in data.get("routers", [])}
+    return {ids[k]: f"{k} {v['lan']}" for k, v in nets.items()}, on
+
+
 def render(data: dict, rows: list[dict], fmt: str) -> str:
     ids = {r["name"]: f"n{i}" for i, r in enumerate(rows)}
-    lan = data["network"]["lan"]
+    lans, on = _lans(data, rows)
     if fmt == "dot":
-        out = ["graph lab {", '  node [shape=box, fontname="monospace"];', f'  lan [shape=ellipse, label="LAN {lan}"];']
+        out = ["graph lab {", '  node [shape=box, fontname="monospace"];']
+        out += [f'  {k} [shape=ellipse, label="{v}"];' for k, v in lans.items()]
         for r in rows:
             out.append(f'  {ids[r["name"]]} [label="{_label(r)}"];')
-            out.append(f"  lan -- {ids[r['name']]} [color=gray];")
+            out += [f"  {lan} -- {ids[r['name']]} [color=gray];" for lan in on.get(r["name"], [])]
         for a, b, state in edges(data, rows):
             color = "green" if state == "Established" else "red"
             out.append(f'  {ids[a]} -- {ids[b]} [label="BGP {state}", color={color}, style=dashed];')
         return "\n".join(out + ["}"])
-    out = ["graph TD", f'  lan(("LAN {lan}"))']
+    out = ["graph TD"] + [f'  {k}(("{v}"))' for k, v in lans.items()]
     for r in rows:
         out.append(f'  {ids[r["name"]]}["{_label(r).replace(chr(92) + "n", "<br/>")}"]')
-        out.append(f"  lan --- {ids[r['name']]}")
+        out += [f"  {lan} --- {ids[r['name']]}" for lan in on.get(r["name"], [])]
     for a, b, state in edges(data, rows):
         out.append(f'  {ids[a]} -. "BGP {state}" .- {ids[b]}')
     return "\n".join(out)

@@ -5,7 +5,7 @@ a plausible-looking value such as BGP 0/2."""
 
 from __future__ import annotations
 
-from labctl import faults, impair, output, providers
+from labctl import faults, impair, output, providers, routers
 from labctl import nodes as live
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
@@ -31,7 +31,8 @@ def rows(lab) -> list[dict]:
     broken = faults.shown(lab.state())  # `labctl fail` on purpose, until `repair` or `up`
     for r in out:
         r["fault"] = broken.get(r["name"], "")
-    return out
+    got = routers.read_all(lab, data)  # lab routers (`networks:`) are listed after the nodes
+    return out + [routers.inspect_row(r, got[r["name"]]) for r in data.get("routers", [])]
 
 
 def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> dict:

@@ -6,6 +6,7 @@ valid YAML), so no topology string can add keys or documents.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -76,6 +77,11 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
     t = plan.topology
     kind = providers.kind(t.provider)
     reach = {n.name: access.for_node(kind(), n.ssh, lab, t.name) for n in plan.nodes}
+    if t.networks:  # each node is reached through its own network's bridge
+        reach = {
+            n.name: dataclasses.replace(reach[n.name], bridge=kind().network_bridge(t.name, n.network))
+            for n in plan.nodes
+        }
     tunnel = tunnel_device(t.calico.encapsulation, ipip)
     # CrossSubnet: every node here shares one LAN, so routes go straight over it
     cross = t.calico.encapsulation.endswith("CrossSubnet")
@@ -93,6 +99,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 "labels": n.labels,
                 "base_labels": base_labels(n.name, n.role),
                 "ssh": reach[n.name].to_data(),
+                **({"network": n.network} if n.network is not None else {}),
                 "dir": str(lab.node_dir(n.name)),
                 "bird_socket": str(lab.bird_socket(n.name)),
                 "pods": [
@@ -110,7 +117,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         implied = [
             "localhost",
             "127.0.0.1",
-            str(t.network.lan),
+            *([str(t.network.lan)] if t.network is not None else [str(x.lan) for x in t.lans.values()]),
             str(t.kubernetes.pod_subnet),
             str(t.kubernetes.service_subnet),
             ".svc",
@@ -123,6 +130,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             "no_proxy": ",".join(dict.fromkeys(implied + list(proxy_cfg.no_proxy))),
         }
     _peers(nodes, set(t.calico.route_reflectors))
+    routers = _racks(t, kind, lab, nodes, ipip) if t.networks or t.calico.bgp is not None else []
     for n in nodes:
         # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
         rr = {"route-reflector": "true"} if n["route_reflector"] and kind.route_reflector_label else {}
@@ -137,8 +145,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         "lab_dir": str(lab.root),
         "paths": lab,
         "t": t,
-        "lan": str(t.network.lan),
-        "lan_prefixlen": t.network.lan.prefixlen,
+        "lan": str(t.network.lan) if t.network is not None else ",".join(str(x.lan) for x in t.lans.values()),
         "gateway": str(t.gateway),
         "pool": str(t.pool),
         "nodes": nodes,
@@ -150,6 +157,8 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             for n in nodes
         ],
         "tunnel_device": tunnel,
+        "routers": routers,
+        "felix": felix_programs(t, ipip),
         "route_mode": "direct" if tunnel is None or cross else tunnel,
         "k8s_version": k8s_version(t.kubernetes.version),
         "cri_socket": CRI_SOCKET,
@@ -177,6 +186,137 @@ def _peers(nodes: list[dict], reflectors: set[str]) -> None:
         n["peers"] = peers
 
 
+def felix_programs(t, ipip: bool) -> bool:
+    """VXLAN routes come from Felix (proto 80), not BIRD, as in Calico; IPIP emulated on vxlan.calico stays
+    BIRD's. Single-LAN labs that do not choose a `calico.bgp` keep labctl's former BIRD-programmed VXLAN."""
+    return t.calico.encapsulation.startswith("VXLAN") and (bool(t.networks) or t.calico.bgp is not None)
+
+
+def encapsulates(encapsulation: str, same_network: bool) -> bool:
+    """Calico's rule: IPIP/VXLAN always; the CrossSubnet modes only towards another network; None never."""
+    if encapsulation == "None":
+        return False
+    return not (encapsulation.endswith("CrossSubnet") and same_network)
+
+
+def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
+    """With `networks` or a chosen `calico.bgp`: each node's network, gateway, AS, BGP peers (tor, none),
+    what programs its pod routes (BIRD's kernel filter per block, or Felix's routes), and the routers."""
+    lans = t.lans
+    design = t.calico.design
+    enc = t.calico.encapsulation
+    felix = felix_programs(t, ipip)
+    tunnel = tunnel_device(enc, ipip)
+    gw_router = {}  # network -> (router, its asn)
+    for r, router in (t.routers or {}).items():
+        for net, addr in router.interfaces.items():
+            if net in lans and addr == lans[net].gateway:
+                gw_router[net] = (r, router.asn)
+    for n in nodes:
+        net = n.get("network")
+        lan = lans.get(net) if net else None
+        if lan is not None:
+            n["gateway"] = str(lan.gateway)
+            n["lans"] = [{"lan": str(x.lan), "via": str(lan.gateway)} for x in lans.values() if x is not lan]
+        n["asn"] = lan.asn if design == "tor" and lan is not None else t.calico.asn
+        if design == "none":
+            n["peers"] = []
+        elif design == "tor" and lan is not None and net in gw_router:
+            r, asn = gw_router[net]
+            gw = str(lan.gateway)
+            n["peers"] = [
+                {"name": r, "address": gw, "protocol": "Node_" + gw.replace(".", "_"), "type": "tor", "asn": asn}
+            ]
+        n["kernel"] = "felix" if felix else []
+        routes = [f"blackhole {n['block']} proto 80"]
+        for o in nodes:
+            if o is n:
+                continue
+            same = o.get("network") == net
+            native = not encapsulates(enc, same)
+            if felix:
+                routes.append(
+                    f"{o['block']} via {o['address']} dev {n['interface']} proto 80"
+                    if native
+                    else f"{o['block']} via {o['tunnel_ip']} dev vxlan.calico onlink proto 80"
+                )
+            elif native:
+                n["kernel"].append({"block": o["block"], "action": "accept;"})
+            elif tunnel == "tunl0":
+                action = f'ifname = "tunl0"; onlink = true; gw = {o["address"]}; accept;'
+                n["kernel"].append({"block": o["block"], "action": action})
+            else:
+                action = f'ifname = "vxlan.calico"; onlink = true; gw = {o["tunnel_ip"]}; accept;'
+                n["kernel"].append({"block": o["block"], "action": action})
+        if felix:
+            n["felix_routes"] = routes
+    out = []
+    for r, router in (t.routers or {}).items():
+        ifaces = [
+            {
+                "network": net,
+                "ifname": net,
+                "address": str(addr),
+                "prefixlen": lans[net].lan.prefixlen,
+                "bridge": kind().network_bridge(t.name, net),
+                "host": str(lans[net].host),
+            }
+            for net, addr in router.interfaces.items()
+        ]
+        first = ifaces[0]
+        reach = dataclasses.replace(
+            access.for_node(kind(), t.defaults.ssh, lab, t.name), bridge=first["bridge"]
+        ).to_data()
+        out.append(
+            {
+                "name": r,
+                "role": "router",
+                "address": first["address"],
+                "interface": first["ifname"],
+                "asn": router.asn,
+                "interfaces": ifaces,
+                "ssh": reach,
+                "dir": str(lab.node_dir(r)),
+                "bird_socket": str(lab.bird_socket(r)),
+                "pods": [],
+                "peers": [],
+            }
+        )
+    by_name = {x["name"]: x for x in out}
+    for x in out:
+        if x["asn"] is None:
+            continue
+        mine = {i["network"]: i["address"] for i in x["interfaces"]}
+        for n in nodes:
+            if design == "tor" and n.get("network") in mine and gw_router.get(n["network"], ("",))[0] == x["name"]:
+                x["peers"].append(
+                    {
+                        "name": n["name"],
+                        "address": n["address"],
+                        "protocol": "Node_" + n["address"].replace(".", "_"),
+                        "type": "tor-client",
+                        "asn": n["asn"],
+                        "local": mine[n["network"]],
+                    }
+                )
+        for y in out:
+            shared = [i for i in y["interfaces"] if i["network"] in mine]
+            if y is x or y["asn"] is None or not shared:
+                continue
+            addr = shared[0]["address"]
+            x["peers"].append(
+                {
+                    "name": y["name"],
+                    "address": addr,
+                    "protocol": "Router_" + addr.replace(".", "_"),
+                    "type": "router",
+                    "asn": by_name[y["name"]]["asn"],
+                    "local": mine[shared[0]["network"]],
+                }
+            )
+    return out
+
+
 def pod_netns(lab: str, node: str, pod: str) -> str:
     # per node: a workload moving between nodes never meets its old namespace's name
     return f"lc-{lab}.{node}.{pod}"
@@ -192,18 +332,35 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 def _topology_data(plan: Plan, ctx: dict) -> dict:
     t = plan.topology
-    return {
-        "name": t.name,
-        "provider": t.provider,
-        "network": {"lan": ctx["lan"], "gateway": ctx["gateway"]},
-        "kubernetes": t.kubernetes.model_dump(mode="json"),
-        "calico": t.calico.model_dump(mode="json") | {"pool": ctx["pool"], "tunnel_device": ctx["tunnel_device"]},
-        "nodes": ctx["nodes"],
-        "workloads": [
-            {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
-            for p in plan.pods
-        ],
-    } | ({"qemu": t.qemu.model_dump(mode="json")} if t.qemu is not None else {})
+    return (
+        {
+            "name": t.name,
+            "provider": t.provider,
+            "network": {"lan": ctx["lan"], "gateway": ctx["gateway"]},
+            "kubernetes": t.kubernetes.model_dump(mode="json"),
+            "calico": t.calico.model_dump(mode="json", exclude={"bgp"})
+            | {"pool": ctx["pool"], "tunnel_device": ctx["tunnel_device"]}
+            | ({"bgp": t.calico.design, "felix": ctx["felix"]} if t.networks or t.calico.bgp is not None else {}),
+            "nodes": ctx["nodes"],
+            "workloads": [
+                {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
+                for p in plan.pods
+            ],
+        }
+        | ({"qemu": t.qemu.model_dump(mode="json")} if t.qemu is not None else {})
+        | _racks_data(t, ctx)
+    )
+
+
+def _racks_data(t, ctx: dict) -> dict:
+    if not t.networks:
+        return {}
+    lans = {
+        name: {"lan": str(x.lan), "gateway": str(x.gateway), "asn": x.asn, "host": str(x.host)}
+        | {"bridge": providers.kind(t.provider)().network_bridge(t.name, name)}
+        for name, x in t.lans.items()
+    }
+    return {"networks": lans, "routers": ctx["routers"]}
 
 
 def topology_data(plan: Plan, ctx: dict) -> dict:
@@ -259,4 +416,7 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     if ctx["emulated"]:
         for n in ctx["nodes"]:
             put(lab.bird_conf(n["name"]), "bird.conf.j2", node=n, others=[p for p in ctx["nodes"] if p is not n])
+        for r in ctx["routers"]:
+            if r["asn"] is not None:
+                put(lab.bird_conf(r["name"]), "bird-router.conf.j2", router=r)
     return out

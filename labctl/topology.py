@@ -98,6 +98,17 @@ class NetworkCfg(_Model):
     gateway: Address | None = Field(None, description="default: the last host address of lan")
 
 
+class NetworkDef(_Model):
+    lan: Network = Field(description="this network's LAN (netns: a bridge of its own)")
+    gateway: Address | None = Field(None, description="default: the last host address of lan; a router's interface")
+    asn: int | None = Field(None, description="AS of the nodes in this network (bgp: tor)")
+
+
+class Router(_Model):
+    interfaces: dict[str, Address] = Field(min_length=1, description="network name -> the router's address there")
+    asn: int | None = Field(None, description="runs BGP (BIRD) with this AS: peers with the nodes (tor) and routers")
+
+
 class Kubernetes(_Model):
     version: str = Field("1.34", description="1.MINOR or 1.MINOR.PATCH, 1.31-1.35")
     pod_subnet: Network = Field(default_factory=lambda: IPv4Network("192.168.0.0/16"))
@@ -115,6 +126,13 @@ class Calico(_Model):
         default_factory=list, description="nodes that reflect routes; empty: Calico's full node-to-node mesh"
     )
     rr_cluster_id: str = Field("244.0.0.1", description="route reflector cluster ID (an IPv4-formatted ID)")
+    bgp: Literal["mesh", "reflectors", "tor", "none"] | None = Field(
+        None, description="mesh (default) | reflectors (with route_reflectors) | tor (eBGP to the gateway) | none"
+    )
+
+    @property
+    def design(self) -> str:
+        return self.bgp or ("reflectors" if self.route_reflectors else "mesh")
 
 
 class Defaults(_Model):
@@ -134,6 +152,7 @@ class Node(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     interface: str | None = Field(None, description="overrides defaults.interface")
     ssh: Ssh | None = Field(None, description="merged over defaults.ssh field by field (vm provider)")
+    network: str | None = Field(None, description="with networks: the network the node is in")
 
 
 class QemuMachine(_Model):
@@ -196,7 +215,9 @@ class LabCheck(_Model):
 class Topology(_Model):
     name: str = Field(description="lab name: ^[a-z][a-z0-9-]{0,19}$")
     provider: ProviderName = Field("netns", description="how the nodes exist: " + " | ".join(providers.NAMES))
-    network: NetworkCfg
+    network: NetworkCfg | None = Field(None, description="one LAN for every node (or networks)")
+    networks: dict[str, NetworkDef] | None = Field(None, description="several LANs joined by routers (or network)")
+    routers: dict[str, Router] | None = Field(None, description="lab routers forwarding between networks")
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     calico: Calico = Field(default_factory=Calico)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -209,15 +230,40 @@ class Topology(_Model):
 
     @property
     def gateway(self) -> IPv4Address:
+        if self.network is None:  # several networks: the first one's (each node uses its own)
+            return next(iter(self.lans.values())).gateway
         return self.network.gateway or self.network.lan.broadcast_address - 1
+
+    @property
+    def lans(self) -> dict[str, Lan]:
+        """With `networks`: each network's LAN, gateway (a router's), AS, and the host's address in it."""
+        out = {}
+        for name, n in (self.networks or {}).items():
+            gw = n.gateway or n.lan.broadcast_address - 1
+            last = n.lan.broadcast_address - 1
+            # the host keeps an address on each bridge (SSH reaches the nodes directly); the gateway is the router's
+            host = last - 1 if gw == last else last
+            out[name] = Lan(name, n.lan, gw, n.asn, host)
+        return out
 
     @property
     def pool(self) -> IPv4Network:
         return self.calico.pool or self.kubernetes.pod_subnet
 
 
+@dataclass(frozen=True)
+class Lan:
+    name: str
+    lan: IPv4Network
+    gateway: IPv4Address
+    asn: int | None
+    host: IPv4Address
+
+
 def schema() -> dict:
-    return Topology.model_json_schema()
+    s = Topology.model_json_schema()
+    s["anyOf"] = [{"required": ["network"]}, {"required": ["networks"]}]  # one LAN, or several with routers
+    return s
 
 
 # --- errors from pydantic, one line per field ---------------------------------------------
@@ -361,8 +407,9 @@ def _version_problems(t: Topology) -> list[Problem]:
 
 def _net_problems(t: Topology) -> list[Problem]:
     out = []
-    nets = {
-        ("network", "lan"): t.network.lan,
+    nets = {("network", "lan"): t.network.lan} if t.network is not None else {}
+    nets |= {("networks", name, "lan"): lan.lan for name, lan in t.lans.items()}
+    nets |= {
         ("kubernetes", "pod_subnet"): t.kubernetes.pod_subnet,
         ("kubernetes", "service_subnet"): t.kubernetes.service_subnet,
     }
@@ -378,15 +425,14 @@ def _net_problems(t: Topology) -> list[Problem]:
                 out.append(
                     Problem(pb, f"{b} overlaps {'.'.join(pa)} {a}", "the LAN, pods and services need disjoint CIDRs")
                 )
-    lan = t.network.lan
-    gw = t.gateway
-    if t.network.gateway is not None:
-        if gw not in lan:
-            out.append(Problem(("network", "gateway"), f"{gw} is not inside network.lan {lan}", None))
-        elif gw in (lan.network_address, lan.broadcast_address):
-            out.append(Problem(("network", "gateway"), f"{gw} is the network or broadcast address of {lan}", None))
-    if lan.prefixlen > 29:
-        out.append(Problem(("network", "lan"), f"{lan} is too small", "use a /29 or larger"))
+    for path, lan, gw, given in _gateways(t):
+        if given:
+            if gw not in lan:
+                out.append(Problem(path + ("gateway",), f"{gw} is not inside {'.'.join(path)}.lan {lan}", None))
+            elif gw in (lan.network_address, lan.broadcast_address):
+                out.append(Problem(path + ("gateway",), f"{gw} is the network or broadcast address of {lan}", None))
+        if lan.prefixlen > 29:
+            out.append(Problem(path + ("lan",), f"{lan} is too small", "use a /29 or larger"))
     pool = t.pool
     ppath = ("calico", "pool") if t.calico.pool else ("kubernetes", "pod_subnet")
     if t.calico.pool is not None and not pool.subnet_of(t.kubernetes.pod_subnet):
@@ -428,11 +474,134 @@ def _net_problems(t: Topology) -> list[Problem]:
     return out
 
 
+def _gateways(t: Topology) -> list[tuple]:
+    """(path, lan, gateway, gateway written by the user) of the one network or of each of the networks."""
+    if t.network is not None:
+        return [(("network",), t.network.lan, t.gateway, t.network.gateway is not None)]
+    return [
+        (("networks", name), lan.lan, lan.gateway, t.networks[name].gateway is not None) for name, lan in t.lans.items()
+    ]
+
+
+NETWORK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # it names the router's interface in that network
+
+
+def _racks_problems(t: Topology) -> list[Problem]:
+    """networks/routers/node network/calico.bgp: each node in its network, the networks joined by routers,
+    the BGP design possible with what is declared."""
+    out: list[Problem] = []
+    design = t.calico.design
+    if t.network is not None and t.networks is not None:
+        return [Problem(("networks",), "network and networks are both set", "one LAN (network) or several (networks)")]
+    if t.network is None and not t.networks:
+        return [Problem(("network",), "is required", "or networks: several LANs joined by routers")]
+    if t.calico.bgp == "reflectors" and not t.calico.route_reflectors:
+        out.append(Problem(("calico", "bgp"), "reflectors needs calico.route_reflectors", "name the reflector nodes"))
+    if t.calico.route_reflectors and design != "reflectors":
+        out.append(
+            Problem(("calico", "route_reflectors"), f"route reflectors with bgp: {design}", "set bgp: reflectors")
+        )
+    if design == "none" and not t.calico.encapsulation.startswith("VXLAN"):
+        out.append(
+            Problem(
+                ("calico", "bgp"),
+                f"bgp: none with encapsulation {t.calico.encapsulation}",
+                "without BGP only Felix programs routes, and only for VXLAN: use VXLAN or VXLANCrossSubnet",
+            )
+        )
+    if t.network is not None:
+        if t.routers:
+            out.append(Problem(("routers",), "routers need networks", "declare networks: with a LAN each"))
+        if design == "tor":
+            out.append(Problem(("calico", "bgp"), "tor needs networks and routers", "declare networks: and routers:"))
+        for name, node in t.nodes.items():
+            if node.network is not None:
+                out.append(Problem(("nodes", name, "network"), "a node network needs networks:", "remove it"))
+        return out
+    if not providers.kind(t.provider).builds_routers:
+        out.append(
+            Problem(("networks",), f"the {t.provider} provider does not build networks and routers yet", "use netns")
+        )
+    lans = t.lans
+    for name in lans:
+        if not NETWORK_NAME.fullmatch(name):
+            out.append(Problem(("networks", name), f"network name {name!r} is not usable", "^[a-z][a-z0-9-]{0,14}$"))
+    routers = t.routers or {}
+    used: dict[IPv4Address, str] = {}
+    gateways: dict[str, str] = {}  # network -> router holding its gateway
+    for r, router in routers.items():
+        path = ("routers", r)
+        if not DNS_LABEL.fullmatch(r) or r in t.nodes:
+            out.append(Problem(path, f"router name {r!r} is not a DNS-1123 label or is a node's", "pick another"))
+        for net, addr in router.interfaces.items():
+            ipath = path + ("interfaces", net)
+            if net not in lans:
+                out.append(Problem(ipath, f"{net!r} is not one of the networks", f"networks: {', '.join(lans)}"))
+                continue
+            lan = lans[net]
+            if addr not in lan.lan or addr in (lan.lan.network_address, lan.lan.broadcast_address):
+                out.append(Problem(ipath, f"{addr} is not a host address of {net} {lan.lan}", None))
+            elif addr == lan.host:
+                out.append(Problem(ipath, f"{addr} is the host's address on {net}", "the last host before the gateway"))
+            if addr in used:
+                out.append(Problem(ipath, f"{addr} is already used by {used[addr]}", None))
+            used.setdefault(addr, f"router {r}")
+            if addr == lan.gateway:
+                gateways[net] = r
+        if router.asn is not None:
+            out += _asn_problems(router.asn, path + ("asn",))
+        elif design == "tor":
+            out.append(Problem(path + ("asn",), "bgp: tor needs an asn on every router", "e.g. asn: 65000"))
+    with_nodes = {node.network for node in t.nodes.values()}
+    for name, lan in lans.items():
+        if t.networks[name].asn is not None:
+            out += _asn_problems(t.networks[name].asn, ("networks", name, "asn"))
+        elif design == "tor" and name in with_nodes:
+            out.append(
+                Problem(("networks", name, "asn"), "bgp: tor needs the AS of the nodes in each network", "e.g. 65001")
+            )
+        if name not in gateways and len(lans) > 1:
+            out.append(
+                Problem(("networks", name, "gateway"), f"{lan.gateway} is no router's interface", "add it to a router")
+            )
+    # every network reaches every other through routers (a router joins the networks it has interfaces in)
+    if lans:
+        seen, todo = set(), [next(iter(lans))]
+        while todo:
+            net = todo.pop()
+            if net in seen:
+                continue
+            seen.add(net)
+            todo += [n for r in routers.values() if net in r.interfaces for n in r.interfaces if n in lans]
+        for name in lans:
+            if name not in seen:
+                out.append(
+                    Problem(("networks", name), f"no router joins {name} to {next(iter(lans))}", "add an interface")
+                )
+    for name, node in t.nodes.items():
+        path = ("nodes", name)
+        if node.network is None:
+            out.append(Problem(path + ("network",), "is required with networks", f"one of: {', '.join(lans)}"))
+        elif node.network not in lans:
+            out.append(Problem(path + ("network",), f"{node.network!r} is not one of the networks", ", ".join(lans)))
+        elif node.address in used:
+            out.append(Problem(path + ("address",), f"{node.address} is already used by {used[node.address]}", None))
+    return out
+
+
+def _asn_problems(asn: int, path: tuple) -> list[Problem]:
+    if not 1 <= asn <= 4294967294 or asn in (23456, 65535):
+        return [Problem(path, f"{asn} is not a usable AS number", "1-4294967294, not 23456 or 65535")]
+    return []
+
+
 def _host_bits(src: yamlsrc.Source) -> list[Problem]:
     out = []
     data = src.data if isinstance(src.data, dict) else {}
+    nets = data.get("networks") if isinstance(data.get("networks"), dict) else {}
     for path in (
         ("network", "lan"),
+        *(("networks", name, "lan") for name in nets),
         ("kubernetes", "pod_subnet"),
         ("kubernetes", "service_subnet"),
         ("calico", "pool"),
@@ -464,9 +633,15 @@ def _node_problems(t: Topology) -> list[Problem]:
             )
         )
     seen: dict[IPv4Address, str] = {}
-    lan = t.network.lan
+    lans = t.lans
     for name, node in t.nodes.items():
         path = ("nodes", name)
+        if t.network is not None:
+            lan, gateway, where = t.network.lan, t.gateway, "network.lan"
+        elif node.network in lans:
+            lan, gateway, where = lans[node.network].lan, lans[node.network].gateway, f"network {node.network}"
+        else:
+            lan = None  # reported by _racks_problems
         if not DNS_LABEL.fullmatch(name):
             out.append(
                 Problem(
@@ -476,13 +651,17 @@ def _node_problems(t: Topology) -> list[Problem]:
                 )
             )
         a = node.address
-        if a not in lan:
+        if lan is None:
+            pass
+        elif a not in lan:
             hint = providers.kind(t.provider).lan_hint
-            out.append(Problem(path + ("address",), f"{a} is not inside network.lan {lan}", hint))
+            out.append(Problem(path + ("address",), f"{a} is not inside {where} {lan}", hint))
         elif a in (lan.network_address, lan.broadcast_address):
             out.append(Problem(path + ("address",), f"{a} is the network or broadcast address of {lan}", None))
-        elif a == t.gateway:
+        elif a == gateway:
             out.append(Problem(path + ("address",), f"{a} is the LAN gateway", "pick another address"))
+        elif t.network is None and a == lans[node.network].host:
+            out.append(Problem(path + ("address",), f"{a} is the host's address on {node.network}", "pick another"))
         if a in seen:
             out.append(Problem(path + ("address",), f"{a} is already used by node {seen[a]}", None))
         seen.setdefault(a, name)
@@ -601,8 +780,12 @@ def check(t: Topology) -> list[Problem]:
             )
         ]
     )
+    racks = _racks_problems(t)
+    if t.network is None and not t.networks:
+        return name + racks
     return (
         name
+        + racks
         + _proxy_problems(t)
         + _rr_problems(t)
         + _version_problems(t)
@@ -794,6 +977,7 @@ class NodePlan:
     vtep_mac: str
     labels: dict  # the user's labels (applied last)
     ssh: Ssh
+    network: str | None = None  # with networks: the node's network
 
 
 @dataclass(frozen=True)
@@ -866,6 +1050,7 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
                 mac,
                 dict(node.labels),
                 merge_ssh(t.defaults.ssh, node.ssh),
+                node.network,
             )
         )
     pods = []

@@ -123,6 +123,10 @@ class _Trace:
         self.sh = _Shells(lab.dir, data)
         self.nodes = {n["name"]: n for n in data["nodes"]}
         self.by_addr = {n["address"]: n["name"] for n in data["nodes"]}
+        # lab routers (`networks:`): a packet may cross them; they answer over SSH like nodes
+        self.routers = {r["name"]: r for r in data.get("routers", [])}
+        self.router_addr = {i["address"]: r["name"] for r in self.routers.values() for i in r["interfaces"]}
+        self.sh.nodes.update(self.routers)
         self.hops: list[dict] = []
         self.prov = providers.get(data["provider"], lab)
         self.protocols = iproute.dataplane_protocols(data)
@@ -160,13 +164,13 @@ class _Trace:
 
     def walk(self, cur: str, iif: str | None) -> bool:
         """Node by node until the packet arrives, is delivered to a pod, or leaves the lab."""
-        for _ in range(len(self.nodes) + 1):  # a path through the lab visits each node at most once
+        for _ in range(len(self.nodes) + len(self.routers) + 1):  # each node or router at most once
             get, route, note = _lookup(self.sh, cur, self.d["ip"], self.s["ip"], iif)
             if get.get("type") == "local":
                 self.arrive(cur, get)
                 return True
             dev, gw = get.get("dev", ""), get.get("gateway", "")
-            local_pod = next((p for p in self.nodes[cur].get("pods", []) if p["veth"] == dev), None)
+            local_pod = next((p for p in (self.nodes.get(cur) or {}).get("pods", []) if p["veth"] == dev), None)
             self.route_hop(cur, get, route, note, local_pod)
             if local_pod:
                 text = f"{dev} -> {local_pod['name']} eth0 {local_pod['ip']}"
@@ -189,25 +193,74 @@ class _Trace:
 
     def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: dict | None) -> None:
         dev, gw = get.get("dev", ""), get.get("gateway", "")
-        if iproute.protocol(route) in self.protocols and not local_pod:
-            node = self.nodes[cur]
+        if iproute.protocol(route) == iproute.FELIX and not local_pod:
+            why = (
+                "Felix programmed it (proto 80) from the block's affinity in Calico's datastore, not from BGP: "
+                f"via {gw or '-'} on {dev}"
+            )
+        elif iproute.protocol(route) in self.protocols and not local_pod:
+            node = self.nodes.get(cur) or self.routers[cur]
             origin = _bgp_origin(self.sh, node, self.prov.birdc(node), self.d["ip"])
             why = "learned over BGP"
             if origin:
-                peer = self.by_addr.get(origin["next_hop"], origin["next_hop"])
-                why += f" from {peer} (session {origin['protocol']}, BGP next hop {origin['next_hop']})"
-            who = "BIRD" if iproute.protocol(route) == iproute.BIRD else "Felix"
-            why += f"; {who} programmed it into the kernel via {gw or '-'} on {dev}"
+                peer = self.by_addr.get(origin["next_hop"]) or self.router_addr.get(origin["next_hop"])
+                who = self.by_addr.get(origin["gateway"]) or self.router_addr.get(origin["gateway"])
+                sess = self.router_addr.get(origin["protocol"].partition("_")[2].replace("_", "."))
+                why += f" from {sess or who or peer or origin['next_hop']} (session {origin['protocol']}, "
+                why += f"BGP next hop {origin['next_hop']})"
+            why += f"; BIRD programmed it into the kernel via {gw or '-'} on {dev}"
         elif local_pod:
             why = f"Calico's /32 for local pod {local_pod['name']}, more specific than the node's block"
         elif route.get("dst") == "default":
             why = "no more specific route: the default route"
         else:
             why = "a directly connected network" if route.get("protocol") == "kernel" else "the matching route"
+        if cur in self.routers:
+            why += f"; router {cur} forwards between its networks (ip_forward=1 in its namespace only)"
+        elif not local_pod:
+            why += self.encap_reason(cur)
         if note:
             why += f" ({note})"
         via = f" via {gw}" if gw else ""
         self.add(cur, "route", f"{cur}: {route_line(route)} -> out {dev}{via}", why, route=route, get=get)
+
+    def encap_reason(self, cur: str) -> str:
+        """`networks:` labs: whether Calico's rule wraps this packet here, and why."""
+        owner = self.nodes.get(self.d["node"] or "")
+        if not self.routers or owner is None or owner["name"] == cur:
+            return ""
+        enc = self.data["calico"]["encapsulation"]
+        emulated = enc.startswith("IPIP") and self.data["calico"].get("tunnel_device") == "vxlan.calico"
+        mode = enc + (" (IPIP emulated on vxlan.calico)" if emulated else "")
+        here = self.nodes[cur].get("network")
+        if enc == "None":
+            return f"; {mode}: never encapsulated, so routers between the networks must know the pod blocks"
+        if owner.get("network") == here:
+            return (
+                f"; same subnet ({here}): native under {mode}"
+                if enc.endswith("CrossSubnet")
+                else (f"; same subnet ({here}), still encapsulated under {mode}")
+            )
+        return f"; other subnet ({owner.get('network')}, behind a router): encapsulated under {mode}"
+
+    def cross_routers(self, cur: str, outer: str) -> None:
+        """The outer packet of a tunnel on its way through the lab routers to the peer's network."""
+        under = self.sh.json(cur, f"ip -j route get {outer}")[0]
+        seen = set()
+        while under.get("gateway") in self.router_addr:
+            r = self.router_addr[under["gateway"]]
+            if r in seen:
+                return
+            seen.add(r)
+            under = self.sh.json(r, f"ip -j route get {outer}")[0]
+            text = f"{r}: outer {outer} out {under.get('dev', '')}" + (
+                f" via {under['gateway']}" if under.get("gateway") else ""
+            )
+            why = (
+                f"router {r} forwards the outer packet between its networks; its header carries node addresses, "
+                "so the router needs no pod routes"
+            )
+            self.add(r, "router", text, why)
 
     def tunnel(self, cur: str, kind: str, dev: str, gw: str) -> tuple[str, str] | None:
         """Wrap, cross the LAN, unwrap: the next node and the device the packet enters it on."""
@@ -218,8 +271,15 @@ class _Trace:
             return None
         under = self.sh.json(cur, f"ip -j route get {outer}")[0]
         lan = self.data["network"]["lan"]
+        if node.get("network"):  # `networks:`: the node's own network
+            lan = self.data["networks"][node["network"]]["lan"]
         text = f"outer packet {node['address']} -> {outer} out {under.get('dev', '')}"
-        self.add(cur, "lan", text, f"{outer} is {nxt}'s address on the directly connected LAN {lan}")
+        if under.get("gateway") in self.router_addr:
+            r = self.router_addr[under["gateway"]]
+            self.add(cur, "lan", text + f" via {under['gateway']}", f"{outer} is in another network: via router {r}")
+            self.cross_routers(cur, outer)
+        else:
+            self.add(cur, "lan", text, f"{outer} is {nxt}'s address on the directly connected LAN {lan}")
         how = "VXLAN VNI/port match its vxlan device" if kind == "vxlan" else "IPIP packet goes to its tunl0"
         why = f"the outer destination {outer} is {nxt}'s own address and the {how}"
         self.add(nxt, "decap", f"{nxt} unwraps it on its {dev}: inner {s['ip']} -> {d['ip']}", why)
@@ -229,6 +289,12 @@ class _Trace:
         """No tunnel: the packet goes on the LAN to the gateway (or the destination itself)."""
         hop_ip = gw or self.d["ip"]
         nxt = self.by_addr.get(hop_ip)
+        if hop_ip in self.router_addr:
+            r = self.router_addr[hop_ip]
+            iface = next(i["ifname"] for i in self.routers[r]["interfaces"] if i["address"] == hop_ip)
+            why = f"{hop_ip} is router {r}'s address in this network: the node's route sends it there unwrapped"
+            self.add(r, "router", f"{r} receives it on {iface}", why)
+            return r, iface
         if nxt is None:
             self.add(cur, "exit", f"leaves the lab towards {hop_ip} on {dev}", f"{hop_ip} is not a node of this lab")
             return None

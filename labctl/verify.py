@@ -10,7 +10,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 
-from labctl import iproute, output, providers
+from labctl import iproute, output, providers, routers
 from labctl import nodes as live
 
 WORKLOAD_LABEL = "labctl.io/workload"
@@ -39,6 +39,7 @@ class Observed:
     workloads: list[dict]  # name, node, ip: where each workload really is
     pings: dict[str, str] = field(default_factory=dict)  # "a->b" -> command output ending in rc=N
     dns: str | None = None  # vm: output of a cluster DNS lookup from a pod
+    routers: dict = field(default_factory=dict)  # lab router (`networks:`) -> routes, sessions or error
 
 
 ALL_PAIRS_UP_TO = 12
@@ -89,7 +90,8 @@ def collect(lab) -> tuple[dict, Observed]:
         )
     facts = {f.name: f for f in live.gather_lab(lab, data, extra, names=True)}
     pings = {k: v for f in facts.values() for k, v in f.extra.items()}
-    return data, Observed(facts, data["workloads"], pings)
+    routers_read = routers.read_all(lab, data)
+    return data, Observed(facts, data["workloads"], pings, routers=routers_read)
 
 
 def _collect_cluster(lab, data: dict) -> Observed:
@@ -162,6 +164,7 @@ def evaluate(data: dict, obs: Observed) -> list[Check]:
         out += _node_checks(v, n)
     if v.cluster:
         out.append(_calico_node_check(v))
+    out += _router_checks(v)
     out += _placement_checks(v)
     out += _pod_route_checks(v)
     out += _ping_checks(v)
@@ -187,13 +190,51 @@ def _node_checks(v: View, n: dict) -> list[Check]:
         return out
     if f.hostname != name:
         out.append(Check("hostname", name, False, f"hostname is {f.hostname!r}"))
-    out.append(_bgp_check(n, f))
+    out.append(_bgp_check(n, f, v.data["calico"].get("bgp", "mesh")))
     out.append(_routes_check(v, n, f))
     if "vtep" in read:
         out.append(_vtep_check(v, n, f))
     if f.names is not None:
         out.append(_names_check(v, n, f))
     out.append(skip("labels", name, v.api_from) if v.api_down else _labels_check(v, n))
+    return out
+
+
+def _router_checks(v: View) -> list[Check]:
+    """Each lab router: SSH, its BGP sessions, and under encapsulation None a route to every block, since
+    pod packets then cross it unwrapped; tunnelled ones carry the nodes' addresses, which it always routes."""
+    out = []
+    enc = v.data["calico"]["encapsulation"]
+    for r in v.data.get("routers", []):
+        got = v.obs.routers.get(r["name"], {"error": "not read", "routes": [], "sessions": None})
+        name = r["name"]
+        if got["error"]:
+            out.append(Check("ssh", name, False, f"unreachable: {got['error']}"))
+            continue
+        if got["sessions"] is not None and r["peers"]:
+            up = {s.name for s in got["sessions"] if s.established}
+            bad = [p["name"] for p in r["peers"] if p["protocol"] not in up]
+            detail = f"{len(r['peers']) - len(bad)}/{len(r['peers'])} Established" + (
+                f"; not: {', '.join(bad)}" if bad else ""
+            )
+            out.append(Check("bgp", name, not bad, detail))
+        routed = {x.get("dst") for x in got["routes"] if x.get("type", "unicast") == "unicast"}
+        if enc != "None":
+            detail = f"pod traffic crosses {name} encapsulated ({enc}, between node addresses): no pod routes needed"
+            out.append(Check("router-routes", name, True, detail))
+            continue
+        missing = [f"{v.blocks[n['name']]} ({n['name']})" for n in v.data["nodes"] if v.blocks[n["name"]] not in routed]
+        if missing:
+            why = "with encapsulation None pod packets cross the router unencapsulated"
+            how = (
+                "its BGP sessions must be up"
+                if v.data["calico"].get("bgp") == "tor"
+                else "only bgp: tor (nodes peering with their rack's router) teaches it the pod blocks"
+            )
+            detail = f"{name} has no route to {', '.join(missing)}: {why}, and {how}"
+        else:
+            detail = f"{len(v.data['nodes'])} pod blocks routed (learned over BGP from the nodes)"
+        out.append(Check("router-routes", name, not missing, detail))
     return out
 
 
@@ -204,8 +245,10 @@ def _ready_check(v: View, name: str) -> Check:
     return Check("ready", name, ready, "Ready" if ready else f"Ready={cond.get('Ready', 'not in the API')}")
 
 
-def _bgp_check(n: dict, f) -> Check:
+def _bgp_check(n: dict, f, design: str = "mesh") -> Check:
     peers = n["peers"]
+    if design == "none":
+        return Check("bgp", n["name"], True, "no BGP (bgp: none): Felix programs the VXLAN routes")
     sessions = {s.name: s for s in f.sessions}
     bad = [p["name"] for p in peers if not (sessions.get(p["protocol"]) and sessions[p["protocol"]].established)]
     detail = (
@@ -218,6 +261,8 @@ def _bgp_check(n: dict, f) -> Check:
 
 def _routes_check(v: View, n: dict, f) -> Check:
     peers = n["peers"]
+    if "bgp" in v.data["calico"]:  # networks/tor/none: every other node's block, whoever taught it
+        peers = [p for p in v.data["nodes"] if p["name"] != n["name"]]
     routed = {r.get("dst") for r in f.routes if r.get("type", "unicast") == "unicast"}
     missing = [v.blocks[p["name"]] for p in peers if v.blocks[p["name"]] not in routed]
     detail = f"no route to {', '.join(missing)}" if missing else f"{len(peers)} peer blocks routed"

@@ -244,5 +244,6 @@ def test_schema_is_json_schema():
     p = labctl("schema", check=True)
     s = json.loads(p.stdout)
     assert s["type"] == "object"
-    assert {"name", "nodes", "network"} <= set(s["required"])
+    assert {"name", "nodes"} <= set(s["required"])
+    assert {"required": ["network"]} in s["anyOf"] and {"required": ["networks"]} in s["anyOf"]
     assert s["additionalProperties"] is False

@@ -120,7 +120,8 @@ def find_lab(name: str | None, topo_file: Path | None = None):
 
 
 def find_node(lab, node: str) -> dict:
-    nodes = lab.data()["nodes"]
+    data = lab.data()
+    nodes = data["nodes"] + data.get("routers", [])  # exec/ssh reach a lab's routers too
     n = next((x for x in nodes if x["name"] == node), None)
     if n is None:
         raise UsageError(f"no node {node!r} in lab {lab.name}", f"nodes: {', '.join(x['name'] for x in nodes)}")

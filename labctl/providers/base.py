@@ -29,6 +29,7 @@ class Provider:
     emulated = False  # labctl emulates the dataplane: BIRD configs, node dirs and pod namespaces per node
     labels_in_kubernetes = False  # node labels live in the Kubernetes API (else in the lab state and node dir)
     route_reflector_label = False  # reflectors carry `route-reflector=true` (Calico's BGPPeer selects them)
+    builds_routers = False  # `networks:` and `routers:` (several LANs) are built by this provider
     lan_hint: str | None = None  # the hint when a node's address lies outside network.lan
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
@@ -78,6 +79,10 @@ class Provider:
         """The host bridge the lab's nodes are reached through (every connection is refused unless
         the host's route to the node goes out of it); None: the nodes are remote by design."""
         return None
+
+    def network_bridge(self, lab: str, network: str | None) -> str | None:
+        """The host bridge of one of the lab's networks (`networks:`), checked before connecting."""
+        return self.bridge(lab)
 
     def birdc(self, node: dict) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""

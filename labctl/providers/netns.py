@@ -32,6 +32,11 @@ def bridge_name(lab: str) -> str:
     return f"br-lc{lab_id(lab)}"
 
 
+def network_bridge_name(lab: str, network: str) -> str:
+    # one bridge per network of a lab with `networks:`: the lab's bridge name plus 4 hex chars (15 in all)
+    return f"{bridge_name(lab)}{hashlib.sha1(network.encode()).hexdigest()[:4]}"
+
+
 def host_veth(lab: str, node: str) -> str:
     # stable per node (not per position), so adding or removing a node renames nothing
     return f"lc{lab_id(lab)}{hashlib.sha1(node.encode()).hexdigest()[:7]}"
@@ -51,6 +56,11 @@ class NetnsProvider(Provider):
 
     def bridge(self, lab: str) -> str | None:
         return bridge_name(lab)
+
+    builds_routers = True
+
+    def network_bridge(self, lab: str, network: str | None) -> str | None:
+        return bridge_name(lab) if network is None else network_bridge_name(lab, network)
 
     # -- checks before anything is created -------------------------------------------------
 
@@ -129,7 +139,8 @@ class NetnsProvider(Provider):
         return []
 
     def check_routes(self, data: dict) -> None:
-        check_routes(data, bridge_name(data["name"]))
+        ours = {n["bridge"] for n in (data.get("networks") or {}).values()}
+        check_routes(data, ours or bridge_name(data["name"]))
 
     def birdc(self, node: dict) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
@@ -168,6 +179,8 @@ class NetnsProvider(Provider):
 
     def bootstrap(self, data: dict, progress) -> dict:
         """Bridge, namespaces, NICs, keys and sshd; idempotent. Returns pids per node."""
+        if data.get("networks"):
+            return self._bootstrap_racks(data, progress)
         name = data["name"]
         br = bridge_name(name)
         gw = data["network"]["gateway"]
@@ -232,6 +245,97 @@ class NetnsProvider(Provider):
             pids[node] = pid
         return pids
 
+    def _bootstrap_racks(self, data: dict, progress) -> dict:
+        """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
+        directly), routers as namespaces with a NIC in each network they join and forwarding on inside
+        them only; each node's default route is its network's gateway, a router, never the host (whose
+        ip_forward stays 0)."""
+        name = data["name"]
+        nets = data["networks"]
+        for net in nets.values():
+            br, plen = net["bridge"], ipaddress.IPv4Network(net["lan"]).prefixlen
+            br_mac = lan_mac(net["host"])
+            if not _link_exists(br):
+                sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
+                sh.run(["ip", "addr", "add", f"{net['host']}/{plen}", "dev", br])
+            sh.run(["ip", "link", "set", br, "up"])
+        self._keys(data)
+        routers = data.get("routers", [])
+        members: dict[str, dict[str, str]] = {k: {} for k in nets}  # network -> address -> MAC on its LAN
+        for n in data["nodes"]:
+            members[n["network"]][n["address"]] = lan_mac(n["address"])
+        for r in routers:
+            for i in r["interfaces"]:
+                members[i["network"]][i["address"]] = lan_mac(i["address"])
+        for netname, net in nets.items():
+            host = _lan_neighbours(None, net["bridge"], members[netname], False)
+            if host:
+                sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        pids = {}
+        for r in routers:
+            self.lab.checkpoint()
+            ns = node_netns(name, r["name"])
+            fresh = not Path(f"/run/netns/{ns}").exists()
+            if fresh:
+                sh.run(["ip", "netns", "add", ns])
+            batch = ["link set lo up"]
+            for i in r["interfaces"]:
+                net = nets[i["network"]]
+                veth = host_veth(name, f"{r['name']}.{i['network']}")
+                nic, mac = i["ifname"], lan_mac(i["address"])
+                if not _link_exists(veth):
+                    sh.run(
+                        ["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns]
+                    )
+                sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
+                batch += [f"addr replace {i['address']}/{i['prefixlen']} dev {nic}", f"link set {nic} up"]
+                want = {a: m for a, m in members[i["network"]].items() if a != i["address"]}
+                want[net["host"]] = lan_mac(net["host"])
+                batch += _lan_neighbours(ns, nic, want, fresh)
+            sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
+            # the router forwards between its networks: in its own namespace only, never the host's
+            sh.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            pids[r["name"]] = self._sshd(data, r, ns)
+        for n in data["nodes"]:
+            self.lab.checkpoint()
+            net = nets[n["network"]]
+            ns = node_netns(name, n["name"])
+            veth = host_veth(name, n["name"])
+            fresh = not Path(f"/run/netns/{ns}").exists()
+            if fresh:
+                sh.run(["ip", "netns", "add", ns])
+            if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", n["interface"]]):
+                _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
+            nic, mac = n["interface"], lan_mac(n["address"])
+            if not _link_exists(veth):
+                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
+            sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
+            plen = ipaddress.IPv4Network(net["lan"]).prefixlen
+            batch = [
+                "link set lo up",
+                f"addr replace {n['address']}/{plen} dev {nic}",
+                f"link set {nic} up",
+                # other networks are reached through the network's router; the host's address on the bridge
+                # is only for SSH (its ip_forward is 0)
+                f"route replace default via {net['gateway']} dev {nic}",
+            ]
+            want = {a: m for a, m in members[n["network"]].items() if a != n["address"]}
+            want[net["host"]] = lan_mac(net["host"])
+            batch += _lan_neighbours(ns, nic, want, fresh)
+            sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
+            pids[n["name"]] = self._sshd(data, n, ns)
+        deadline = time.monotonic() + 5.0
+        for node, pid in pids.items():
+            pidfile = self.dir.node_dir(node) / "sshd.pid"
+            while not pid and time.monotonic() < deadline:
+                time.sleep(0.01)
+                pid = _pid(pidfile)
+            if not pid:
+                raise HostError(f"sshd of {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
+            pids[node] = pid
+        return pids
+
     def _keys(self, data: dict) -> None:
         d = self.dir
         d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -244,7 +348,7 @@ class NetnsProvider(Provider):
         d.authorized_keys.write_text(pub)
         os.chmod(d.authorized_keys, 0o600)
         known = []
-        for n in data["nodes"]:
+        for n in data["nodes"] + data.get("routers", []):
             nd = d.node_dir(n["name"])
             nd.mkdir(parents=True, exist_ok=True, mode=0o700)
             hk = nd / "ssh_host_ed25519_key"
@@ -358,13 +462,17 @@ class NetnsProvider(Provider):
 
         attempt(self._close_masters)
         self.lab.checkpoint()
-        attempt(self._remove_nodes, name, data["nodes"], self.lab.checkpoint)
+        attempt(self._remove_nodes, name, data["nodes"] + data.get("routers", []), self.lab.checkpoint)
         # ssh masters `-O exit` could not reach: their control socket went with a lab dir removed by hand
         _kill_naming(self.dir.control_dir)
         self.lab.checkpoint()
         br = bridge_name(name)
         if _link_exists(br):
             attempt(sh.run, ["ip", "link", "del", br])
+        # `networks:` labs: one bridge per network, named br-lc<id><4 hex>
+        for link in sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(br)):
+            if link != br:
+                attempt(sh.run, ["ip", "link", "del", link])
         # `ip netns del` returns before the kernel has released the veths
         prefix = f"lc{lab_id(name)}"
         deadline = time.monotonic() + 10 + 0.2 * len(data["nodes"])
@@ -493,11 +601,14 @@ def _kill_naming(parent: Path) -> None:
             break
 
 
-def check_routes(data: dict, ours: str) -> None:
-    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridge's, `ours`).
+def check_routes(data: dict, ours: str | set[str]) -> None:
+    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridges', `ours`).
     Shared by the providers that put a lab bridge on this host (netns, qemu)."""
+    ours = {ours} if isinstance(ours, str) else ours
+    nets = data.get("networks") or {}
+    lans = {f"networks.{k}.lan": v["lan"] for k, v in nets.items()} or {"network.lan": data["network"]["lan"]}
     mine = {
-        "network.lan": data["network"]["lan"],
+        **lans,
         "kubernetes.pod_subnet": data["kubernetes"]["pod_subnet"],
         "kubernetes.service_subnet": data["kubernetes"]["service_subnet"],
         "calico.pool": data["calico"]["pool"],
@@ -505,7 +616,7 @@ def check_routes(data: dict, ours: str) -> None:
     routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
     for r in routes:
         dst = r.get("dst", "")
-        if dst in ("default", "") or r.get("dev") == ours or r.get("type") in ("broadcast",):
+        if dst in ("default", "") or r.get("dev") in ours or r.get("type") in ("broadcast",):
             continue
         if r.get("type") == "local" and dst.startswith("127."):
             continue

@@ -1,0 +1,284 @@
+"""The seed's second case: nodes in different networks behind a lab router (`networks:`, `routers:`),
+CrossSubnet encapsulation, ToR peering, VXLAN routes from Felix. Validation here, then real two-rack
+netns labs (LANs 10.140-10.144.x, labs rk-*), one per encapsulation/BGP design that teaches something."""
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, host_snapshot, labctl, residue
+from labctl import topology
+from labctl.errors import TopologyError
+from labctl.providers.netns import lab_id
+
+
+def racks(name="rk", octet=140, enc="IPIPCrossSubnet", bgp="tor", net_asn=True, router_asn=True, extra="") -> str:
+    a = ", asn: 65001" if net_asn else ""
+    b = ", asn: 65002" if net_asn else ""
+    r = ", asn: 65000" if router_asn else ""
+    return f"""
+name: {name}
+networks:
+  rack-a: {{lan: 10.{octet}.1.0/24, gateway: 10.{octet}.1.254{a}}}
+  rack-b: {{lan: 10.{octet}.2.0/24, gateway: 10.{octet}.2.254{b}}}
+routers:
+  core: {{interfaces: {{rack-a: 10.{octet}.1.254, rack-b: 10.{octet}.2.254}}{r}}}
+calico: {{encapsulation: {enc}, block_size: 24, bgp: {bgp}}}
+defaults: {{interface: ens192}}
+nodes:
+  k8s-master:   {{role: control-plane, network: rack-a, address: 10.{octet}.1.1}}
+  k8s-worker-1: {{role: worker, network: rack-a, address: 10.{octet}.1.2, labels: {{worker: no-1}}}}
+  k8s-worker-2: {{role: worker, network: rack-b, address: 10.{octet}.2.3, labels: {{worker: no-2}}}}
+workloads:
+  - {{name: pod-a, node_selector: {{worker: no-1}}}}
+  - {{name: pod-b, node_selector: {{worker: no-2}}}}
+  - {{name: pod-m, node_selector: {{kubernetes.io/hostname: k8s-master}}}}
+{extra}"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(TopologyError) as e:
+        topology.loads(text, "t.yml")
+    return e.value.problems
+
+
+# --- the contract and its validation (no host touched) ---------------------------------------
+
+
+def test_the_samples_and_the_seed_validate():
+    for sample in ("two-racks", "vxlan-no-bgp", "seed"):
+        t = topology.load(ROOT / "inventories" / sample / "topology.yml")
+        assert t.nodes
+    t = topology.loads(racks())
+    assert t.calico.design == "tor" and t.lans["rack-a"].host.compressed == "10.140.1.253"
+    assert topology.plan(t).nodes[2].network == "rack-b"
+
+
+def test_network_and_networks_exclude_each_other():
+    both = racks() + "network: {lan: 10.140.0.0/16}\n"
+    assert any("network and networks are both set" in p for p in problems(both))
+    neither = "name: x\nnodes:\n  a: {role: control-plane, address: 10.1.1.1}\n"
+    assert any("network: is required" in p for p in problems(neither))
+
+
+def test_a_node_outside_its_network_or_without_one():
+    p = problems(racks().replace("network: rack-b, address: 10.140.2.3", "network: rack-b, address: 10.140.1.9"))
+    assert any("nodes.k8s-worker-2.address: 10.140.1.9 is not inside network rack-b 10.140.2.0/24" in x for x in p)
+    p = problems(racks().replace("network: rack-b, ", ""))
+    assert any("nodes.k8s-worker-2.network: is required with networks" in x for x in p)
+    p = problems(racks().replace("network: rack-b, ", "network: rack-c, "))
+    assert any("'rack-c' is not one of the networks" in x for x in p)
+    # the host keeps the last address before the gateway on each bridge
+    p = problems(racks().replace("address: 10.140.2.3", "address: 10.140.2.253"))
+    assert any("is the host's address on rack-b" in x for x in p)
+
+
+def test_router_interfaces_and_reachability():
+    p = problems(racks().replace("rack-b: 10.140.2.254", "rack-b: 10.140.9.254"))
+    assert any("routers.core.interfaces.rack-b: 10.140.9.254 is not a host address of rack-b" in x for x in p)
+    # a network no router joins: unreachable, and its gateway is nobody's
+    lonely = racks().replace("rack-b: 10.140.2.254}", "}").replace(", rack-b: 10.140.2.254", "")
+    p = problems(lonely)
+    assert any("networks.rack-b: no router joins rack-b to rack-a" in x for x in p), p
+    assert any("networks.rack-b.gateway: 10.140.2.254 is no router's interface" in x for x in p)
+
+
+def test_bgp_designs_need_what_they_use():
+    p = problems(racks(net_asn=False, router_asn=False))
+    assert any("networks.rack-a.asn: bgp: tor needs the AS" in x for x in p)
+    assert any("routers.core.asn: bgp: tor needs an asn on every router" in x for x in p)
+    p = problems(racks(enc="IPIP", bgp="none"))
+    assert any("calico.bgp: bgp: none with encapsulation IPIP" in x and "VXLAN" in x for x in p)
+    p = problems(racks(bgp="reflectors"))
+    assert any("reflectors needs calico.route_reflectors" in x for x in p)
+
+
+def test_one_lan_refuses_router_fields():
+    seed = (ROOT / "inventories" / "seed" / "topology.yml").read_text()
+    p = problems(seed.replace("asn: 64512", "asn: 64512\n  bgp: tor"))
+    assert any("tor needs networks and routers" in x for x in p)
+    p = problems(seed.replace("address: 10.12.22.3,", "address: 10.12.22.3, network: rack-a,"))
+    assert any("nodes.k8s-worker-2.network: a node network needs networks:" in x for x in p)
+
+
+def test_validate_cli_exit_2_one_line_per_problem(tmp_path):
+    f = tmp_path / "t.yml"
+    f.write_text(racks(net_asn=False, router_asn=False))
+    p = labctl("validate", "-t", f)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len([x for x in lines if "asn" in x]) == 3, p.stderr
+
+
+def test_render_ccross_subnet_kernel_routes_and_tor_sessions(tmp_path):
+    f = tmp_path / "t.yml"
+    f.write_text(racks(name="rk-render"))
+    labctl("render", "-t", f, "-o", tmp_path / "lab", check=True)
+    master = (tmp_path / "lab" / "bird" / "k8s-master.conf").read_text()
+    # worker-1 shares rack-a: native; worker-2 is behind the router: encapsulated
+    assert "if net = 192.168.1.0/24 then { accept; }" in master
+    assert 'if net = 192.168.2.0/24 then { ifname = "tunl0"; onlink = true; gw = 10.140.2.3; accept; }' in master
+    assert "local 10.140.1.1 as 65001;" in master and "neighbor 10.140.1.254 as 65000;" in master
+    core = (tmp_path / "lab" / "bird" / "core.conf").read_text()
+    assert core.count("local 10.140.1.254 as 65000;") == 2 and "neighbor 10.140.2.3 as 65002;" in core
+    for conf in (master, core):
+        (tmp_path / "c.conf").write_text(conf)
+        assert subprocess.run(["bird", "-p", "-c", tmp_path / "c.conf"], capture_output=True).returncode == 0
+    data = json.loads((tmp_path / "lab" / "topology-data.json").read_text())
+    bridges = {n["bridge"] for n in data["networks"].values()}
+    assert len(bridges) == 2 and all(len(b) <= 15 for b in bridges)
+    assert {n["ssh"]["bridge"] for n in data["nodes"]} == bridges
+
+
+# --- real two-rack labs ----------------------------------------------------------------------
+
+
+class Lab:
+    def __init__(self, text: str, name: str):
+        self.home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
+        self.name = name
+        self.file = self.home / "t.yml"
+        self.file.write_text(text)
+        self.before = host_snapshot(self.home)
+
+    def __enter__(self):
+        self.up = labctl("up", "-t", self.file, home=self.home)
+        assert self.up.returncode == 0, self.up.stdout + self.up.stderr
+        return self
+
+    def run(self, *args, check=True):
+        return labctl(*args, home=self.home, check=check)
+
+    def verify(self) -> dict:
+        p = self.run("verify", "--format", "json", "--wait", "5", check=False)
+        return {"rc": p.returncode, "checks": {(c["check"], c["target"]): c for c in json.loads(p.stdout)}}
+
+    def routes(self, node: str) -> str:
+        return self.run("exec", node, "--", "ip", "-4", "route").stdout
+
+    def __exit__(self, *exc):
+        try:
+            down = labctl("down", "--name", self.name, home=self.home)
+            assert down.returncode == 0, down.stderr
+            # only this lab's things: other labs may come and go on a shared host meanwhile
+            mark = (f"lc-{self.name}.", f"lc{lab_id(self.name)}", f"br-lc{lab_id(self.name)}", str(self.home))
+            left = residue(self.before, host_snapshot(self.home))
+            left = {k: {x for x in v if any(m in str(x) for m in mark)} for k, v in left.items()}
+            assert not any(left.values()), left
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _forwarding(ns: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True)
+    return out.stdout.decode().strip()
+
+
+@pytest.mark.netns
+def test_rk_ipip_cross_subnet_with_tor():
+    host_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+    with Lab(racks(name="rk-tor", octet=140), "rk-tor") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "core")]["detail"] == "3/3 Established"
+        assert v["checks"][("ping", "pod-a->pod-b")]["ok"]
+        # the router learned every block over eBGP and routes them itself
+        core = lab.routes("core")
+        for block, via in (("192.168.0.0/24", "10.140.1.1"), ("192.168.2.0/24", "10.140.2.3")):
+            assert f"{block} via {via} dev " in core and "proto bird" in core, core
+        assert _forwarding("lc-rk-tor.core") == "1" and _forwarding("lc-rk-tor.k8s-master") == "1"
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == host_forward
+        # a node's way out is its rack's router, never the host
+        assert "default via 10.140.1.254 dev ens192" in lab.routes("k8s-worker-1")
+        # across racks: encapsulated (IPIP emulated on vxlan.calico), through core
+        t = lab.run("trace", "pod-a", "pod-b", "--format", "json")
+        hops = json.loads(t.stdout)["hops"]
+        assert any(h["at"] == "core" and h["kind"] == "router" for h in hops), t.stdout
+        assert any(h["kind"] == "encap" for h in hops)
+        route = next(h for h in hops if h["kind"] == "route" and h["at"] == "k8s-worker-1")
+        assert "other subnet (rack-b" in route["why"] and "IPIP emulated on vxlan.calico" in route["why"]
+        assert json.loads(t.stdout)["reached"] and json.loads(t.stdout)["ping"]["ok"]
+        # inside a rack: native, no tunnel
+        t = json.loads(lab.run("trace", "pod-a", "pod-m", "--format", "json").stdout)
+        assert not any(h["kind"] == "encap" for h in t["hops"]) and t["reached"]
+        route = next(h for h in t["hops"] if h["kind"] == "route" and h["at"] == "k8s-worker-1")
+        assert "same subnet (rack-a): native under IPIPCrossSubnet" in route["why"]
+        rows = {r["name"]: r for r in json.loads(lab.run("inspect", "--format", "json").stdout)}
+        assert rows["core"]["role"] == "router" and rows["core"]["physical_ip"] == "10.140.1.254/24,10.140.2.254/24"
+        assert rows["core"]["bgp"]["established"] == 3 and rows["k8s-worker-2"]["bgp"]["established"] == 1
+        assert lab.run("exec", "core", "--", "hostname").stdout.strip() == "core"
+        graph = lab.run("graph", "--format", "mermaid").stdout
+        assert 'lan0(("rack-a 10.140.1.0/24"))' in graph and 'lan1(("rack-b 10.140.2.0/24"))' in graph
+        assert "lan0 --- n3" in graph and "lan1 --- n3" in graph  # core, the fourth row, sits on both
+        bgp = json.loads(lab.run("bgp", "core", "--format", "json").stdout)[0]
+        assert {s["peer_node"] for s in bgp["sessions"]} == {"k8s-master", "k8s-worker-1", "k8s-worker-2"}
+        assert {s["peer_as"] for s in bgp["sessions"]} == {"65001", "65002"}
+        assert len(bgp["routes"]) == 3
+        again = lab.run("up", "-t", lab.file)
+        assert " changed " not in again.stderr, again.stderr
+
+
+@pytest.mark.netns
+def test_rk_vxlan_without_bgp_felix_programs_the_routes():
+    with Lab(racks(name="rk-vx", octet=141, enc="VXLAN", bgp="none", net_asn=False, router_asn=False), "rk-vx") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert "no BGP" in v["checks"][("bgp", "k8s-master")]["detail"]
+        master = lab.routes("k8s-master")
+        assert "192.168.2.0/24 via 192.168.2.1 dev vxlan.calico proto 80 onlink" in master, master
+        assert "192.168.1.0/24 via 192.168.1.1 dev vxlan.calico proto 80 onlink" in master, master
+        assert "blackhole 192.168.0.0/24 proto 80" in master and "proto bird" not in master
+        assert not (lab.home / "rk-vx" / "nodes" / "k8s-master" / "bird.pid").exists()
+        assert "192.168." not in lab.routes("core")  # the router knows no pod block, and needs none
+        t = json.loads(lab.run("trace", "pod-a", "pod-b", "--format", "json").stdout)
+        route = next(h for h in t["hops"] if h["kind"] == "route" and h["at"] == "k8s-worker-1")
+        assert "Felix programmed it (proto 80)" in route["why"] and "learned over BGP" not in route["why"]
+        assert t["reached"] and t["ping"]["ok"]
+
+
+@pytest.mark.netns
+def test_rk_vxlan_cross_subnet_with_mesh():
+    with Lab(racks(name="rk-vxcs", octet=142, enc="VXLANCrossSubnet", bgp="mesh"), "rk-vxcs") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "k8s-worker-2")]["detail"] == "2/2 Established"  # iBGP mesh through core
+        master = lab.routes("k8s-master")
+        assert "192.168.1.0/24 via 10.142.1.2 dev ens192 proto 80" in master, master  # same rack: native
+        assert "192.168.2.0/24 via 192.168.2.1 dev vxlan.calico proto 80 onlink" in master, master
+
+
+@pytest.mark.netns
+def test_rk_no_encapsulation_needs_the_router_to_know_the_blocks():
+    with Lab(racks(name="rk-none", octet=143, enc="None", bgp="tor"), "rk-none") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("router-routes", "core")]["ok"]
+        t = json.loads(lab.run("trace", "pod-a", "pod-b", "--format", "json").stdout)
+        assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["core"] and t["reached"]
+    with Lab(racks(name="rk-nomesh", octet=144, enc="None", bgp="mesh", net_asn=False), "rk-nomesh") as lab:
+        v = lab.verify()
+        assert v["rc"] == 1
+        rr = v["checks"][("router-routes", "core")]
+        assert not rr["ok"] and rr["detail"].startswith("core has no route to 192.168.0.0/24 (k8s-master)")
+        assert "192.168.2.0/24 (k8s-worker-2)" in rr["detail"]
+        assert "only bgp: tor" in rr["detail"]
+        assert not v["checks"][("ping", "pod-a->pod-b")]["ok"]
+        assert v["checks"][("ping", "pod-a->pod-m")]["ok"]  # same rack: no router on the way
+
+
+def test_bgp_none_disables_calico_bgp_in_the_operator_resources(tmp_path):
+    seed = (ROOT / "inventories" / "seed" / "topology.yml").read_text()
+    f = tmp_path / "t.yml"
+    f.write_text(seed.replace("encapsulation: IPIP ", "encapsulation: VXLAN ").replace("asn: 64512", "bgp: none"))
+    labctl("render", "-t", f, "-o", tmp_path / "lab", check=True)
+    assert "    bgp: Disabled\n" in (tmp_path / "lab" / "calico" / "custom-resources.yaml").read_text()
+    data = json.loads((tmp_path / "lab" / "topology-data.json").read_text())
+    assert data["calico"]["bgp"] == "none" and data["calico"]["felix"] is True
+    assert all(n["peers"] == [] for n in data["nodes"])
+    master = data["nodes"][0]
+    assert master["felix_routes"][0] == "blackhole 192.168.0.0/24 proto 80"
+    assert "192.168.1.0/24 via 192.168.1.1 dev vxlan.calico onlink proto 80" in master["felix_routes"]
