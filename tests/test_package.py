@@ -28,7 +28,7 @@ def test_wheel_ships_playbooks_and_templates(wheel):
         "labctl/playbooks/netns-up.yml",
         "labctl/playbooks/vm-up.yml",
         "labctl/playbooks/vm-down.yml",
-        "labctl/playbooks/roles/netns_bird/templates/bird-up.sh.j2",
+        "labctl/playbooks/roles/netns_bird/files/bird-up.sh",
         "labctl/playbooks/roles/validate_inventory/tasks/main.yml",
         "labctl/templates/bird.conf.j2",
         "labctl/templates/ansible-inventory.yml.j2",

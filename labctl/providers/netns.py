@@ -200,8 +200,8 @@ class NetnsProvider(Provider):
         if host:
             sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        pids = {}
-        for n in data["nodes"]:
+
+        def one(n: dict) -> int | None:
             self.lab.checkpoint()  # a big lab takes a while: Ctrl-C is answered between nodes
             ns = node_netns(name, n["name"])
             veth = host_veth(name, n["name"])
@@ -232,7 +232,11 @@ class NetnsProvider(Provider):
                 ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh or stale_mac
             )
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
-            pids[n["name"]] = self._sshd(data, n, ns)
+            return self._sshd(data, n, ns)
+
+        # nodes are independent of each other: a few at a time, so a big lab's thousands of short
+        # `ip`/`nsenter` processes overlap instead of running one after another
+        pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
         # sshd writes its pid file once it listens: wait for all of them at once, not node by node
         deadline = time.monotonic() + 5.0
         for node, pid in pids.items():
@@ -347,16 +351,17 @@ class NetnsProvider(Provider):
         pub = Path(str(d.ssh_key) + ".pub").read_text()
         d.authorized_keys.write_text(pub)
         os.chmod(d.authorized_keys, 0o600)
-        known = []
-        for n in data["nodes"] + data.get("routers", []):
+
+        def host_key(n: dict) -> str:
             nd = d.node_dir(n["name"])
             nd.mkdir(parents=True, exist_ok=True, mode=0o700)
             hk = nd / "ssh_host_ed25519_key"
             if not hk.exists():
                 sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
             key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
-            known.append(f"{n['address']} {key_type} {key}\n")
-        d.known_hosts.write_text("".join(known))
+            return f"{n['address']} {key_type} {key}\n"
+
+        d.known_hosts.write_text("".join(_each(host_key, data["nodes"] + data.get("routers", []))))
 
     def _sshd(self, data: dict, n: dict, ns: str) -> int | None:
         """Start the node's sshd unless it runs: its pid, or None while it is starting."""
@@ -499,16 +504,21 @@ class NetnsProvider(Provider):
         # pods first, then the node: the host end of the node's NIC goes with its namespace
         spaces = [p["netns"] for n in nodes for p in n.get("pods", [])] + [node_netns(lab, n["name"]) for n in nodes]
         _kill_in(spaces)
-        for n in nodes:
+
+        def close_sockets(n: dict) -> None:
             # what the dead processes left unsent (a BGP peer that stopped reading, say) would sit
             # in orphaned sockets retrying for minutes, each holding the namespace and its veth
             ns = node_netns(lab, n["name"])
             if Path(f"/run/netns/{ns}").exists():
                 sh.run(["nsenter", f"--net=/run/netns/{ns}", "ss", "-tKn", "state", "connected"], check=False)
-        for ns in spaces:
+
+        def delete(ns: str) -> None:
             checkpoint()
             if Path(f"/run/netns/{ns}").exists():
                 sh.run(["ip", "netns", "del", ns])
+
+        _each(close_sockets, nodes)
+        _each(delete, spaces)
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir
@@ -693,6 +703,25 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+BOOTSTRAP_WORKERS = 8  # the host's CPUs bound this, not the lab size: more only queue for them
+
+
+def _each(fn, items: list) -> list:
+    """fn(item) for every item, a few at a time, results in order. The first error (an Interrupted
+    from a checkpoint or a Ctrl-C'd child, a HostError) is raised once the running calls end; the
+    calls not started yet are dropped."""
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = ThreadPoolExecutor(max_workers=min(BOOTSTRAP_WORKERS, len(items)))
+    futures = [ex.submit(fn, x) for x in items]
+    try:
+        return [f.result() for f in futures]
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
 def _link_mac(ns: str, dev: str) -> str:
     p = sh.run(["ip", "-n", ns, "-j", "link", "show", dev], check=False)
     return (json.loads(p.stdout or "[{}]") or [{}])[0].get("address", "") if p.returncode == 0 else ""
@@ -727,12 +756,34 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _pids_in(spaces: list[str]) -> list[int]:
+    """The processes in these namespaces, as `ip netns pids` finds them (the namespace inode of
+    /proc/PID/ns/net against the /run/netns mount's), in one pass over /proc for all of them."""
+    want = set()
+    for ns in spaces:
+        try:
+            st = os.stat(f"/run/netns/{ns}")
+        except OSError:
+            continue
+        want.add((st.st_dev, st.st_ino))
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                st = os.stat(f"/proc/{p}/ns/net")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in want:
+                pids.append(int(p))
+    return pids
+
+
 def _kill_in(spaces: list[str]) -> None:
     """Stop every process in these namespaces (by pid) while all of them still exist, so the TCP
     sessions between nodes (BGP) close in both kernels rather than towards a peer already gone."""
     spaces = [ns for ns in spaces if Path(f"/run/netns/{ns}").exists()]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = [int(p) for ns in spaces for p in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+        pids = _pids_in(spaces)
         if not pids:
             break
         for pid in pids:

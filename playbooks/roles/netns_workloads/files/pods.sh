@@ -1,8 +1,12 @@
+# Pods, run by the netns_workloads task after its variable lines (node_dir; pods: "name ip veth
+# netns" per pod of this node). A plain file, not a template: see netns_node's node-net.sh.
 set -euo pipefail
 # pods this node had and should not have any more (moved, or gone from the topology)
-list={{ node_dir }}/pods.list
-want='{% for pod in node_pods %}{{ pod.netns }} {{ pod.veth }}
-{% endfor %}'
+list=$node_dir/pods.list
+want=''
+while read -r _ _ veth ns; do
+  if [ -n "$ns" ]; then want+="$ns $veth"$'\n'; fi
+done <<< "$pods"
 if [ -f "$list" ]; then
   while read -r ns veth; do
     case "$want" in *"$ns $veth"*) continue ;; esac
@@ -23,20 +27,21 @@ while read -r _ name rest; do name=${name%:}; links[${name%%@*}]=$rest; done < <
 routes=$'\n'$(ip -4 route show)
 neigh=$'\n'$(ip -4 neigh show nud permanent)
 node_batch=''
-{% for pod in node_pods %}
-{% set o = pod.ip.split('.') | map('int') | list %}
-{% set mac = '0a:58:%02x:%02x:%02x:%02x' | format(o[0], o[1], o[2], o[3]) %}
-# {{ pod.name }}: {{ pod.ip }}/32 on eth0 ({{ mac }}), default via 169.254.1.1 on {{ pod.veth }}
-ns={{ pod.netns }} veth={{ pod.veth }} ip={{ pod.ip }} mac={{ mac }} cur=''
+while read -r name ip veth ns; do
+[ -n "$ns" ] || continue
+# a pod: $ip/32 on eth0 (0a:58 + the IP's octets), default via 169.254.1.1 on $veth
+IFS=. read -r o1 o2 o3 o4 <<< "$ip"
+printf -v mac '0a:58:%02x:%02x:%02x:%02x' "$o1" "$o2" "$o3" "$o4"
+cur=''
 if [ -e "/run/netns/$ns" ]; then
   cur=$(printf 'addr show dev eth0\nlink show\nroute show\nneigh show dev eth0\n' | ip -n "$ns" -4 -o -batch - 2>/dev/null || true)
 else
-  ip netns add "$ns"; echo "CHANGED netns {{ pod.name }}"
+  ip netns add "$ns"; echo "CHANGED netns $name"
 fi
 l=${links[$veth]:-}
 if [ -z "$l" ]; then
   ip link add "$veth" address ee:ee:ee:ee:ee:ee type veth peer name eth0 address "$mac" netns "$ns"
-  echo "CHANGED veth {{ pod.name }}"
+  echo "CHANGED veth $name"
   cur=''
 fi
 echo 1 > "/proc/sys/net/ipv4/conf/$veth/proxy_arp"
@@ -56,9 +61,9 @@ re='eth0@[^'$'\n'']*,UP'
 [[ $cur == *"169.254.1.1 lladdr ee:ee:ee:ee:ee:ee PERMANENT"* ]] || pod_batch+=$'neigh replace 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent\n'
 if [ -n "$pod_batch" ]; then
   printf '%s' "$pod_batch" | ip -n "$ns" -batch -
-  echo "CHANGED {{ pod.name }}: $(printf '%s' "$pod_batch" | tr '\n' ';')"
+  echo "CHANGED $name: $(printf '%s' "$pod_batch" | tr '\n' ';')"
 fi
-{% endfor %}
+done <<< "$pods"
 if [ -n "$node_batch" ]; then
   printf '%s' "$node_batch" | ip -batch -
   echo "CHANGED pod links: $(printf '%s' "$node_batch" | tr '\n' ';')"

@@ -1,11 +1,6 @@
+# BIRD up, run by the netns_bird task after its variable lines (conf, sock, pidfile, new: the
+# config labctl rendered). A plain file, not a template: see netns_node's node-net.sh.
 set -eu
-conf={{ node_dir }}/bird.conf
-sock={{ node_bird_socket }}
-pidfile={{ node_dir }}/bird.pid
-new=$(cat <<'LABCTL_BIRD_CONF'
-{{ lookup('ansible.builtin.file', node_bird_conf) }}
-LABCTL_BIRD_CONF
-)
 running=0
 if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then running=1; fi
 if [ "$new" != "$(cat "$conf" 2>/dev/null)" ]; then
