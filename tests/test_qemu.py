@@ -201,8 +201,12 @@ def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path
         assert "booting qreal-w2 (" in p.stderr, p.stderr
         pids = json.loads((qhome / "qreal" / "state.json").read_text())["qemu"]["pids"]
         assert pids["qreal-w2"] != old and pids["qreal-cp"] == state["qemu"]["pids"]["qreal-cp"]
-        r = labctl("exec", "-n", "qreal", "qreal-w2", "--", "systemctl", "is-active", "containerd", home=qhome)
-        assert r.stdout.strip() == "active", r.stdout + r.stderr  # what the roles did survived the kill
+        # what the roles wrote survived the kill (its disk is kept)
+        cfg = "/etc/containerd/config.toml"
+        r = labctl(
+            "exec", "-n", "qreal", "qreal-w2", "--", "sudo", "grep", "-c", "SystemdCgroup = true", cfg, home=qhome
+        )
+        assert r.stdout.strip() == "1", r.stdout + r.stderr
     finally:
         t0 = time.monotonic()
         d = labctl("down", "-t", t, home=qhome, timeout=600)
@@ -213,8 +217,9 @@ def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path
     reset = d.stderr.split("TASK Reset kubeadm", 1)[1].split("TASK", 1)[0]
     assert sorted(re.findall(r"(qreal-\w+)\s+changed", reset)) == ["qreal-cp", "qreal-w1", "qreal-w2"], d.stderr
     assert residue(qhome, "qreal") == []
-    # one script per VM, no Python module per step: ~10 s here under TCG (it took ~190 s as ~40 tasks)
-    assert took < 60, took
+    # one script per VM, no Python module per step (as ~40 tasks it took 173-189 s here); the target
+    # is 15 s, the bound leaves room for a host loaded by other tests
+    assert took < 90, took
 
 
 def up_in_background(topo: Path, home: Path) -> subprocess.Popen:
