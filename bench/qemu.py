@@ -3,7 +3,7 @@
 the containerd phases (preflight, host_prep, containerd; then again, changing nothing), `down`.
 Targets under TCG: SSH-ready <= 90 s, cached build <= 1 s, down <= 15 s (KVM: SSH-ready <= 20 s).
 
-    sudo flock /tmp/labctl-real.lock .venv/bin/python bench/qemu.py [--cold] [--lan 10.209.0]
+    sudo flock /tmp/labctl-qemu.lock .venv/bin/python bench/qemu.py [--cold] [--lan 10.209.0]
 """
 
 from __future__ import annotations

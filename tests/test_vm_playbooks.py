@@ -194,6 +194,31 @@ def test_down_resets_the_nodes_that_answer_and_names_the_others(vm_lab, tmp_path
     assert re.search(r"cp-1\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out
 
 
+def test_down_through_labctl_names_the_unreachable_nodes_not_the_first_contact(vm_lab, tmp_path):
+    """vm-down.yml tries each node once with raw (ignore_unreachable) before waiting for it: that
+    ignored unreachable must not become the error `labctl down` prints; the last play's is it."""
+    import shutil as sh
+
+    import yaml
+
+    from labctl import layout, runner
+    from labctl.errors import ProvisionError
+    from labctl.progress import Progress
+
+    lab = layout.LabDir(tmp_path / "lab")
+    sh.copytree(vm_lab.root, lab.root)
+    inv = yaml.safe_load(lab.inventory.read_text())
+    for group in ("kube_control_plane", "kube_node"):
+        for hv in inv["all"]["children"][group]["hosts"].values():
+            hv.pop("ansible_ssh_common_args", None)
+            hv.update(ansible_host="127.0.0.1", ansible_port=9)
+    lab.inventory.write_text(yaml.safe_dump(inv))
+    progress = Progress(lab.root / "logs" / "down.log", quiet=True)
+    with pytest.raises(ProvisionError) as e:
+        runner.run_playbook(lab, "vm-down.yml", progress, extravars={"reset_connect_timeout": 3}, check=True)
+    assert "not reset: cp-1, wk-1, wk-2 (unreachable: cp-1, wk-1, wk-2)" in str(e.value), str(e.value)
+
+
 def test_reset_undoes_what_host_prep_and_containerd_wrote():
     import yaml
 
@@ -217,5 +242,9 @@ def test_reset_undoes_what_host_prep_and_containerd_wrote():
     removed = reset["reset_host_files"] + reset["reset_purge_files"]
     missing = [w for w in written if not any(w == r or w.startswith(r + "/") for r in removed)]
     assert not missing, missing
-    tasks = (ROOT / "playbooks/roles/reset/tasks/main.yml").read_text()
-    assert "Swap back in /etc/fstab" in tasks and "labctl lab {{ lab_name }}" in tasks
+    # the role's one script: swap lines host_prep marked, and its /etc/hosts block (blockinfile's markers)
+    script = (ROOT / "playbooks/roles/reset/templates/reset.sh.j2").read_text()
+    assert "mark={{ reset_fstab_mark | quote }}" in script
+    host_prep_tasks = (ROOT / "playbooks/roles/host_prep/tasks/main.yml").read_text()
+    assert 'marker: "# {mark} labctl lab {{ lab_name }}"' in host_prep_tasks
+    assert "('# BEGIN labctl lab ' ~ lab_name)" in script and "('# END labctl lab ' ~ lab_name)" in script

@@ -41,13 +41,15 @@ class QemuProvider(VmProvider):
 
     @property
     def down_playbook(self) -> str | None:
-        """The reset role runs for real when every VM is up; VMs that are gone need no reset."""
+        """The reset role runs for real when every VM runs and has finished booting. A VM that is
+        gone, or still booting (an `up` interrupted at boot), is not waited for: its disk goes with
+        it, and no play ever ran on it."""
         try:
             data = self.lab.data()
         except (OSError, ValueError):
             return None
-        alive = all(machine.running(self.dir.node_dir(n["name"])) for n in data["nodes"])
-        return "vm-down.yml" if alive else None
+        dirs = [self.dir.node_dir(n["name"]) for n in data["nodes"]]
+        return "vm-down.yml" if all(machine.running(d) and machine.booted(d) for d in dirs) else None
 
     def _cfg(self, data: dict) -> Qemu:
         return Qemu.model_validate(data["qemu"]) if data.get("qemu") else Qemu()
@@ -72,10 +74,10 @@ class QemuProvider(VmProvider):
                 "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng (`make qemu-deps`)",
             )
         cfg = self._cfg(data)
-        if cfg.image not in image.RECIPES:
-            raise UsageError(
-                f"qemu.image {cfg.image}: booting cloud images is not supported yet",
-                f"use an image labctl builds: {', '.join(image.RECIPES)}",
+        if cfg.image not in image.RECIPES and shutil.which(machine.SEED_TOOL) is None:
+            raise HostError(
+                f"{machine.SEED_TOOL} is missing: a cloud image ({cfg.image}) gets its settings from a NoCloud seed",
+                "apt-get install -y cloud-image-utils (`make qemu-deps`)",
             )
         if machine.link_exists(machine.bridge_name(data["name"])) and not self.dir.state.exists():
             raise HostError(
@@ -92,13 +94,19 @@ class QemuProvider(VmProvider):
         Returns the QEMU pid per node."""
         cfg = self._cfg(data)
         name = data["name"]
-        base = image.get(cfg.image)
-        if base is None:
-            t0 = time.monotonic()
-            base, _ = image.build(cfg.image, progress)
-            progress.info(f"  image {cfg.image} built in {time.monotonic() - t0:.0f} s ({base})")
+        cloud = cfg.image not in image.RECIPES  # a path, its sha256 checked by validation
+        if cloud:
+            base = Path(cfg.image).expanduser().resolve()
+            backing, fmt = base, machine.image_format(base)
+        else:
+            base = image.get(cfg.image)
+            if base is None:
+                t0 = time.monotonic()
+                base, _ = image.build(cfg.image, progress)
+                progress.info(f"  image {cfg.image} built in {time.monotonic() - t0:.0f} s ({base})")
+            backing, fmt = base / "base.raw", "raw"
         self.lab.checkpoint()
-        accel = self._accel(cfg, base, progress)
+        accel = self._accel(cfg, None if cloud else base, progress)
         self._keys(data)
         gw = data["network"]["gateway"]
         plen = int(data["network"]["lan"].split("/")[1])
@@ -112,10 +120,14 @@ class QemuProvider(VmProvider):
             machine.ensure_tap(name, n["name"])
             m = cfg.control_plane if n["role"] == "control-plane" else cfg.worker
             if not machine.running(nd):
-                machine.overlay(base, nd / "disk.qcow2")
-                machine.config_disk(nd, n, data, pub)
+                machine.overlay(backing, fmt, nd / "disk.qcow2")
+                if cloud:
+                    machine.seed_iso(nd, n, data, pub)
+                else:
+                    machine.config_disk(nd, n, data, pub)
                 booted.append(n["name"])
-            pids[n["name"]] = machine.start(name, n, nd, base, accel, m.cpus, m.memory)
+            boot = machine.cloud_boot(nd) if cloud else machine.kernel_boot(base, nd)
+            pids[n["name"]] = machine.start(name, n, nd, boot, accel, m.cpus, m.memory)
         self.lab.save_state(qemu={"accel": accel, "image": str(base), "pids": pids})
         if booted:
             progress.info(f"  booting {', '.join(booted)} ({accel}); waiting for SSH")
@@ -135,9 +147,15 @@ class QemuProvider(VmProvider):
             progress.info(f"  SSH up on every node in {time.monotonic() - t0:.1f} s")
         return pids
 
-    def _accel(self, cfg: Qemu, base: Path, progress) -> str:
+    def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
+        """`base`: labctl's image, whose kernel the KVM probe boots (a cloud image has no loose kernel:
+        the probe borrows labctl's when it is built)."""
         if cfg.accel != "auto":
             return cfg.accel
+        base = base or next((b for b in map(image.get, image.RECIPES) if b is not None), None)
+        if base is None:
+            progress.warn("VMs run under TCG: no kernel to probe KVM with (`labctl image build`, or qemu.accel: kvm)")
+            return "tcg"
         ok, why = machine.probe_kvm(base)
         if ok:
             return "kvm"

@@ -22,6 +22,7 @@ from labctl.qemu import image
 
 QEMU = "qemu-system-x86_64"
 TOOLS = (QEMU, "qemu-img", "mkfs.ext4", "ssh-keygen", "ip")
+SEED_TOOL = "cloud-localds"  # cloud-image-utils: NoCloud seeds for user-supplied cloud images
 PROBE_SECONDS = 8.0
 
 
@@ -138,9 +139,18 @@ def remove_links(lab: str, nodes: list[str]) -> None:
 # -- disks ----------------------------------------------------------------------------------
 
 
-def overlay(base: Path, disk: Path) -> None:
+def overlay(backing: Path, fmt: str, disk: Path) -> None:
+    """The node's disk: a qcow2 overlay on the base image (labctl's base.raw or a cloud image)."""
     if not disk.exists():
-        sh.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base / "base.raw"), "-F", "raw", str(disk)])
+        sh.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", fmt, str(disk)])
+
+
+def image_format(path: Path) -> str:
+    """qcow2 or raw, as qemu-img reads the file (never guessed from the name)."""
+    info = json.loads(sh.run(["qemu-img", "info", "--output=json", str(path)]).stdout)
+    if info.get("format") not in ("qcow2", "raw"):
+        raise HostError(f"{path} is a {info.get('format')} image", "give a qcow2 or raw cloud image")
+    return info["format"]
 
 
 def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
@@ -172,17 +182,91 @@ def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     return img
 
 
+def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
+    """A cloud-init NoCloud seed (volume label cidata) for a user-supplied cloud image, made by the
+    distro's cloud-localds: the same settings as the config disk (hostname, static address on the NIC
+    renamed as the topology says, the lab key for the sudo user, the host key labctl pinned)."""
+    import yaml
+
+    src = node_dir / "seed"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(mode=0o700)
+    plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+    key = node_dir / "ssh_host_ed25519_key"
+    user = {
+        "hostname": node["name"],
+        "preserve_hostname": False,
+        "manage_etc_hosts": False,
+        "users": [
+            {
+                "name": image.USER,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [pubkey.strip()],
+            }
+        ],
+        "ssh_pwauth": False,
+        "disable_root": True,
+        # the host key labctl generated and pinned; no others (no trust on first use)
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {"ed25519_private": key.read_text(), "ed25519_public": Path(f"{key}.pub").read_text().strip()},
+        "write_files": [
+            {
+                "path": "/etc/hosts",
+                "content": f"127.0.0.1 localhost\n127.0.1.1 {node['name']}\n"
+                + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"]),
+            }
+        ],
+    }
+    (src / "user-data").write_text("#cloud-config\n" + yaml.safe_dump(user, sort_keys=False))
+    (src / "meta-data").write_text(
+        yaml.safe_dump({"instance-id": f"labctl-{data['name']}-{node['name']}", "local-hostname": node["name"]})
+    )
+    # no gateway: nothing leaves the LAN (apt goes through the lab proxy)
+    net = {
+        "version": 2,
+        "ethernets": {
+            "lan": {
+                "match": {"macaddress": mac(data["name"], node["name"])},
+                "set-name": node["interface"],
+                "addresses": [f"{node['address']}/{plen}"],
+            }
+        },
+    }
+    (src / "network-config").write_text(yaml.safe_dump(net, sort_keys=False))
+    iso = node_dir / "seed.iso"
+    iso.unlink(missing_ok=True)
+    sh.run(["cloud-localds", "--network-config", str(src / "network-config"), str(iso), str(src / "user-data"),
+            str(src / "meta-data")])  # fmt: skip
+    os.chmod(iso, 0o600)  # it holds the node's private host key
+    shutil.rmtree(src)
+    return iso
+
+
 # -- QEMU -----------------------------------------------------------------------------------
 
 
-def start(lab: str, node: dict, node_dir: Path, base: Path, accel: str, cpus: int, memory: int) -> int:
-    """Boot the node's VM unless it runs; its pid."""
+def kernel_boot(base: Path, node_dir: Path) -> list[str]:
+    """labctl's image: its kernel booted directly, settings from the node's config disk."""
+    meta = json.loads((base / "image.json").read_text())
+    return ["-kernel", str(base / "vmlinuz"), "-initrd", str(base / "initrd.img"), "-append", meta["cmdline"],
+            "-drive", f"file={node_dir / 'config.img'},if=virtio,format=raw,readonly=on"]  # fmt: skip
+
+
+def cloud_boot(node_dir: Path) -> list[str]:
+    """A cloud image: its own bootloader (SeaBIOS), settings from the NoCloud seed."""
+    return ["-drive", f"file={node_dir / 'seed.iso'},if=virtio,format=raw,readonly=on"]
+
+
+def start(lab: str, node: dict, node_dir: Path, boot: list[str], accel: str, cpus: int, memory: int) -> int:
+    """Boot the node's VM unless it runs; its pid. `boot`: kernel_boot() or cloud_boot()."""
     pid = running(node_dir)
     if pid:
         return pid
     pidfile = node_dir / "qemu.pid"
     pidfile.unlink(missing_ok=True)
-    meta = json.loads((base / "image.json").read_text())
     tap = tap_name(lab, node["name"])
     argv = [
         QEMU,
@@ -193,11 +277,8 @@ def start(lab: str, node: dict, node_dir: Path, base: Path, accel: str, cpus: in
         "-m", str(memory),
         "-nodefaults", "-display", "none", "-monitor", "none",
         "-serial", f"file:{node_dir / 'console.log'}",
-        "-kernel", str(base / "vmlinuz"),
-        "-initrd", str(base / "initrd.img"),
-        "-append", meta["cmdline"],
         "-drive", f"file={node_dir / 'disk.qcow2'},if=virtio,format=qcow2,discard=unmap",
-        "-drive", f"file={node_dir / 'config.img'},if=virtio,format=raw,readonly=on",
+        *boot,
         "-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=lan,mac={mac(lab, node['name'])}",
         "-device", "virtio-rng-pci",
@@ -226,6 +307,15 @@ def running(node_dir: Path) -> int | None:
     if stat.rsplit(")", 1)[1].split()[0] == "Z" or str(node_dir / "disk.qcow2").encode() not in cmd:
         return None
     return pid
+
+
+def booted(node_dir: Path) -> bool:
+    """Has the VM's current boot reached its login prompt (sshd starts before getty)? QEMU
+    truncates console.log when it starts, so an older boot's prompt does not count."""
+    try:
+        return b" login: " in (node_dir / "console.log").read_bytes()
+    except OSError:
+        return False
 
 
 def stop(node_dirs: list[Path], timeout: float = 10.0) -> list[str]:
@@ -260,8 +350,8 @@ def wait_ssh(nodes: list[dict], timeout: float, alive, cancel=None) -> list[str]
             if not alive(n):
                 raise HostError(f"the VM of node {name} stopped while booting", "see its console.log in the lab dir")
             try:
-                with socket.create_connection((n["address"], 22), timeout=1) as s:
-                    s.settimeout(2)
+                with socket.create_connection((n["address"], 22), timeout=2) as s:
+                    s.settimeout(10)  # sshd answers in seconds on an emulated VM of a loaded host
                     if s.recv(8).startswith(b"SSH-"):
                         del pending[name]
             except OSError:
