@@ -204,17 +204,8 @@ class NetnsProvider(Provider):
         def one(n: dict) -> int | None:
             self.lab.checkpoint()  # a big lab takes a while: Ctrl-C is answered between nodes
             ns = node_netns(name, n["name"])
-            veth = host_veth(name, n["name"])
-            fresh = not Path(f"/run/netns/{ns}").exists()
-            if fresh:
-                sh.run(["ip", "netns", "add", ns])
-            if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", n["interface"]]):
-                # the veth of a namespace deleted a moment ago: the kernel frees it asynchronously
-                _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
             nic, mac = n["interface"], lan_mac(n["address"])
-            if not _link_exists(veth):
-                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
-            sh.run(["ip", "link", "set", veth, "master", br, "up"])
+            fresh = _plug(ns, host_veth(name, n["name"]), nic, mac, br)
             # one `ip -batch` per node: every step is idempotent, so a second up repeats it unchanged
             # setting a MAC, even the same one, flushes the device's neighbours (permanent ones too):
             # only a namespace made before labctl fixed its MACs needs it, and then starts afresh
@@ -305,16 +296,8 @@ class NetnsProvider(Provider):
             self.lab.checkpoint()
             net = nets[n["network"]]
             ns = node_netns(name, n["name"])
-            veth = host_veth(name, n["name"])
-            fresh = not Path(f"/run/netns/{ns}").exists()
-            if fresh:
-                sh.run(["ip", "netns", "add", ns])
-            if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", n["interface"]]):
-                _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
             nic, mac = n["interface"], lan_mac(n["address"])
-            if not _link_exists(veth):
-                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
-            sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
+            fresh = _plug(ns, host_veth(name, n["name"]), nic, mac, net["bridge"])
             plen = ipaddress.IPv4Network(net["lan"]).prefixlen
             batch = [
                 "link set lo up",
@@ -720,6 +703,21 @@ def _each(fn, items: list) -> list:
         return [f.result() for f in futures]
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _plug(ns: str, veth: str, nic: str, mac: str, bridge: str) -> bool:
+    """Namespace ns (made if missing) with its NIC nic (MAC mac) on bridge through the host's veth;
+    idempotent. True if the namespace is new."""
+    fresh = not Path(f"/run/netns/{ns}").exists()
+    if fresh:
+        sh.run(["ip", "netns", "add", ns])
+    if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", nic]):
+        # the veth of a namespace deleted a moment ago: the kernel frees it asynchronously
+        _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
+    if not _link_exists(veth):
+        sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
+    sh.run(["ip", "link", "set", veth, "master", bridge, "up"])
+    return fresh
 
 
 def _link_mac(ns: str, dev: str) -> str:
