@@ -228,17 +228,7 @@ class NetnsProvider(Provider):
         # nodes are independent of each other: a few at a time, so a big lab's thousands of short
         # `ip`/`nsenter` processes overlap instead of running one after another
         pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
-        # sshd writes its pid file once it listens: wait for all of them at once, not node by node
-        deadline = time.monotonic() + 5.0
-        for node, pid in pids.items():
-            pidfile = self.dir.node_dir(node) / "sshd.pid"
-            while not pid and time.monotonic() < deadline:
-                time.sleep(0.01)
-                pid = _pid(pidfile)
-            if not pid:
-                raise HostError(f"sshd of node {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
-            pids[node] = pid
-        return pids
+        return self._await_sshd(pids)
 
     def _bootstrap_racks(self, data: dict, progress) -> dict:
         """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
@@ -312,6 +302,11 @@ class NetnsProvider(Provider):
             batch += _lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
+        return self._await_sshd(pids)
+
+    def _await_sshd(self, pids: dict) -> dict:
+        """The sshd pids, waiting for those still starting (None). sshd writes its pid file once it listens: wait
+        for all of them at once, not node by node."""
         deadline = time.monotonic() + 5.0
         for node, pid in pids.items():
             pidfile = self.dir.node_dir(node) / "sshd.pid"
