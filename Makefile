@@ -47,7 +47,8 @@ bench-qemu: qemu-deps venv
 
 lint: venv
 	$(VENV)/bin/ansible-lint --profile production playbooks/
-	$(VENV)/bin/yamllint -s playbooks/ inventories/
+	$(VENV)/bin/yamllint -s playbooks/
+	$(VENV)/bin/yamllint -s -c inventories/.yamllint inventories/
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
