@@ -191,6 +191,9 @@ class _Trace:
             why += f"; {cur} owns block {self.nodes[cur]['block']}"
         self.add(cur, "arrive", f"{d['ip']} delivered locally on {cur} ({get.get('dev', '')})", why, get=get)
 
+    def name_of(self, addr: str) -> str | None:
+        return self.by_addr.get(addr) or self.router_addr.get(addr)
+
     def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: dict | None) -> None:
         dev, gw = get.get("dev", ""), get.get("gateway", "")
         if iproute.protocol(route) == iproute.FELIX and not local_pod:
@@ -203,11 +206,15 @@ class _Trace:
             origin = _bgp_origin(self.sh, node, self.prov.birdc(node), self.d["ip"])
             why = "learned over BGP"
             if origin:
-                peer = self.by_addr.get(origin["next_hop"]) or self.router_addr.get(origin["next_hop"])
-                who = self.by_addr.get(origin["gateway"]) or self.router_addr.get(origin["gateway"])
-                sess = self.router_addr.get(origin["protocol"].partition("_")[2].replace("_", "."))
+                name = self.name_of
+                peer, who = name(origin["next_hop"]), name(origin["gateway"])
+                # Calico names a session after its peer's address (Node_10_12_1_254)
+                sess = name(origin["protocol"].partition("_")[2].replace("_", "."))
                 why += f" from {sess or who or peer or origin['next_hop']} (session {origin['protocol']}, "
-                why += f"BGP next hop {origin['next_hop']})"
+                why += f"BGP next hop {origin['next_hop']}"
+                if sess and peer and sess != peer and sess in self.nodes:
+                    why += f" = {peer}: {sess} reflected {peer}'s route and kept its next hop"
+                why += ")"
             why += f"; BIRD programmed it into the kernel via {gw or '-'} on {dev}"
         elif local_pod:
             why = f"Calico's /32 for local pod {local_pod['name']}, more specific than the node's block"

@@ -1,6 +1,6 @@
 """The seed's second case: nodes in different networks behind a lab router (`networks:`, `routers:`),
 CrossSubnet encapsulation, ToR peering, VXLAN routes from Felix. Validation here, then real two-rack
-netns labs (LANs 10.140-10.144.x, labs rk-*), one per encapsulation/BGP design that teaches something."""
+netns labs (LANs 10.140-10.146.x, labs rk-*), one per encapsulation/BGP design that teaches something."""
 
 import json
 import shutil
@@ -249,6 +249,49 @@ def test_rk_vxlan_cross_subnet_with_mesh():
         master = lab.routes("k8s-master")
         assert "192.168.1.0/24 via 10.142.1.2 dev ens192 proto 80" in master, master  # same rack: native
         assert "192.168.2.0/24 via 192.168.2.1 dev vxlan.calico proto 80 onlink" in master, master
+
+
+@pytest.mark.netns
+def test_rk_ipip_with_a_reflector_in_the_other_rack():
+    """IPIP encapsulates inside a rack too; the clients' iBGP sessions to the reflector cross the router."""
+    rr = racks(name="rk-rr", octet=145, enc="IPIP", bgp="reflectors", net_asn=False, router_asn=False)
+    rr = rr.replace("bgp: reflectors}", "bgp: reflectors, route_reflectors: [k8s-worker-2]}")
+    with Lab(rr, "rk-rr") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "k8s-worker-2")]["detail"] == "2/2 Established"  # the reflector: both clients
+        assert v["checks"][("bgp", "k8s-master")]["detail"] == "1/1 Established"  # a client: the reflector only
+        bgp = json.loads(lab.run("bgp", "k8s-master", "--format", "json").stdout)[0]
+        assert [s["peer_node"] for s in bgp["sessions"]] == ["k8s-worker-2"]
+        # k8s-worker-1's block, same rack, reflected from rack-b, still goes through the tunnel: plain IPIP
+        master = lab.routes("k8s-master")
+        assert "192.168.1.0/24 via 192.168.1.1 dev vxlan.calico proto bird" in master, master
+        t = json.loads(lab.run("trace", "pod-a", "pod-m", "--format", "json").stdout)
+        assert any(h["kind"] == "encap" for h in t["hops"]) and t["reached"]
+        assert not any(h["kind"] == "router" for h in t["hops"])  # same rack: the router is not on the way
+        route = next(h for h in t["hops"] if h["kind"] == "route" and h["at"] == "k8s-worker-1")
+        assert "learned over BGP from k8s-worker-2 (session Node_10_145_2_3" in route["why"], route["why"]
+        assert "= k8s-master: k8s-worker-2 reflected k8s-master's route" in route["why"], route["why"]
+
+
+@pytest.mark.netns
+def test_rk_vxlan_with_tor_bgp_carries_blocks_felix_programs_routes():
+    """VXLAN with ToR BGP: the router learns every block over eBGP, while the nodes' routes come from
+    Felix (proto 80) and BIRD programs nothing, as with Calico's BIRD rejecting VXLAN pools."""
+    with Lab(racks(name="rk-vxt", octet=146, enc="VXLAN", bgp="tor"), "rk-vxt") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "core")]["detail"] == "3/3 Established"
+        master = lab.routes("k8s-master")
+        assert "192.168.1.0/24 via 192.168.1.1 dev vxlan.calico proto 80 onlink" in master, master
+        assert "192.168.2.0/24 via 192.168.2.1 dev vxlan.calico proto 80 onlink" in master, master
+        assert "proto bird" not in master, master
+        core = lab.routes("core")
+        assert "192.168.0.0/24 via 10.146.1.1" in core and "192.168.2.0/24 via 10.146.2.3" in core, core
+        t = json.loads(lab.run("trace", "pod-a", "pod-b", "--format", "json").stdout)
+        route = next(h for h in t["hops"] if h["kind"] == "route" and h["at"] == "k8s-worker-1")
+        assert "Felix programmed it (proto 80)" in route["why"], route["why"]
+        assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["core"] and t["reached"] and t["ping"]["ok"]
 
 
 @pytest.mark.netns
