@@ -90,6 +90,14 @@ def test_random_yamlish_text_gives_problem_lines(text):
     load_or_problems(text)
 
 
+def test_explicit_tag_that_cannot_construct_is_a_problem_line():
+    # found by the fuzzer: PyYAML's !!timestamp raises AttributeError on a non-timestamp
+    with pytest.raises(TopologyError) as e:
+        topology.loads("name: x\nkubernetes: {service_subnet: !!timestamp 10.96.0.0/12}\nnodes: {}\n", "x.yml")
+    assert_problem_lines(e.value)
+    assert any("'10.96.0.0/12' cannot be read as timestamp" in p for p in e.value.problems), e.value.problems
+
+
 @FAST
 @given(seed_spliced())
 def test_spliced_seed_gives_problem_lines(text):
