@@ -286,6 +286,7 @@ def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
                 "peers": [],
             }
         )
+    _router_routes(out, lans)
     by_name = {x["name"]: x for x in out}
     for x in out:
         if x["asn"] is None:
@@ -319,6 +320,30 @@ def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
                 }
             )
     return out
+
+
+def _router_routes(routers: list[dict], lans: dict) -> None:
+    """Each router's static routes to the networks it does not join: via the nearest router that joins
+    them (fewest routers on the way), through the neighbour router on the first shared network. Routers
+    pass on only what they learn over BGP, never their connected networks, so a second router needs these."""
+    joins = {r["name"]: {i["network"]: i["address"] for i in r["interfaces"]} for r in routers}
+    for r in routers:
+        first: dict[str, tuple[str, str]] = {}  # router -> (next hop address, our interface), breadth first
+        todo, seen = [r["name"]], {r["name"]}
+        while todo:
+            cur = todo.pop(0)
+            for other, nets in joins.items():
+                shared = [n for n in joins[cur] if n in nets]
+                if other in seen or not shared:
+                    continue
+                seen.add(other)
+                first[other] = first.get(cur) or (nets[shared[0]], shared[0])
+                todo.append(other)
+        r["routes"] = []
+        for net, lan in lans.items():
+            hop = next((first[o] for o in first if net in joins[o]), None)
+            if net not in joins[r["name"]] and hop is not None:
+                r["routes"].append({"lan": str(lan.lan), "via": hop[0], "dev": hop[1]})
 
 
 def tor_peers(ctx: dict) -> list[dict]:
