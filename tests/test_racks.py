@@ -370,3 +370,69 @@ def test_rk_two_routers_mesh_vxlan_cross_subnet():
         t = json.loads(lab.run("trace", "pod-a", "pod-b", "--format", "json").stdout)
         assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["r1", "r2"], t
         assert t["reached"] and t["ping"]["ok"]
+
+
+# --- reconcile: a node into a network, then a whole network, in place (LANs 10.181.x) ------------------
+
+
+def _ns_inode(lab: str, node: str) -> int:
+    return Path(f"/run/netns/lc-{lab}.{node}").stat().st_ino
+
+
+def _identity(lab: Lab, names: list[str]) -> dict:
+    """What must survive an in-place change: each namespace (its inode), its sshd and BIRD."""
+    state = json.loads((lab.home / lab.name / "state.json").read_text())
+    out = {}
+    for n in names:
+        bird = (lab.home / lab.name / "nodes" / n / "bird.pid").read_text().strip()
+        out[n] = (_ns_inode(lab.name, n), state["pids"]["sshd"][n], bird)
+    return out
+
+
+@pytest.mark.netns
+def test_rk_adding_a_node_then_a_network_touches_nobody_else():
+    name = "rk-grow"
+    text = racks(name=name, octet=181)
+    with Lab(text, name) as lab:
+        old = ["k8s-master", "k8s-worker-1", "k8s-worker-2", "core"]
+        before = _identity(lab, old)
+        # a node into rack-b
+        text = (
+            text.replace(
+                "workloads:",
+                "  k8s-worker-4: {role: worker, network: rack-b, address: 10.181.2.5, labels: {worker: no-4}}\nworkloads:",
+            ).rstrip()
+            + "\n  - {name: pod-d, node_selector: {worker: no-4}}\n"
+        )
+        lab.file.write_text(text)
+        up = lab.run("up", "-t", lab.file)
+        # IPIP emulated on vxlan.calico: every node's VTEP table gains the new one, only its sessions are waited on
+        assert "+ node k8s-worker-4" in up.stderr and "wait       k8s-worker-4\n" in up.stderr, up.stderr
+        assert _identity(lab, old) == before
+        # a whole network: its bridge, core's interface in it, a node there
+        text = text.replace(
+            "  rack-b: {lan: 10.181.2.0/24",
+            "  rack-c: {lan: 10.181.3.0/24, gateway: 10.181.3.254, asn: 65003}\n  rack-b: {lan: 10.181.2.0/24",
+        )
+        text = text.replace("rack-b: 10.181.2.254}", "rack-b: 10.181.2.254, rack-c: 10.181.3.254}")
+        text = (
+            text.replace(
+                "workloads:",
+                "  k8s-worker-3: {role: worker, network: rack-c, address: 10.181.3.4, labels: {worker: no-3}}\nworkloads:",
+            ).rstrip()
+            + "\n  - {name: pod-c, node_selector: {worker: no-3}}\n"
+        )
+        lab.file.write_text(text)
+        dry = lab.run("up", "-t", lab.file, "--dry-run")
+        assert "+ network rack-c: 10.181.3.0/24" in dry.stdout + dry.stderr
+        up = lab.run("up", "-t", lab.file)
+        assert "~ router core: + rack-c 10.181.3.254" in up.stderr, up.stderr
+        assert _identity(lab, old) == before, "namespaces, sshd and BIRD of the others are the same"
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "core")]["detail"] == "5/5 Established"
+        for pod in ("pod-c", "pod-d"):
+            t = json.loads(lab.run("trace", "pod-a", pod, "--format", "json").stdout)
+            assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["core"] and t["reached"], t
+            assert t["ping"]["ok"]
+        assert "10.181.3.0/24 dev rack-c" in lab.routes("core")
