@@ -86,6 +86,10 @@ class LabDir:
         return self.root / "calico" / "bgp.yaml"
 
     @property
+    def calico_nodes(self) -> Path:
+        return self.root / "calico" / "nodes.yaml"
+
+    @property
     def node_labels(self) -> Path:
         return self.root / "node-labels.yaml"
 

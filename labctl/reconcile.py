@@ -66,7 +66,10 @@ def diff(old: dict | None, new: dict) -> Diff:
     # the LAN and its gateway are the bridge's address and every node's default route, set when
     # the lab is created: renumbering the nodes alone would cut them off from the host
     o_net, n_net = old.get("network") or {}, new.get("network") or {}
-    if o_net != n_net:
+    racks = bool(old.get("networks")) and bool(new.get("networks"))
+    if racks:  # several networks: `network` only sums them up; networks and routers may be added
+        d.changes += _rack_changes(old, new)
+    elif o_net != n_net:
         what = ", ".join(
             f"{k} {o_net.get(k)} -> {n_net.get(k)}"
             for k in dict.fromkeys([*n_net, *o_net])
@@ -116,14 +119,59 @@ def diff(old: dict | None, new: dict) -> Diff:
         return {(p["name"], p["address"], p["type"]) for p in n.get("peers", [])}
 
     old_peers = {n: peers(before[n]) if n in before and n not in fresh else set() for n in after}
-    d.hosts["network"] = [n for n in after if n in fresh or per_peer]
-    d.hosts["bgp"] = [n for n in after if n in fresh or per_peer or peers(after[n]) != old_peers[n]]
+
+    def changed(n: str, key: str) -> bool:  # the node's own routes to the others' blocks (`networks:` labs)
+        return n in before and before[n].get(key) != after[n].get(key)
+
+    d.hosts["network"] = [n for n in after if n in fresh or per_peer or changed(n, "felix_routes")]
+    d.hosts["bgp"] = [
+        n for n in after if n in fresh or per_peer or peers(after[n]) != old_peers[n] or changed(n, "kernel")
+    ]
     d.hosts["workloads"] = [n for n in after if n in fresh or old_pods.get(n) != new_pods.get(n)]
     # a session is one TCP connection seen from both ends: the fresh nodes' waits cover every new
     # session of the others, unless one has a new peer that is not fresh
     d.hosts["wait"] = [n for n in after if n in fresh or {p[0] for p in peers(after[n]) - old_peers[n]} - set(fresh)]
     d.hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
     return d
+
+
+def _rack_changes(old: dict, new: dict) -> list[Change]:
+    """`networks:` labs: a new network (a bridge) and a new router or router interface are added in place;
+    a network or router that changes or goes, or an interface that moves, needs the lab built afresh."""
+    out: list[Change] = []
+    o_nets, n_nets = old["networks"], new["networks"]
+    for name, net in n_nets.items():
+        if name not in o_nets:
+            out.append(Change("+", "network", name, f"{net['lan']}, gateway {net['gateway']}"))
+        elif o_nets[name] != net:
+            what = ", ".join(f"{k} {o_nets[name].get(k)} -> {v}" for k, v in net.items() if o_nets[name].get(k) != v)
+            out.append(Change("~", "lab", f"networks.{name}", f"{what} (run `labctl down`, then `labctl up`)"))
+    out += [
+        Change("~", "lab", f"networks.{x}", "removed (run `labctl down`, then `labctl up`)")
+        for x in o_nets.keys() - n_nets.keys()
+    ]
+    o_r = {r["name"]: r for r in old.get("routers") or []}
+    for r in new.get("routers") or []:
+        o = o_r.get(r["name"])
+        ifaces = {i["network"]: i["address"] for i in r["interfaces"]}
+        if o is None:
+            out.append(Change("+", "router", r["name"], ", ".join(f"{k} {v}" for k, v in ifaces.items())))
+            continue
+        o_ifaces = {i["network"]: i["address"] for i in o["interfaces"]}
+        moved = [k for k in o_ifaces if ifaces.get(k) != o_ifaces[k]]
+        if not moved and o["address"] != r["address"]:  # its first interface: where its sshd listens
+            moved = [next(iter(ifaces))]
+        if moved:
+            what = ", ".join(f"{k} {o_ifaces[k]} -> {ifaces.get(k, 'none')}" for k in moved)
+            out.append(Change("~", "lab", f"routers.{r['name']}", f"{what} (run `labctl down`, then `labctl up`)"))
+        added = [f"+ {k} {v}" for k, v in ifaces.items() if k not in o_ifaces]
+        if o.get("asn") != r.get("asn"):
+            added.append(f"asn {o.get('asn')} -> {r.get('asn')}")
+        if added and not moved:
+            out.append(Change("~", "router", r["name"], ", ".join(added)))
+    gone = o_r.keys() - {r["name"] for r in new.get("routers") or []}
+    out += [Change("~", "lab", f"routers.{x}", "removed (run `labctl down`, then `labctl up`)") for x in sorted(gone)]
+    return out
 
 
 def _impairment_changes(old: dict, new: dict) -> list[Change]:

@@ -20,6 +20,7 @@ from labctl.layout import LabDir
 from labctl.topology import Plan, base_labels
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+NETWORK_LABEL = "labctl.io/network"  # a vm node's network (`networks:`), as a Kubernetes node label
 
 
 def _y(value) -> str:
@@ -134,7 +135,9 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
     for n in nodes:
         # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
         rr = {"route-reflector": "true"} if n["route_reflector"] and kind.route_reflector_label else {}
-        n["apply_labels"] = n["labels"] | rr
+        # and the ToR BGPPeer of a network selects that network's nodes by this one
+        rack = {NETWORK_LABEL: n["network"]} if "network" in n and kind.route_reflector_label else {}
+        n["apply_labels"] = n["labels"] | rr | rack
     return {
         "lab": t.name,
         "proxy": proxy,
@@ -157,7 +160,8 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             for n in nodes
         ],
         "tunnel_device": tunnel,
-        "routers": routers,
+        # only routers labctl builds are the lab's to reach (vm: the user's, only peered with)
+        "routers": routers if kind.builds_routers else [],
         "felix": felix_programs(t, ipip),
         "route_mode": "direct" if tunnel is None or cross else tunnel,
         "k8s_version": k8s_version(t.kubernetes.version),
@@ -282,6 +286,7 @@ def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
                 "peers": [],
             }
         )
+    _router_routes(out, lans)
     by_name = {x["name"]: x for x in out}
     for x in out:
         if x["asn"] is None:
@@ -315,6 +320,41 @@ def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
                 }
             )
     return out
+
+
+def _router_routes(routers: list[dict], lans: dict) -> None:
+    """Each router's static routes to the networks it does not join: via the nearest router that joins
+    them (fewest routers on the way), through the neighbour router on the first shared network. Routers
+    pass on only what they learn over BGP, never their connected networks, so a second router needs these."""
+    joins = {r["name"]: {i["network"]: i["address"] for i in r["interfaces"]} for r in routers}
+    for r in routers:
+        first: dict[str, tuple[str, str]] = {}  # router -> (next hop address, our interface), breadth first
+        todo, seen = [r["name"]], {r["name"]}
+        while todo:
+            cur = todo.pop(0)
+            for other, nets in joins.items():
+                shared = [n for n in joins[cur] if n in nets]
+                if other in seen or not shared:
+                    continue
+                seen.add(other)
+                first[other] = first.get(cur) or (nets[shared[0]], shared[0])
+                todo.append(other)
+        r["routes"] = []
+        for net, lan in lans.items():
+            hop = next((first[o] for o in first if net in joins[o]), None)
+            if net not in joins[r["name"]] and hop is not None:
+                r["routes"].append({"lan": str(lan.lan), "via": hop[0], "dev": hop[1]})
+
+
+def tor_peers(ctx: dict) -> list[dict]:
+    """bgp: tor as Calico resources: one BGPPeer per network with nodes, its nodes selected by their
+    network label, peering with the network's gateway router in the router's AS."""
+    out = {}
+    for n in ctx["nodes"]:
+        for p in n["peers"]:
+            if p["type"] == "tor":
+                out[n["network"]] = {"network": n["network"], "address": p["address"], "asn": p["asn"]}
+    return list(out.values())
 
 
 def pod_netns(lab: str, node: str, pod: str) -> str:
@@ -410,8 +450,10 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     for w in ctx["workers"]:
         put(lab.kubeadm_join(w["name"]), "kubeadm-join.yaml.j2", node=w)
     put(lab.calico_resources, "calico-resources.yaml.j2")
-    if plan.topology.calico.route_reflectors:
-        put(lab.calico_bgp, "calico-bgp.yaml.j2")
+    if plan.topology.calico.route_reflectors or plan.topology.calico.design == "tor":
+        put(lab.calico_bgp, "calico-bgp.yaml.j2", tor=tor_peers(ctx))
+    if plan.topology.calico.design == "tor":
+        put(lab.calico_nodes, "calico-nodes.yaml.j2")
     put(lab.node_labels, "node-labels.yaml.j2")
     if ctx["emulated"]:
         for n in ctx["nodes"]:

@@ -518,9 +518,14 @@ def _racks_problems(t: Topology) -> list[Problem]:
             if node.network is not None:
                 out.append(Problem(("nodes", name, "network"), "a node network needs networks:", "remove it"))
         return out
-    if not providers.kind(t.provider).builds_routers:
+    kind = providers.kind(t.provider)
+    if not (kind.builds_routers or kind.routers_exist):
         out.append(
-            Problem(("networks",), f"the {t.provider} provider does not build networks and routers yet", "use netns")
+            Problem(
+                ("networks",),
+                f"the {t.provider} provider does not build networks and routers yet",
+                "use netns, or vm with machines already in those networks",
+            )
         )
     lans = t.lans
     for name in lans:

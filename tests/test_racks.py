@@ -105,6 +105,16 @@ def test_one_lan_refuses_router_fields():
     assert any("nodes.k8s-worker-2.network: a node network needs networks:" in x for x in p)
 
 
+def test_vm_labs_take_networks_qemu_labs_not_yet():
+    """vm: the racks and routers exist; labctl renders Calico's side. qemu: labctl makes the VMs' bridges,
+    so it needs routers it builds itself (the qemu provider's builds_routers)."""
+    t = topology.load(ROOT / "inventories" / "two-racks-vm" / "topology.yml")
+    assert t.provider == "vm" and t.calico.design == "tor" and set(t.lans) == {"rack-a", "rack-b"}
+    assert topology.loads(racks() + "provider: vm\n").provider == "vm"
+    qemu = problems(racks() + "provider: qemu\n")
+    assert any("networks: the qemu provider does not build networks and routers yet" in x for x in qemu), qemu
+
+
 def test_validate_cli_exit_2_one_line_per_problem(tmp_path):
     f = tmp_path / "t.yml"
     f.write_text(racks(net_asn=False, router_asn=False))
@@ -325,3 +335,147 @@ def test_bgp_none_disables_calico_bgp_in_the_operator_resources(tmp_path):
     master = data["nodes"][0]
     assert master["felix_routes"][0] == "blackhole 192.168.0.0/24 proto 80"
     assert "192.168.1.0/24 via 192.168.1.1 dev vxlan.calico onlink proto 80" in master["felix_routes"]
+
+
+# --- two routers: rack-a -- r1 -- transit -- r2 -- rack-b (LANs 10.185-10.186) -----------------------
+
+
+def two_routers(name: str, octet: int, enc: str, bgp: str) -> str:
+    asn = bgp == "tor"
+    a, b = (", asn: 65001", ", asn: 65002") if asn else ("", "")
+    r1, r2 = (", asn: 65000", ", asn: 65100") if asn else ("", "")
+    return f"""
+name: {name}
+networks:
+  rack-a: {{lan: 10.{octet}.1.0/24, gateway: 10.{octet}.1.254{a}}}
+  transit: {{lan: 10.{octet}.0.0/24, gateway: 10.{octet}.0.1}}
+  rack-b: {{lan: 10.{octet}.2.0/24, gateway: 10.{octet}.2.254{b}}}
+routers:
+  r1: {{interfaces: {{rack-a: 10.{octet}.1.254, transit: 10.{octet}.0.1}}{r1}}}
+  r2: {{interfaces: {{transit: 10.{octet}.0.2, rack-b: 10.{octet}.2.254}}{r2}}}
+calico: {{encapsulation: {enc}, block_size: 24, bgp: {bgp}}}
+defaults: {{interface: ens192}}
+nodes:
+  k8s-master: {{role: control-plane, network: rack-a, address: 10.{octet}.1.1}}
+  k8s-worker-1: {{role: worker, network: rack-a, address: 10.{octet}.1.2, labels: {{worker: no-1}}}}
+  k8s-worker-2: {{role: worker, network: rack-b, address: 10.{octet}.2.3, labels: {{worker: no-2}}}}
+workloads:
+  - {{name: pod-a, node_selector: {{worker: no-1}}}}
+  - {{name: pod-b, node_selector: {{worker: no-2}}}}
+  - {{name: pod-m, node_selector: {{kubernetes.io/hostname: k8s-master}}}}
+"""
+
+
+def test_routers_route_to_networks_behind_other_routers(tmp_path):
+    """Routers pass on only BGP-learned routes: a network two routers away needs a static route
+    through the neighbour router, breadth first (fewest routers)."""
+    f = tmp_path / "t.yml"
+    f.write_text(two_routers("rk2r-render", 185, "IPIPCrossSubnet", "tor"))
+    labctl("render", "-t", f, "-o", tmp_path / "lab", check=True)
+    data = json.loads((tmp_path / "lab" / "topology-data.json").read_text())
+    routes = {r["name"]: r["routes"] for r in data["routers"]}
+    assert routes == {
+        "r1": [{"lan": "10.185.2.0/24", "via": "10.185.0.2", "dev": "transit"}],
+        "r2": [{"lan": "10.185.1.0/24", "via": "10.185.0.1", "dev": "transit"}],
+    }
+    r1 = (tmp_path / "lab" / "bird" / "r1.conf").read_text()
+    assert "neighbor 10.185.0.2 as 65100;" in r1 and "local 10.185.0.1 as 65000;" in r1
+
+
+@pytest.mark.netns
+def test_rk_two_routers_tor_ipip_cross_subnet():
+    with Lab(two_routers("rk2r-tor", 185, "IPIPCrossSubnet", "tor"), "rk2r-tor") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "r1")]["detail"] == "3/3 Established"  # two nodes and r2
+        assert v["checks"][("bgp", "r2")]["detail"] == "2/2 Established"  # one node and r1
+        # r1 learned rack-b's block from r2 (eBGP: next hop r2), and routes rack-b's LAN through r2
+        r1 = lab.routes("r1")
+        assert "192.168.2.0/24 via 10.185.0.2 dev transit proto bird" in r1, r1
+        assert "10.185.2.0/24 via 10.185.0.2 dev transit" in r1, r1
+        t = json.loads(lab.run("trace", "pod-a", "pod-b", "--format", "json").stdout)
+        assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["r1", "r2"], t
+        assert any(h["kind"] == "encap" for h in t["hops"]) and t["reached"] and t["ping"]["ok"]
+        print(lab.run("trace", "pod-a", "pod-b").stdout)  # for -rP: the README's walk across two routers
+        back = json.loads(lab.run("trace", "pod-b", "pod-a", "--format", "json").stdout)
+        assert [h["at"] for h in back["hops"] if h["kind"] == "router"] == ["r2", "r1"] and back["reached"]
+
+
+@pytest.mark.netns
+def test_rk_two_routers_mesh_vxlan_cross_subnet():
+    with Lab(two_routers("rk2r-vx", 186, "VXLANCrossSubnet", "mesh"), "rk2r-vx") as lab:
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "k8s-worker-2")]["detail"] == "2/2 Established"  # the mesh, across two routers
+        master = lab.routes("k8s-master")
+        assert "192.168.1.0/24 via 10.186.1.2 dev ens192 proto 80" in master, master  # same rack: native
+        assert "192.168.2.0/24 via 192.168.2.1 dev vxlan.calico proto 80 onlink" in master, master
+        t = json.loads(lab.run("trace", "pod-a", "pod-b", "--format", "json").stdout)
+        assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["r1", "r2"], t
+        assert t["reached"] and t["ping"]["ok"]
+
+
+# --- reconcile: a node into a network, then a whole network, in place (LANs 10.181.x) ------------------
+
+
+def _ns_inode(lab: str, node: str) -> int:
+    return Path(f"/run/netns/lc-{lab}.{node}").stat().st_ino
+
+
+def _identity(lab: Lab, names: list[str]) -> dict:
+    """What must survive an in-place change: each namespace (its inode), its sshd and BIRD."""
+    state = json.loads((lab.home / lab.name / "state.json").read_text())
+    out = {}
+    for n in names:
+        bird = (lab.home / lab.name / "nodes" / n / "bird.pid").read_text().strip()
+        out[n] = (_ns_inode(lab.name, n), state["pids"]["sshd"][n], bird)
+    return out
+
+
+@pytest.mark.netns
+def test_rk_adding_a_node_then_a_network_touches_nobody_else():
+    name = "rk-grow"
+    text = racks(name=name, octet=181)
+    with Lab(text, name) as lab:
+        old = ["k8s-master", "k8s-worker-1", "k8s-worker-2", "core"]
+        before = _identity(lab, old)
+        # a node into rack-b
+        text = (
+            text.replace(
+                "workloads:",
+                "  k8s-worker-4: {role: worker, network: rack-b, address: 10.181.2.5, labels: {worker: no-4}}\nworkloads:",
+            ).rstrip()
+            + "\n  - {name: pod-d, node_selector: {worker: no-4}}\n"
+        )
+        lab.file.write_text(text)
+        up = lab.run("up", "-t", lab.file)
+        # IPIP emulated on vxlan.calico: every node's VTEP table gains the new one, only its sessions are waited on
+        assert "+ node k8s-worker-4" in up.stderr and "wait       k8s-worker-4\n" in up.stderr, up.stderr
+        assert _identity(lab, old) == before
+        # a whole network: its bridge, core's interface in it, a node there
+        text = text.replace(
+            "  rack-b: {lan: 10.181.2.0/24",
+            "  rack-c: {lan: 10.181.3.0/24, gateway: 10.181.3.254, asn: 65003}\n  rack-b: {lan: 10.181.2.0/24",
+        )
+        text = text.replace("rack-b: 10.181.2.254}", "rack-b: 10.181.2.254, rack-c: 10.181.3.254}")
+        text = (
+            text.replace(
+                "workloads:",
+                "  k8s-worker-3: {role: worker, network: rack-c, address: 10.181.3.4, labels: {worker: no-3}}\nworkloads:",
+            ).rstrip()
+            + "\n  - {name: pod-c, node_selector: {worker: no-3}}\n"
+        )
+        lab.file.write_text(text)
+        dry = lab.run("up", "-t", lab.file, "--dry-run")
+        assert "+ network rack-c: 10.181.3.0/24" in dry.stdout + dry.stderr
+        up = lab.run("up", "-t", lab.file)
+        assert "~ router core: + rack-c 10.181.3.254" in up.stderr, up.stderr
+        assert _identity(lab, old) == before, "namespaces, sshd and BIRD of the others are the same"
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "core")]["detail"] == "5/5 Established"
+        for pod in ("pod-c", "pod-d"):
+            t = json.loads(lab.run("trace", "pod-a", pod, "--format", "json").stdout)
+            assert [h["at"] for h in t["hops"] if h["kind"] == "router"] == ["core"] and t["reached"], t
+            assert t["ping"]["ok"]
+        assert "10.181.3.0/24 dev rack-c" in lab.routes("core")

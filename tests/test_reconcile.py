@@ -70,3 +70,72 @@ def test_relabelling_runs_only_the_label_play_there():
 def test_no_change_converges_everything():
     d = reconcile.diff(data(seed(), ipip=False), data(seed(), ipip=False))
     assert d.empty and d.hosts == {} and d.extravars() == {}
+
+
+# --- `networks:` labs (issue 12 item 6) -------------------------------------------------------------------
+
+
+def racks(enc: str = "None") -> dict:
+    return yaml.safe_load(
+        f"""
+name: rk-diff
+networks:
+  rack-a: {{lan: 10.181.1.0/24, gateway: 10.181.1.254, asn: 65001}}
+  rack-b: {{lan: 10.181.2.0/24, gateway: 10.181.2.254, asn: 65002}}
+routers:
+  core: {{interfaces: {{rack-a: 10.181.1.254, rack-b: 10.181.2.254}}, asn: 65000}}
+calico: {{encapsulation: {enc}, block_size: 24, bgp: tor}}
+defaults: {{interface: ens192}}
+nodes:
+  k8s-master: {{role: control-plane, network: rack-a, address: 10.181.1.1}}
+  k8s-worker-1: {{role: worker, network: rack-a, address: 10.181.1.2}}
+  k8s-worker-2: {{role: worker, network: rack-b, address: 10.181.2.3}}
+"""
+    )
+
+
+def with_rack_c(d: dict) -> dict:
+    d = yaml.safe_load(yaml.safe_dump(d))
+    d["networks"]["rack-c"] = {"lan": "10.181.3.0/24", "gateway": "10.181.3.254", "asn": 65003}
+    d["routers"]["core"]["interfaces"]["rack-c"] = "10.181.3.254"
+    d["nodes"]["k8s-worker-3"] = {"role": "worker", "network": "rack-c", "address": "10.181.3.4"}
+    return d
+
+
+def test_adding_a_network_with_a_router_interface_and_a_node_is_applied_in_place():
+    old, new = data(racks(), ipip=True), data(with_rack_c(racks()), ipip=True)
+    d = reconcile.diff(old, new)
+    assert reconcile.refusal(d, "rk-diff") is None, reconcile.format(d)
+    got = {(c.op, c.kind, c.name) for c in d.changes}
+    assert {("+", "network", "rack-c"), ("~", "router", "core"), ("+", "node", "k8s-worker-3")} <= got
+    assert "+ rack-c 10.181.3.254" in reconcile.format(d)
+    # no tunnel (None): only the new node's network; BIRD on every node, whose kernel filter takes the
+    # new block; the sessions waited for are the new node's (the router's are waited for on the router)
+    assert d.hosts["network"] == ["k8s-worker-3"]
+    assert d.hosts["bgp"] == ["k8s-master", "k8s-worker-1", "k8s-worker-2", "k8s-worker-3"]
+    assert d.hosts["wait"] == ["k8s-worker-3"] and d.removed_nodes == []
+
+
+def test_adding_a_node_to_a_rack_networks_only_it_and_reloads_bird_where_the_filter_changes():
+    new = racks("IPIPCrossSubnet")
+    new["nodes"]["k8s-worker-4"] = {"role": "worker", "network": "rack-b", "address": "10.181.2.5"}
+    d = reconcile.diff(data(racks("IPIPCrossSubnet"), ipip=True), data(new, ipip=True))
+    assert [(c.op, c.kind, c.name) for c in d.changes if c.kind != "workload"] == [("+", "node", "k8s-worker-4")]
+    assert d.hosts["network"] == ["k8s-worker-4"] and d.hosts["wait"] == ["k8s-worker-4"]
+    # each node's kernel filter names every other block: all reload BIRD (configure, never a restart)
+    assert "k8s-worker-4" in d.hosts["bgp"] and len(d.hosts["bgp"]) == 4
+
+
+def test_a_network_or_router_interface_that_changes_or_goes_is_refused():
+    base = racks()
+    moved = yaml.safe_load(yaml.safe_dump(base))
+    moved["networks"]["rack-b"]["lan"] = "10.181.4.0/24"
+    moved["networks"]["rack-b"]["gateway"] = "10.181.4.254"
+    moved["routers"]["core"]["interfaces"]["rack-b"] = "10.181.4.254"
+    moved["nodes"]["k8s-worker-2"]["address"] = "10.181.4.3"
+    d = reconcile.diff(data(base, ipip=True), data(moved, ipip=True))
+    err = reconcile.refusal(d, "rk-diff")
+    assert err is not None and "networks.rack-b" in str(err) and "routers.core" in str(err)
+    grown = data(with_rack_c(base), ipip=True)
+    d = reconcile.diff(grown, data(base | {"nodes": base["nodes"]}, ipip=True))
+    assert "networks.rack-c" in str(reconcile.refusal(d, "rk-diff"))

@@ -17,6 +17,7 @@ TOPOLOGIES = {
     "vxlan-4node": "inventories/vxlan-4node/topology.yml",
     "vm-cloud": "inventories/vm-cloud/topology.yml",
     "route-reflectors": "inventories/route-reflectors/topology.yml",
+    "two-racks-vm": "inventories/two-racks-vm/topology.yml",
 }
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from labctl import layout, render, topology
 
 ROLES = ROOT / "playbooks" / "roles"
 PYTHON = "/usr/bin/python3"
@@ -294,7 +295,7 @@ def test_join_decides_from_the_cluster(tmp_path):
 def test_reflectors_off_turns_the_mesh_back_on(tmp_path):
     rules = [
         {"match": ["get bgpconfiguration"], "out": "false"},
-        {"match": ["get node.projectcalico.org"], "out": "k8s-master=244.0.0.1\nk8s-worker-1=\n"},
+        {"match": ["get node.projectcalico.org"], "out": "k8s-master=244.0.0.1=\nk8s-worker-1==\n"},
     ]
     hosts = {"k8s-master": {"group": "kube_control_plane"}, "k8s-worker-1": {"group": "kube_node"}}
     extravars = {"calico_route_reflectors": [], "calico_rr_cluster_id": "244.0.0.1", "lab_calico_bgp": "/nonexistent"}
@@ -307,7 +308,62 @@ def test_reflectors_off_turns_the_mesh_back_on(tmp_path):
     )
     former = tasks["Nodes that are no reflectors any more"]
     assert "k8s-master" in former and WOULD_RUN in former
-    assert DECIDED_NOT in tasks["Mesh off, peer with the reflectors"]
+    assert DECIDED_NOT in tasks["Mesh off, peer with the reflectors or each rack's router"]
+    assert WOULD_RUN not in tasks["Nodes without their own AS any more"]  # none has one
+
+
+def _two_racks_vm(tmp_path: Path) -> layout.LabDir:
+    src = ROOT / "inventories" / "two-racks-vm" / "topology.yml"
+    lab = layout.LabDir(tmp_path / "lab")
+    render.render(topology.plan(topology.load(src)), lab, src)
+    return lab
+
+
+def test_tor_sets_each_nodes_as_applies_the_rack_peers_and_drops_a_gone_one(tmp_path):
+    lab = _two_racks_vm(tmp_path)
+    rules = [
+        {"match": ["get bgppeer.projectcalico.org"], "out": "tor-rack-a tor-rack-old"},
+        {"match": ["get node.projectcalico.org"], "out": "k8s-master==\nk8s-worker-1==65001\n"},
+    ]
+    hosts = {"k8s-master": {"group": "kube_control_plane"}, "k8s-worker-1": {"group": "kube_node"}}
+    extravars = {
+        "calico_route_reflectors": [],
+        "calico_rr_cluster_id": "244.0.0.1",
+        "calico_bgp": "tor",
+        "lab_calico_bgp": str(lab.calico_bgp),
+        "lab_calico_nodes": str(lab.calico_nodes),
+    }
+    rc, tasks, out = run_role(tmp_path, "calico_bgp", hosts, extravars, rules, play_hosts="kube_control_plane")
+    assert rc == 0, out
+    asn = tasks["Each node in its network's AS"]
+    assert asn.count(WOULD_RUN) == 3
+    for node, want in (("k8s-master", 65001), ("k8s-worker-1", 65001), ("k8s-worker-2", 65002)):
+        assert re.search(
+            rf'"{node}",\s*"--type",\s*"merge",\s*"-p",\s*"{{\\"spec\\": {{\\"bgp\\": {{\\"asNumber\\": {want}}}', asn
+        ), node
+    assert WOULD_RUN in tasks["Mesh off, peer with the reflectors or each rack's router"]
+    assert "Mesh back on" not in tasks or WOULD_RUN not in tasks["Mesh back on"]
+    gone = tasks["No peering with former ToR routers"]
+    assert "tor-rack-old" in gone and WOULD_RUN in gone and "tor-rack-a " not in gone
+    assert DECIDED_NOT in tasks["Nodes without their own AS any more"]
+
+
+def test_mesh_after_tor_gives_the_nodes_back_the_cluster_as_and_drops_the_rack_peers(tmp_path):
+    rules = [
+        {"match": ["get bgpconfiguration"], "out": "false"},
+        {"match": ["get bgppeer.projectcalico.org"], "out": "tor-rack-a tor-rack-b"},
+        {"match": ["get node.projectcalico.org"], "out": "k8s-master==65001\nk8s-worker-1==\n"},
+    ]
+    hosts = {"k8s-master": {"group": "kube_control_plane"}, "k8s-worker-1": {"group": "kube_node"}}
+    extravars = {"calico_route_reflectors": [], "calico_rr_cluster_id": "244.0.0.1", "calico_bgp": "mesh"}
+    extravars["lab_calico_bgp"] = "/nonexistent"
+    rc, tasks, out = run_role(tmp_path, "calico_bgp", hosts, extravars, rules, play_hosts="kube_control_plane")
+    assert rc == 0, out
+    assert WOULD_RUN in tasks["Mesh back on"]
+    gone = tasks["No peering with former ToR routers"]
+    assert gone.count(WOULD_RUN) == 2 and "tor-rack-b" in gone
+    back = tasks["Nodes without their own AS any more"]
+    assert back.count(WOULD_RUN) == 1 and "k8s-master" in back and '\\"asNumber\\": null' in back
 
 
 def test_calico_bgp_runs_after_the_labels_and_always():

@@ -11,6 +11,7 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from conftest import ROOT
 from labctl import layout, render, topology
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
+TWO_RACKS_VM = ROOT / "inventories" / "two-racks-vm" / "topology.yml"
 
 # ---------------------------------------------------------------------------------------------
 # kubeadm.k8s.io/v1beta4
@@ -263,7 +265,85 @@ CALICO_ENCAPSULATIONS = {"IPIP", "IPIPCrossSubnet", "VXLAN", "VXLANCrossSubnet",
 CALICO_NAT_OUTGOING = {"Enabled", "Disabled"}  # NATOutgoingType
 CALICO_K8S_AUTODETECT = {"NodeInternalIP"}  # KubernetesAutodetectionMethod
 
+# ---------------------------------------------------------------------------------------------
+# projectcalico.org/v3 BGPConfiguration, BGPPeer, Node (served by the Calico API server)
+# Source: projectcalico/api pkg/apis/projectcalico/v3/bgpconfig.go (BGPConfigurationSpec, ServiceClusterIPBlock,
+#   Community, PrefixAdvertisement), bgppeer.go (BGPPeerSpec), node.go (NodeSpec, NodeBGPSpec, OrchRef,
+#   NodeWireguardSpec, NodeAddress); ObjectMeta from k8s.io/apimachinery (name, labels, annotations)
+# ---------------------------------------------------------------------------------------------
+_META = {"apiVersion", "kind", "metadata", "metadata.name", "metadata.labels", "metadata.labels.**"}
+_META |= {"metadata.annotations", "metadata.annotations.**"}
+BGP_CONFIGURATION = _META | {
+    "spec",
+    *(
+        f"spec.{k}"
+        for k in (
+            "logSeverityScreen",
+            "nodeToNodeMeshEnabled",
+            "asNumber",
+            "listenPort",
+            "nodeMeshPassword",
+            "nodeMeshMaxRestartTime",
+            "bindMode",
+            "ignoredInterfaces",
+            "localWorkloadPeeringIPV4",
+            "localWorkloadPeeringIPV6",
+            "communities",
+            "communities[].name",
+            "communities[].value",
+            "prefixAdvertisements",
+            "prefixAdvertisements[].cidr",
+            "prefixAdvertisements[].communities",
+            "serviceClusterIPs",
+            "serviceClusterIPs[].cidr",
+            "serviceExternalIPs",
+            "serviceExternalIPs[].cidr",
+            "serviceLoadBalancerIPs",
+            "serviceLoadBalancerIPs[].cidr",
+        )
+    ),
+}
+BGP_PEER = _META | {
+    "spec",
+    *(
+        f"spec.{k}"
+        for k in (
+            "node",
+            "peerIP",
+            "asNumber",
+            "nodeSelector",
+            "peerSelector",
+            "keepOriginalNextHop",
+            "nextHopMode",
+            "password",
+            "sourceAddress",
+            "failureDetectionMode",
+            "restartMode",
+            "maxRestartTime",
+            "birdGatewayMode",
+            "numAllowedLocalASNumbers",
+            "localASNumber",
+            "ttlSecurity",
+            "filters",
+            "localWorkloadSelector",
+            "reachableBy",
+            "externalNetwork",
+        )
+    ),
+}
+CALICO_NODE = _META | {
+    "spec",
+    "spec.bgp",
+    *(f"spec.bgp.{k}" for k in ("ipv4Address", "ipv6Address", "ipv4IPIPTunnelAddr", "asNumber")),
+    "spec.bgp.routeReflectorClusterID",
+    *(f"spec.{k}" for k in ("ipv4VXLANTunnelAddr", "vxlanTunnelMACAddr", "ipv6VXLANTunnelAddr")),
+    *(f"spec.{k}" for k in ("vxlanTunnelMACAddrV6", "orchRefs", "wireguard", "addresses")),
+}
+
 WHITELISTS: dict[tuple[str, str], set[str]] = {
+    ("projectcalico.org/v3", "BGPConfiguration"): BGP_CONFIGURATION,
+    ("projectcalico.org/v3", "BGPPeer"): BGP_PEER,
+    ("projectcalico.org/v3", "Node"): CALICO_NODE,
     ("kubeadm.k8s.io/v1beta4", "InitConfiguration"): INIT_CONFIGURATION,
     ("kubeadm.k8s.io/v1beta4", "ClusterConfiguration"): CLUSTER_CONFIGURATION,
     ("kubeadm.k8s.io/v1beta4", "JoinConfiguration"): JOIN_CONFIGURATION,
@@ -302,7 +382,8 @@ def key_paths(node, prefix: str = ""):
 
 
 def _pattern(entry: str) -> re.Pattern:
-    return re.compile(re.escape(entry).replace(r"\*", r"[^.\[\]]+") + r"\Z")
+    # `**`: a map key that may hold dots (label and annotation keys: labctl.io/peer)
+    return re.compile(re.escape(entry).replace(r"\*\*", r"[^\[\]]+").replace(r"\*", r"[^.\[\]]+") + r"\Z")
 
 
 def unknown_paths(doc: dict, whitelist: set[str]) -> list[str]:
@@ -361,8 +442,28 @@ class Lab:
         return out
 
 
-@pytest.fixture(params=list(CASES))
+# the seed's second case (`networks:`, bgp: tor) and its variants: (topology, changes)
+RACK_CASES = {
+    "two-racks-tor": {},
+    "two-racks-vxlan-cross-mesh": {"calico__encapsulation": "VXLANCrossSubnet", "calico__bgp": "mesh"},
+    "two-racks-vxlan-none": {"calico__encapsulation": "VXLAN", "calico__bgp": "none"},
+}
+
+
+def rack_variant(tmp_path: Path, name: str, **changes) -> Path:
+    data = yaml.safe_load(TWO_RACKS_VM.read_text())
+    for dotted, value in changes.items():
+        section, field = dotted.split("__")
+        data[section][field] = value
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(params=list(CASES) + list(RACK_CASES))
 def lab(request, tmp_path) -> Lab:
+    if request.param in RACK_CASES:
+        return Lab(rack_variant(tmp_path, request.param, **RACK_CASES[request.param]), tmp_path / "lab")
     changes = CASES[request.param]
     src = VM_CLOUD if not changes else variant(tmp_path, request.param, **changes)
     return Lab(src, tmp_path / "lab")
@@ -389,6 +490,10 @@ def test_api_version_and_kind_pairs_are_exactly_the_expected_ones(lab):
     }
     for w in lab.workers:
         want[f"kubeadm/join-{w.name}.yaml"] = [("kubeadm.k8s.io/v1beta4", "JoinConfiguration")]
+    if lab.t.calico.design == "tor":
+        want["calico/bgp.yaml"] = [("projectcalico.org/v3", "BGPConfiguration")]
+        want["calico/bgp.yaml"] += [("projectcalico.org/v3", "BGPPeer")] * len(lab.t.networks)
+        want["calico/nodes.yaml"] = [("projectcalico.org/v3", "Node")] * len(lab.t.nodes)
     got = {rel: [(d.get("apiVersion"), d.get("kind")) for d in docs] for rel, docs in lab.api_docs().items()}
     assert got == want
 
@@ -501,3 +606,61 @@ def test_node_labels_match_the_topology(lab):
     (labels,) = lab.docs("node-labels.yaml")
     assert labels == {name: (node.labels or {}) for name, node in lab.t.nodes.items()}
     assert labels == {n.name: n.labels for n in lab.plan.nodes}
+
+
+# Calico's selector grammar, the part labctl writes: `<label> == '<value>'` (libcalico-go lib/selector)
+_SELECTOR_EQ = re.compile(r"^([a-zA-Z0-9_./-]+) == '([^']*)'$")
+
+
+def _inventory_labels(lab: Lab) -> dict[str, dict]:
+    inv = yaml.load((lab.out / "ansible-inventory.yml").read_text(), Loader=_Loader)["all"]["children"]
+    hosts = inv["kube_control_plane"]["hosts"] | (inv["kube_node"]["hosts"] or {})
+    return {name: h["node_labels"] for name, h in hosts.items()}
+
+
+def test_tor_peers_each_rack_with_its_gateway_in_the_routers_as(lab):
+    """bgp: tor as Calico does it: mesh off, one BGPPeer per rack selecting the nodes the node_labels
+    role labels with that rack, peering with the rack's gateway in its router's AS; each node in its rack's AS."""
+    t = lab.t
+    if t.calico.design != "tor":
+        assert not (lab.out / "calico" / "nodes.yaml").exists()
+        assert not (lab.out / "calico" / "bgp.yaml").exists()
+        return
+    conf, *peers = lab.docs("calico/bgp.yaml")
+    assert conf["kind"] == "BGPConfiguration" and conf["metadata"]["name"] == "default"
+    assert conf["spec"]["nodeToNodeMeshEnabled"] is False
+    labels = _inventory_labels(lab)
+    gateway_asn = {
+        str(addr): r.asn
+        for r in t.routers.values()
+        for net, addr in r.interfaces.items()
+        if addr == t.lans[net].gateway
+    }
+    selected: dict[str, str] = {}
+    for p in peers:
+        spec = p["spec"]
+        key, value = _SELECTOR_EQ.match(spec["nodeSelector"]).groups()
+        assert value in t.networks and "peerSelector" not in spec and "node" not in spec
+        assert spec["peerIP"] == str(t.lans[value].gateway)
+        assert spec["asNumber"] == gateway_asn[spec["peerIP"]] and isinstance(spec["asNumber"], int)
+        assert p["metadata"]["labels"] == {"labctl.io/peer": "tor"}  # the role drops stale ones by it
+        for name, node_labels in labels.items():
+            if node_labels.get(key) == value:
+                selected[name] = value
+    assert selected == {name: n.network for name, n in t.nodes.items()}, "every node peers with its own rack"
+    asn = {d["metadata"]["name"]: d["spec"]["bgp"]["asNumber"] for d in lab.docs("calico/nodes.yaml")}
+    assert asn == {name: t.networks[n.network].asn for name, n in t.nodes.items()}
+    assert len(set(asn.values())) > 1, "the sample has a rack AS per rack"
+
+
+def test_rack_labs_keep_the_cross_subnet_mode_and_render_no_router_to_reach(lab):
+    if not lab.t.networks:
+        return
+    (inst, _) = lab.docs("calico/custom-resources.yaml")
+    (pool,) = inst["spec"]["calicoNetwork"]["ipPools"]
+    assert pool["encapsulation"] == lab.t.calico.encapsulation
+    assert inst["spec"]["calicoNetwork"]["bgp"] == ("Disabled" if lab.t.calico.design == "none" else "Enabled")
+    inv = yaml.load((lab.out / "ansible-inventory.yml").read_text(), Loader=_Loader)
+    assert "lab_routers" not in inv["all"]["children"], "a vm lab's routers are the user's: never a host of ours"
+    data = json.loads((lab.out / "topology-data.json").read_text())
+    assert data["routers"] == []

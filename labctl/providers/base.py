@@ -30,6 +30,8 @@ class Provider:
     labels_in_kubernetes = False  # node labels live in the Kubernetes API (else in the lab state and node dir)
     route_reflector_label = False  # reflectors carry `route-reflector=true` (Calico's BGPPeer selects them)
     builds_routers = False  # `networks:` and `routers:` (several LANs) are built by this provider
+    # the networks and routers already exist (vm: the user's racks); labctl only renders Calico's side of them
+    routers_exist = False
     lan_hint: str | None = None  # the hint when a node's address lies outside network.lan
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys

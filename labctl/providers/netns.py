@@ -278,6 +278,8 @@ class NetnsProvider(Provider):
                 want = {a: m for a, m in members[i["network"]].items() if a != i["address"]}
                 want[net["host"]] = lan_mac(net["host"])
                 batch += _lan_neighbours(ns, nic, want, fresh)
+            # networks behind another router (its connected networks are not passed on over BGP)
+            batch += [f"route replace {x['lan']} via {x['via']} dev {x['dev']}" for x in r.get("routes", [])]
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             # the router forwards between its networks: in its own namespace only, never the host's
             sh.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])

@@ -30,6 +30,7 @@ class QemuProvider(VmProvider):
     takes_qemu_block = True
     lab_key = True  # labctl makes the machines, so it also makes their login: the lab key
     lab_user = image.USER
+    routers_exist = False  # labctl makes the VMs' bridges, so it must build their routers too (builds_routers)
 
     def bridge(self, lab: str) -> str | None:
         return machine.bridge_name(lab)

@@ -12,6 +12,7 @@ class VmProvider(Provider):
     down_playbook = "vm-down.yml"
     labels_in_kubernetes = True
     route_reflector_label = True
+    routers_exist = True  # the VMs' racks and routers are the user's; `routers:` says how they peer
     lan_hint = "network.lan must be the subnet the VMs share"
     dir: LabDir
 
