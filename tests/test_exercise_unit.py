@@ -89,7 +89,7 @@ def test_render_carries_impairments_and_checks(tmp_path):
     )
     t = topology.loads(yaml.safe_dump(d))
     plan = topology.plan(t)
-    data = render.topology_data(plan, render.context(plan, LabDir(tmp_path)))
+    data = render.build(plan, LabDir(tmp_path)).to_data()
     assert data["impairments"] == [
         {"node": "k8s-worker-1", "interface": "ens192", "spec": {"rate_bit": 10_000_000}},
         {"node": "k8s-master", "interface": "vxlan.calico", "spec": {"loss_pct": 1.0}},
@@ -98,7 +98,7 @@ def test_render_carries_impairments_and_checks(tmp_path):
     assert data["checks"][0]["route"] == {"node": "k8s-master", "prefix": "192.168.1.0/24", "via": "k8s-worker-1"}
     plain = topology.loads(SEED.read_text())
     p2 = topology.plan(plain)
-    assert not {"impairments", "checks"} & render.topology_data(p2, render.context(p2, LabDir(tmp_path))).keys()
+    assert not {"impairments", "checks"} & render.build(p2, LabDir(tmp_path)).to_data().keys()
 
 
 def test_summary_matches_what_tc_shows():
@@ -110,12 +110,21 @@ def test_summary_matches_what_tc_shows():
     assert impair.summary(s) == impair.describe(json.dumps(tc)) == "delay 50ms±5ms loss 5% rate 10mbit"
 
 
+NODE = {"interface": "eth0", "pods": []}
 DATA = {
     "name": "x",
     "provider": "netns",
+    "network": {"lan": "10.0.0.0/24", "gateway": "10.0.0.254"},
+    "kubernetes": {"version": "1.34", "pod_subnet": "192.168.0.0/16", "service_subnet": "10.96.0.0/12"},
+    "calico": {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
+    | {"asn": 64512, "nat_outgoing": True, "tunnel_device": "vxlan.calico"},
     "nodes": [
-        {"name": "a", "address": "10.0.0.1", "tunnel_ip": "192.168.0.1", "role": "control-plane", "pods": []},
-        {"name": "b", "address": "10.0.0.2", "tunnel_ip": "192.168.1.1", "role": "worker", "pods": []},
+        {"name": "a", "address": "10.0.0.1", "tunnel_ip": "192.168.0.1", "role": "control-plane"}
+        | {"block": "192.168.0.0/24"}
+        | NODE,
+        {"name": "b", "address": "10.0.0.2", "tunnel_ip": "192.168.1.1", "role": "worker"}
+        | {"block": "192.168.1.0/24"}
+        | NODE,
     ],
     "workloads": [],
 }
@@ -204,7 +213,7 @@ def test_the_plan_names_impairment_changes_and_reruns_no_play(tmp_path):
     def data(**extra):
         t = topology.loads(yaml.safe_dump(seed(**extra)))
         plan = topology.plan(t)
-        return render.topology_data(plan, render.context(plan, LabDir(tmp_path)))
+        return render.build(plan, LabDir(tmp_path))
 
     old = data(impairments=[{"node": "k8s-worker-1", "rate": "10mbit"}, {"node": "k8s-master", "rate": "1mbit"}])
     new = data(impairments=[{"node": "k8s-worker-1", "rate": "20mbit"}, {"node": "k8s-worker-2", "rate": "1mbit"}])

@@ -252,7 +252,7 @@ def test_neighbour_need_counts_every_entry_and_leaves_none_to_arp():
 
     def need(text: str, ipip: bool = False):
         plan = topology.plan(topology.loads(text))
-        return netns.neighbour_need(render.topology_data(plan, render.context(plan, LabDir(Path("/x")), ipip)))
+        return netns.neighbour_need(render.build(plan, LabDir(Path("/x")), ipip).to_data())
 
     # the seed with VXLAN: host 3, nodes 3 x (gateway + 2 peers), VTEPs 3 x 2, two pods x 2 sides
     assert need(SEED.read_text()) == netns.NeighbourNeed(permanent=3 + 9 + 6 + 4, dynamic=0)
@@ -274,7 +274,7 @@ def test_gc_thresh_limits_apply_only_where_the_kernel_counts_permanent_entries(t
 
     def data(text: str) -> dict:
         plan = topology.plan(topology.loads(text))
-        return render.topology_data(plan, render.context(plan, LabDir(Path("/x")), ipip=True))
+        return render.build(plan, LabDir(Path("/x")), ipip=True).to_data()
 
     releases = ("4.18.0-553.el8_10.x86_64", "4.19.0", "5.10.0-33-amd64", "6.18.44-fc")
     assert [netns.kernel_exempts_permanent(r) for r in releases] == [False, True, True, True]

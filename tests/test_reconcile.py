@@ -6,13 +6,14 @@ import yaml
 
 from conftest import SEED
 from labctl import generate, layout, reconcile, render, topology
+from labctl.model import LabModel
 
 LAB = layout.LabDir(Path("/nonexistent/lab"))
 
 
-def data(d: dict, ipip: bool) -> dict:
+def data(d: dict, ipip: bool) -> LabModel:
     plan = topology.plan(topology.loads(yaml.safe_dump(d)))
-    return render.topology_data(plan, render.context(plan, LAB, ipip))
+    return render.build(plan, LAB, ipip)
 
 
 def grow(d: dict, labels: dict | None = None) -> dict:

@@ -42,7 +42,7 @@ def lab(tmp_path):
     src = ROOT / "inventories/vm-cloud/topology.yml"
     t = topology.load(src)
     ctx_plan = topology.plan(t)
-    return render.topology_data(ctx_plan, render.context(ctx_plan, layout.LabDir(tmp_path / "lab")))
+    return render.build(ctx_plan, layout.LabDir(tmp_path / "lab")).to_data()
 
 
 def observed(data, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0):
