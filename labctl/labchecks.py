@@ -83,7 +83,7 @@ def _round(lab, data: dict, specs: list[tuple[int, dict]]) -> dict[int, Check]:
         extra,
         data["provider"],
         prov.birdc,
-        iproute.dataplane_protocols(data),
+        iproute.dataplane_protocols(data["calico"]["encapsulation"], data["calico"].get("tunnel_device")),
     )
     by_node = {f.name: f for f in facts}
     out = {}

@@ -223,3 +223,12 @@ class LabModel(_M):
 
 def validate(data: dict[str, Any]) -> LabModel:
     return LabModel.model_validate(data)
+
+
+def as_node(x: Node | Router | dict) -> Node | Router:
+    """A node (or router) of the model. Code that still holds topology-data.json as a dict (the
+    providers' bootstrap and faults) passes its dict form, validated here, so everything below
+    this boundary (NodeShell, probes, birdc) reads attributes."""
+    if isinstance(x, Node | Router):
+        return x
+    return (Router if x.get("role") == "router" else Node).model_validate(x)

@@ -129,7 +129,9 @@ class _Trace:
         self.sh.nodes.update(self.routers)
         self.hops: list[dict] = []
         self.prov = providers.get(data["provider"], lab)
-        self.protocols = iproute.dataplane_protocols(data)
+        self.protocols = iproute.dataplane_protocols(
+            data["calico"]["encapsulation"], data["calico"].get("tunnel_device")
+        )
 
     def add(self, at: str, kind: str, text: str, why: str, **raw) -> None:
         self.hops.append({"hop": len(self.hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})

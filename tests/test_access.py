@@ -183,7 +183,7 @@ def test_route_check_refuses_before_any_connection(monkeypatch, tmp_path):
     opened = []
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a))
     monkeypatch.setattr(socket.socket, "connect", lambda self, *a: opened.append(a))
-    node = {"name": "n1", "address": "10.57.22.1"}
+    node = {"name": "n1", "address": "10.57.22.1", "role": "worker", "interface": "eth0", "block": "192.168.0.0/24"}
     node["ssh"] = access.Access("root", 22, "/nonexistent", bridge="br-lcnone0").to_data()
     with pytest.raises(access.RouteError, match=r"^lab bridge br-lcnone0 is gone: run labctl down / up$"):
         nodes.NodeShell(layout.LabDir(tmp_path), node)
@@ -243,7 +243,7 @@ import time
 from pathlib import Path
 from labctl import access, layout, nodes
 from labctl.errors import LabctlError
-node = {{"name": "n1", "address": "127.0.0.1"}}
+node = {{"name": "n1", "address": "127.0.0.1", "role": "worker", "interface": "eth0", "block": "192.168.0.0/24"}}
 node["ssh"] = access.Access("root", {srv.getsockname()[1]}, "/nonexistent").to_data()
 try:
     nodes.NodeShell(layout.LabDir(Path({str(tmp_path)!r})), node, timeout=0.5)

@@ -94,8 +94,10 @@ def test_pcap_stream_in_arbitrary_chunks():
 
 
 def test_command_lines_root_and_sudo():
-    node = {"name": "n1", "interface": "ens192", "ssh": {"user": "root"}, "pods": []}
-    data = {"name": "x", "nodes": [node | {"pods": [{"name": "pod-a", "netns": "lc-x.n1.pod-a"}]}]}
+    node = {"name": "n1", "role": "worker", "address": "10.0.0.1", "interface": "ens192", "block": "192.168.0.0/24"}
+    node |= {"ssh": {"user": "root"}, "pods": []}
+    pod = {"name": "pod-a", "ip": "192.168.0.2", "veth": "cali1", "netns": "lc-x.n1.pod-a"}
+    data = {"name": "x", "nodes": [node | {"pods": [pod]}]}
     t = cap.target(data, "n1")
     assert t["iface"] == "ens192" and t["netns"] is None
     start = cap.start_command(t, 5, "udp port 4789")

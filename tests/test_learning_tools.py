@@ -12,6 +12,7 @@ import yaml
 
 from conftest import SEED, labctl
 from labctl import bgp, graph_svg, trace
+from labctl.model import LabModel
 
 # `birdc show protocols all` on k8s-worker-1 of a running lab (cut after the first BGP session's
 # block: the second one is the same shape)
@@ -195,10 +196,16 @@ def test_bgp_table_format():
 
 DATA = {
     "name": "t",
+    "provider": "netns",
     "network": {"lan": "10.88.0.0/16", "gateway": "10.88.255.254"},
+    "kubernetes": {"version": "1.34", "pod_subnet": "192.168.0.0/16", "service_subnet": "10.96.0.0/12"},
+    "calico": {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
+    | {"asn": 64512, "nat_outgoing": True},
     "nodes": [
         {
             "name": "m",
+            "role": "control-plane",
+            "interface": "eth0",
             "address": "10.88.22.1",
             "block": "192.168.0.0/24",
             "tunnel_ip": "192.168.0.1",
@@ -207,6 +214,8 @@ DATA = {
         },
         {
             "name": "w1",
+            "role": "worker",
+            "interface": "eth0",
             "address": "10.88.22.2",
             "block": "192.168.1.0/24",
             "tunnel_ip": "192.168.1.1",
@@ -286,7 +295,7 @@ def _rows(established=True):
 
 @pytest.mark.parametrize("established", [True, False])
 def test_svg_is_xml_with_every_node_and_ip(established):
-    out = graph_svg.svg(DATA, _rows(established))
+    out = graph_svg.svg(LabModel.model_validate(DATA), _rows(established))
     root = ET.fromstring(out)
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     text = " ".join("".join(e.itertext()) for e in root.iter())
@@ -403,7 +412,7 @@ def test_live_trace_to_a_node_ip(lab):
 def test_live_svg(lab):
     from labctl import inspect as ins
 
-    root = ET.fromstring(graph_svg.svg(lab.data(), ins.rows(lab)))
+    root = ET.fromstring(graph_svg.svg(lab.model(), ins.rows(lab)))
     text = " ".join("".join(e.itertext()) for e in root.iter())
     for n in lab.data()["nodes"]:
         assert n["name"] in text and n["address"] in text and n["tunnel_ip"] in text

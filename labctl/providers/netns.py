@@ -146,7 +146,9 @@ class NetnsProvider(Provider):
         """The shell command that talks to the node's BIRD (append a CLI command)."""
         import shlex
 
-        return f"birdc -s {shlex.quote(node['bird_socket'])}"
+        from labctl.model import as_node
+
+        return f"birdc -s {shlex.quote(as_node(node).bird_socket)}"
 
     def check_host_keys(self, data: dict, progress) -> None:
         return None  # bootstrap generated the nodes' host keys and pinned them itself
