@@ -124,9 +124,9 @@ class Lab:
     def check(self, topo: topology.Topology) -> list[str]:
         """The provider's checks that need no host access (up's preflight runs them too); warnings."""
         prov = providers.get(topo.provider, self)
-        data = self.new_model(topo, prov).to_data()
-        _netem_check(prov, data)
-        return prov.checks(data)
+        model = self.new_model(topo, prov)
+        _netem_check(prov, model)
+        return prov.checks(model.to_data())
 
     def plan_change(self, topo: topology.Topology, new: LabModel | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
@@ -174,7 +174,7 @@ class Lab:
             progress.phase("preflight")
             for w in prov.preflight(new):
                 progress.warn(w)
-            _netem_check(prov, new)
+            _netem_check(prov, model)
             tunnel = model.calico.tunnel_device
             fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
             if fallback:
@@ -216,7 +216,7 @@ class Lab:
                 prov.check_host_keys(data, progress)
                 from labctl import runner, sshmux
 
-                openers = sshmux.open_masters(data, self.dir)
+                openers = sshmux.open_masters(model, self.dir)
                 try:
                     result = runner.run_playbook(
                         self.dir,
@@ -241,7 +241,7 @@ class Lab:
 
                     progress.phase("impairments")
                     try:
-                        applied = impair.reconcile(self.dir, data, self.state().get("impairments") or [])
+                        applied = impair.reconcile(self.dir, model, self.state().get("impairments") or [])
                     except LabctlError as e:
                         self.save_state(phase="failed", error=str(e), stopped_at="impairments")
                         raise
@@ -331,11 +331,11 @@ class Lab:
             return False
 
 
-def _netem_check(prov, data: dict) -> None:
+def _netem_check(prov, model: LabModel) -> None:
     """Refuse topology impairments that need tc netem where the nodes' kernel is known to lack it."""
     from labctl import impair
 
-    need = impair.needs_netem(data)
+    need = impair.needs_netem(model)
     if need and prov.netem_supported() is False:
         raise HostError(
             f"impairments {', '.join(need)}: {impair.NO_NETEM}",

@@ -11,6 +11,7 @@ from labctl import faults, impair, labchecks, providers, render, topology
 from labctl.bird import Session
 from labctl.errors import TopologyError, UsageError
 from labctl.layout import LabDir
+from labctl.model import LabModel
 from labctl.nodes import NodeFacts
 from labctl.verify import Check
 
@@ -89,13 +90,15 @@ def test_render_carries_impairments_and_checks(tmp_path):
     )
     t = topology.loads(yaml.safe_dump(d))
     plan = topology.plan(t)
-    data = render.build(plan, LabDir(tmp_path)).to_data()
+    model = render.build(plan, LabDir(tmp_path))
+    data = model.to_data()
     assert data["impairments"] == [
         {"node": "k8s-worker-1", "interface": "ens192", "spec": {"rate_bit": 10_000_000}},
         {"node": "k8s-master", "interface": "vxlan.calico", "spec": {"loss_pct": 1.0}},
     ]
-    assert impair.needs_netem(data) == ["k8s-master:vxlan.calico"]
+    assert impair.needs_netem(model) == ["k8s-master:vxlan.calico"]
     assert data["checks"][0]["route"] == {"node": "k8s-master", "prefix": "192.168.1.0/24", "via": "k8s-worker-1"}
+    assert LabModel.model_validate_json(model.dump_json()).dump_json() == model.dump_json()
     plain = topology.loads(SEED.read_text())
     p2 = topology.plan(plain)
     assert not {"impairments", "checks"} & render.build(p2, LabDir(tmp_path)).to_data().keys()

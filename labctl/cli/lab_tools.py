@@ -104,7 +104,7 @@ def impair(
     lab = find_lab(name, None)
     node_name, _, iface = target.partition(":")
     n = find_node(lab, node_name)
-    iface = iface or n["interface"]
+    iface = iface or n.interface
     with nodes.NodeShell(lab.dir, n) as shell:
         imp.apply(shell, n, iface, s)
         _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))

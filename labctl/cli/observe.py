@@ -55,7 +55,7 @@ def verify(
     from labctl import verify as v
 
     lab = find_lab(name, topology_file)
-    if only is VerifyOnly.checks and not lab.data().get("checks"):
+    if only is VerifyOnly.checks and not lab.model().checks:
         raise UsageError(f"lab {lab.name} has no checks", "add a `checks:` list to its topology and run `labctl up`")
     checks = v.verify(lab, wait=wait, only=only.value if only else None)
     typer.echo(v.format(checks, format.value))
