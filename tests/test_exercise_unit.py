@@ -13,6 +13,7 @@ from labctl.errors import TopologyError, UsageError
 from labctl.layout import LabDir
 from labctl.model import LabModel
 from labctl.nodes import NodeFacts
+from labctl.topology import LabCheck
 from labctl.verify import Check
 
 
@@ -140,39 +141,48 @@ def facts(**kw) -> NodeFacts:
     return f
 
 
+def check(**spec) -> LabCheck:
+    return LabCheck.model_validate({"name": "c"} | spec)
+
+
+MODEL = LabModel.model_validate(DATA)
+
+
 def test_route_check_via_node_or_address():
     f = facts(routes=[{"dst": "192.168.1.0/24", "gateway": "192.168.1.1", "dev": "vxlan.calico"}])
-    route = {"route": {"node": "a", "prefix": "192.168.1.0/24", "via": "b"}}
-    assert labchecks._route(DATA, route, f, "")[0] is True
-    route["route"]["via"] = "10.9.9.9"
-    ok, detail = labchecks._route(DATA, route, f, "")
+    route = {"node": "a", "prefix": "192.168.1.0/24", "via": "b"}
+    assert labchecks._route(MODEL, check(route=route), f, "")[0] is True
+    ok, detail = labchecks._route(MODEL, check(route=route | {"via": "10.9.9.9"}), f, "")
     assert not ok and "not via 10.9.9.9" in detail
-    ok, detail = labchecks._route(DATA, {"route": {"node": "a", "prefix": "192.168.7.0/24"}}, f, "")
+    ok, detail = labchecks._route(MODEL, check(route={"node": "a", "prefix": "192.168.7.0/24"}), f, "")
     assert not ok and detail == "a has no route to 192.168.7.0/24"
 
 
 def test_bgp_and_exec_checks():
     up = Session("Node_10_0_0_2", "up", "Established")
     down = Session("Node_10_0_0_3", "start", "Active")
-    spec = {"bgp": {"node": "a", "established": 1}}
-    assert labchecks._bgp(DATA, spec, facts(sessions=[up, down], bird_running=True), "")[0] is True
-    ok, detail = labchecks._bgp(DATA, spec, facts(sessions=[], bird_running=False), "")
+    spec = check(bgp={"node": "a", "established": 1})
+    assert labchecks._bgp(MODEL, spec, facts(sessions=[up, down], bird_running=True), "")[0] is True
+    ok, detail = labchecks._bgp(MODEL, spec, facts(sessions=[], bird_running=False), "")
     assert not ok and "BIRD not running" in detail
-    ex = {"exec": {"node": "a", "command": "ip route"}, "expect": "192.168.1.0/24"}
-    assert labchecks._exec(DATA, ex, None, "192.168.1.0/24 via x\nrc=0\n")[0] is True
-    assert "output lacks" in labchecks._exec(DATA, ex, None, "nothing\nrc=0\n")[1]
-    assert "exit 1" in labchecks._exec(DATA, ex, None, "oops\nrc=1\n")[1]
-    rx = {"exec": {"node": "a", "command": "x"}, "expect_regex": r"^192\.168\.\d+\.0/24 via"}
-    assert labchecks._exec(DATA, rx, None, "other\n192.168.4.0/24 via y\nrc=0\n")[0] is True
+    ex = check(exec={"node": "a", "command": "ip route"}, expect="192.168.1.0/24")
+    assert labchecks._exec(MODEL, ex, None, "192.168.1.0/24 via x\nrc=0\n")[0] is True
+    assert "output lacks" in labchecks._exec(MODEL, ex, None, "nothing\nrc=0\n")[1]
+    assert "exit 1" in labchecks._exec(MODEL, ex, None, "oops\nrc=1\n")[1]
+    rx = check(exec={"node": "a", "command": "x"}, expect_regex=r"^192\.168\.\d+\.0/24 via")
+    assert labchecks._exec(MODEL, rx, None, "other\n192.168.4.0/24 via y\nrc=0\n")[0] is True
 
 
 def test_wait_and_retries(monkeypatch):
-    data = DATA | {
-        "checks": [
-            {"name": "flaky", "bgp": {"node": "a", "established": 1}, "retries": 2, "wait": 0},
-            {"name": "late", "bgp": {"node": "b", "established": 1}, "wait": 3, "retries": 0},
-        ]
-    }
+    data = LabModel.model_validate(
+        DATA
+        | {
+            "checks": [
+                {"name": "flaky", "bgp": {"node": "a", "established": 1}, "retries": 2, "wait": 0},
+                {"name": "late", "bgp": {"node": "b", "established": 1}, "wait": 3, "retries": 0},
+            ]
+        }
+    )
     tries, clock = [], [0.0]
     monkeypatch.setattr(labchecks.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(labchecks.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
@@ -180,8 +190,8 @@ def test_wait_and_retries(monkeypatch):
     def fake_round(lab, data, due):
         out = {}
         for i, s in due:
-            tries.append((s["name"], clock[0]))
-            out[i] = Check("check", s["name"], s["name"] == "late" or len(tries) > 2)
+            tries.append((s.name, clock[0]))
+            out[i] = Check("check", s.name, s.name == "late" or len(tries) > 2)
         return out
 
     monkeypatch.setattr(labchecks, "_round", fake_round)
