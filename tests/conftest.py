@@ -84,3 +84,22 @@ def host_snapshot(home: Path) -> dict:
 
 def residue(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in before if after[k] - before[k]}
+
+
+def lab_model(nodes: list[dict], **lab):
+    """A small LabModel for unit tests: each node is the fields a test cares about over a worker's
+    required ones; `lab` overrides top-level fields (calico is merged)."""
+    from labctl.model import LabModel
+
+    node = {"role": "worker", "address": "10.0.0.1", "interface": "eth0", "block": "192.168.0.0/24"}
+    calico = {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
+    calico |= {"asn": 64512, "nat_outgoing": True} | lab.pop("calico", {})
+    data = {
+        "name": "x",
+        "provider": "netns",
+        "network": {"lan": "10.0.0.0/24", "gateway": "10.0.0.254"},
+        "kubernetes": {"version": "1.34", "pod_subnet": "192.168.0.0/16", "service_subnet": "10.96.0.0/12"},
+        "calico": calico,
+        "nodes": [node | n for n in nodes],
+    }
+    return LabModel.model_validate(data | lab)

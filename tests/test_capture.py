@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import SEED, host_snapshot, lab_model, labctl, residue
 from labctl import capture as cap
 from labctl import tracecap
 
@@ -94,10 +94,8 @@ def test_pcap_stream_in_arbitrary_chunks():
 
 
 def test_command_lines_root_and_sudo():
-    node = {"name": "n1", "role": "worker", "address": "10.0.0.1", "interface": "ens192", "block": "192.168.0.0/24"}
-    node |= {"ssh": {"user": "root"}, "pods": []}
     pod = {"name": "pod-a", "ip": "192.168.0.2", "veth": "cali1", "netns": "lc-x.n1.pod-a"}
-    data = {"name": "x", "nodes": [node | {"pods": [pod]}]}
+    data = lab_model([{"name": "n1", "interface": "ens192", "pods": [pod]}])
     t = cap.target(data, "n1")
     assert t["iface"] == "ens192" and t["netns"] is None
     start = cap.start_command(t, 5, "udp port 4789")
@@ -107,7 +105,8 @@ def test_command_lines_root_and_sudo():
     )
     p = cap.target(data, "pod-a:eth0")
     assert "exec ip netns exec lc-x.n1.pod-a tcpdump -i eth0" in cap.start_command(p, None, None)
-    vm = {"node": node | {"ssh": {"user": "ubuntu"}}, "netns": None, "iface": "ens3", "label": "n1:ens3"}
+    node = lab_model([{"name": "n1", "ssh": {"user": "ubuntu"}}]).nodes[0]
+    vm = {"node": node, "netns": None, "iface": "ens3", "label": "n1:ens3"}
     assert cap.start_command(vm, None, None).startswith("sudo -n sh -c ")
     assert "sudo -n kill -TERM 4242" in cap.stop_command(vm["node"], 4242)
     assert "sudo -n tcpdump -d -i ens3 icmp" in cap.check_command(vm, "icmp")
@@ -268,8 +267,8 @@ def test_bad_input_one_line_exit_2_nothing_started(vxlab, args, msg):
 
 
 def test_trace_capture_points_per_hop():
-    node = {"name": "w1", "interface": "ens192", "pods": [{"name": "pod-a", "netns": "ns-a", "veth": "cali1"}]}
-    data = {"nodes": [node], "calico": {"tunnel_device": "vxlan.calico"}}
+    pod = {"name": "pod-a", "ip": "192.168.0.2", "netns": "ns-a", "veth": "cali1"}
+    data = lab_model([{"name": "w1", "interface": "ens192", "pods": [pod]}], calico={"tunnel_device": "vxlan.calico"})
     hops = [
         {"at": "pod-a", "kind": "pod", "get": {"dev": "eth0"}},
         {"at": "w1", "kind": "veth", "device": "cali1"},
