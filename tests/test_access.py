@@ -257,3 +257,21 @@ time.sleep(0.5)  # the transport thread logs after connect() gave up
         srv.close()
     assert p.stdout.startswith("ssh n1 (127.0.0.1): SSHException: "), p.stdout + p.stderr
     assert p.stderr == ""
+
+
+def test_lab_keys_made_once_and_pinned_for_every_host(tmp_path):
+    """providers/base.make_lab_keys, shared by netns and qemu: the lab key and a host key per node or
+    router, known_hosts pinning each host's address, private files 0600; a second run keeps the keys."""
+    from labctl.providers.base import make_lab_keys
+
+    d = layout.LabDir(tmp_path / "lab")
+    hosts = [{"name": "a", "address": "10.0.0.1"}, {"name": "core", "address": "10.0.1.254"}]
+    make_lab_keys(d, "lk", hosts)
+    lines = d.known_hosts.read_text().splitlines()
+    assert [x.split()[:2] for x in lines] == [["10.0.0.1", "ssh-ed25519"], ["10.0.1.254", "ssh-ed25519"]]
+    for f in (d.ssh_key, d.known_hosts, d.node_dir("a") / "ssh_host_ed25519_key"):
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    assert "labctl-lk" in Path(str(d.ssh_key) + ".pub").read_text()
+    before = d.ssh_key.read_text()
+    make_lab_keys(d, "lk", hosts, each=lambda fn, xs: [fn(x) for x in xs])
+    assert d.ssh_key.read_text() == before and d.known_hosts.read_text().splitlines() == lines
