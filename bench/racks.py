@@ -14,22 +14,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _util import timed
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = {
     "one LAN (seed)": ROOT / "inventories/seed/topology.yml",
     "two racks": ROOT / "inventories/two-racks/topology.yml",
 }
-
-
-def timed(argv: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -14,20 +14,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _util import timed
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "inventories/seed/topology.yml"
-
-
-def timed(argv: list[str], env: dict | None = None) -> float:
-    start = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env)
-    took = time.perf_counter() - start
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return took
 
 
 def main() -> None:

@@ -1,0 +1,17 @@
+"""What the benchmarks share (they run as scripts: `python bench/up.py` finds this module beside them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    """Seconds `argv` took; a failing command ends the benchmark with its output."""
+    start = time.perf_counter()
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
+    took = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return took
