@@ -227,7 +227,7 @@ def preflight(shell, t: dict, bpf: str | None) -> str | None:
     if rc == 0:
         ssh = next((x[4:] for x in out.splitlines() if x.startswith("SSH=")), "")
         return combined_filter(bpf, own_ssh_filter(ssh))
-    where = t["node"]["name"] + (f" (netns {t['netns']})" if t["netns"] else "")
+    where = t["node"].name + (f" (netns {t['netns']})" if t["netns"] else "")
     if "NOTCPDUMP" in out:
         raise LabctlError(f"tcpdump is not installed on {where}", "apt-get install tcpdump on the node")
     if "NOIFACE" in out:

@@ -1,11 +1,14 @@
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "inventories" / "seed" / "topology.yml"
@@ -103,3 +106,47 @@ def lab_model(nodes: list[dict], **lab):
         "nodes": [node | n for n in nodes],
     }
     return LabModel.model_validate(data | lab)
+
+
+# -- real labs shared by a module's tests, and labs a test builds itself ---------------------------
+
+
+@dataclass
+class RealLab:
+    home: Path
+    topology: Path
+    up: subprocess.CompletedProcess
+    before: dict  # host_snapshot before the lab was built
+
+
+@contextlib.contextmanager
+def real_lab(topology: Path, require_up: bool = True):
+    """One real lab for a module's tests (a module-scoped fixture wraps it): a fresh short home (BIRD's
+    and ssh's sockets live under it), `up`; afterwards `down`, and nothing of the lab is left on the host."""
+    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
+    before = host_snapshot(home)
+    try:
+        up = labctl("up", "-t", topology, home=home)
+        if require_up:
+            assert up.returncode == 0, up.stdout + up.stderr
+        yield RealLab(home, topology, up, before)
+    finally:
+        labctl("down", "-t", topology, home=home)
+        try:
+            assert residue(before, host_snapshot(home)) == {}
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def downs(labhome):
+    """(home, host_snapshot before, list): every topology a test appends to the list is taken down at
+    the end, by its topology's names, then by its lab's name if its directory is still there."""
+    before = host_snapshot(labhome)
+    made: list[Path] = []
+    yield labhome, before, made
+    for t in made:
+        labctl("down", "-t", t, home=labhome)
+        name = yaml.safe_load(t.read_text())["name"]
+        if (labhome / name).exists():
+            labctl("down", "--name", name, home=labhome)

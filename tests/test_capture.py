@@ -2,20 +2,18 @@
 
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import SEED, host_snapshot, lab_model, labctl, residue
+from conftest import SEED, lab_model, labctl, real_lab
 from labctl import capture as cap
 from labctl import tracecap
 
@@ -122,7 +120,6 @@ NAME = "capvx"
 
 @pytest.fixture(scope="module")
 def vxlab(tmp_path_factory):
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     d = yaml.safe_load(SEED.read_text())
     d["name"], d["network"] = NAME, {"lan": "10.66.0.0/16"}
     d["calico"]["encapsulation"] = "VXLAN"
@@ -130,14 +127,8 @@ def vxlab(tmp_path_factory):
         node["address"] = f"10.66.22.{i + 1}"
     t = tmp_path_factory.mktemp("cap") / f"{NAME}.yml"
     t.write_text(yaml.safe_dump(d, sort_keys=False))
-    before = host_snapshot(home)
-    try:
-        labctl("up", "-t", t, home=home, check=True)
-        yield home, t
-    finally:
-        labctl("down", "-t", t, home=home)
-        assert residue(before, host_snapshot(home)) == {}
-        shutil.rmtree(home, ignore_errors=True)
+    with real_lab(t) as r:
+        yield r.home, t
 
 
 def tcpdumps_in_lab() -> list[int]:

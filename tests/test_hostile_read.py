@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import SEED, labctl, real_lab
 
 pytestmark = pytest.mark.netns
 
@@ -35,22 +35,10 @@ def topo(tmp_path: Path, extra_worker: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    import tempfile
-
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     tmp = tmp_path_factory.mktemp("lcread")
-    before = host_snapshot(home)
-    t = topo(tmp)
-    try:
-        up = labctl("up", "-t", t, home=home)
-        assert up.returncode == 0, up.stderr
-        yield {"home": home, "t": t, "tmp": tmp, "data": json.loads((home / NAME / "topology-data.json").read_text())}
-    finally:
-        labctl("down", "--name", NAME, home=home)
-        assert residue(before, host_snapshot(home)) == {}
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
+    with real_lab(topo(tmp)) as r:
+        data = json.loads((r.home / NAME / "topology-data.json").read_text())
+        yield {"home": r.home, "t": r.topology, "tmp": tmp, "data": data}
 
 
 def ns(node: str) -> str:

@@ -2,15 +2,12 @@
 live lab, the SVG as XML, and one live lab ("lctools" on 10.88.0.0/16, so it never meets other tests'
 labs) read by all three tools."""
 
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import SEED, labctl
+from conftest import SEED, real_lab
 from labctl import bgp, graph_svg, trace
 from labctl.model import LabModel
 
@@ -329,19 +326,15 @@ def lab(tmp_path_factory):
         topo["nodes"][n]["address"] = ip
     path = tmp_path_factory.mktemp("lctools") / "topology.yml"
     path.write_text(yaml.safe_dump(topo, sort_keys=False))
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     mp = pytest.MonkeyPatch()
-    try:
-        up = labctl("up", "-t", path, home=home)
-        assert up.returncode == 0, up.stdout + up.stderr
-        mp.setenv("LABCTL_HOME", str(home))  # layout.home() reads it at call time
+    with real_lab(path) as r:
+        mp.setenv("LABCTL_HOME", str(r.home))  # layout.home() reads it at call time
         from labctl.lab import Lab
 
-        yield Lab.find("lctools").require()
-    finally:
-        mp.undo()
-        labctl("down", "-t", path, home=home)
-        shutil.rmtree(home, ignore_errors=True)
+        try:
+            yield Lab.find("lctools").require()
+        finally:
+            mp.undo()
 
 
 @pytest.mark.netns

@@ -29,18 +29,15 @@ def topo(tmp_path: Path, name: str, lan_octet: int) -> Path:
 
 
 @pytest.fixture
-def lab(tmp_path, labhome):
-    made = []
+def lab(tmp_path, downs):
+    home, before, made = downs
 
     def make(name: str, octet: int) -> Path:
         t = topo(tmp_path, name, octet)
         made.append(t)
         return t
 
-    before = host_snapshot(labhome)
-    yield make, labhome, before
-    for t in made:
-        labctl("down", "-t", t, home=labhome)
+    return make, home, before
 
 
 def test_failed_up_names_host_task_log_then_down_cleans(lab):

@@ -38,12 +38,8 @@ def seedlike(tmp_path: Path, name: str, octet: int, extra_worker: bool = False, 
 
 
 @pytest.fixture
-def env(tmp_path, labhome):
-    before = host_snapshot(labhome)
-    topologies = []
-    yield labhome, before, topologies
-    for t in topologies:
-        labctl("down", "-t", t, home=labhome)
+def env(downs):
+    return downs
 
 
 def checks(home, name):
