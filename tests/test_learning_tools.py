@@ -236,7 +236,7 @@ DATA = {
     ],
 )
 def test_trace_resolve(x, kind, node):
-    r = trace.resolve(DATA, x)
+    r = trace.resolve(LabModel.model_validate(DATA), x)
     assert (r["kind"], r["node"]) == (kind, node)
 
 
@@ -244,7 +244,7 @@ def test_trace_resolve_rejects_unknown_names():
     from labctl.errors import UsageError
 
     with pytest.raises(UsageError, match="pod-a"):
-        trace.resolve(DATA, "nope")
+        trace.resolve(LabModel.model_validate(DATA), "nope")
 
 
 def test_route_line_from_ip_json():
