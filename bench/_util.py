@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def timed(argv: list[str], env: dict | None = None) -> float:
@@ -15,3 +18,9 @@ def timed(argv: list[str], env: dict | None = None) -> float:
     if p.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return took
+
+
+def lab_env() -> tuple[Path, dict, list[str]]:
+    """A fresh work dir (short: sockets live under it), the env whose LABCTL_HOME is inside it, labctl's argv."""
+    work = Path(tempfile.mkdtemp(prefix="lcb", dir="/tmp"))
+    return work, dict(os.environ, LABCTL_HOME=str(work / "h"), NO_COLOR="1"), [sys.executable, "-m", "labctl"]

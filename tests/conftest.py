@@ -108,6 +108,22 @@ def lab_model(nodes: list[dict], **lab):
     return LabModel.model_validate(data | lab)
 
 
+def renumbered(name: str, octet: int, src: Path = SEED) -> dict:
+    """A topology (the seed's by default) as a dict, under another lab name and LAN 10.<octet>.0.0/16 with
+    its nodes at 10.<octet>.22.1.., so a test's lab never meets another's names or addresses."""
+    d = yaml.safe_load(src.read_text())
+    d["name"] = name
+    d["network"] = {"lan": f"10.{octet}.0.0/16"}
+    for i, node in enumerate(d["nodes"].values()):
+        node["address"] = f"10.{octet}.22.{i + 1}"
+    return d
+
+
+def write_yaml(path: Path, d: dict) -> Path:
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
 # -- real labs shared by a module's tests, and labs a test builds itself ---------------------------
 
 

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, lab_model, labctl, real_lab
+from conftest import lab_model, labctl, real_lab, renumbered, write_yaml
 from labctl import capture as cap
 from labctl import tracecap
 
@@ -120,13 +119,9 @@ NAME = "capvx"
 
 @pytest.fixture(scope="module")
 def vxlab(tmp_path_factory):
-    d = yaml.safe_load(SEED.read_text())
-    d["name"], d["network"] = NAME, {"lan": "10.66.0.0/16"}
+    d = renumbered(NAME, 66)
     d["calico"]["encapsulation"] = "VXLAN"
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.66.22.{i + 1}"
-    t = tmp_path_factory.mktemp("cap") / f"{NAME}.yml"
-    t.write_text(yaml.safe_dump(d, sort_keys=False))
+    t = write_yaml(tmp_path_factory.mktemp("cap") / f"{NAME}.yml", d)
     with real_lab(t) as r:
         yield r.home, t
 

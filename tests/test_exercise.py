@@ -7,9 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, labctl, real_lab
+from conftest import ROOT, labctl, real_lab, renumbered, write_yaml
 from labctl import impair
 
 pytestmark = pytest.mark.netns
@@ -29,15 +28,7 @@ CHECKS = [
 
 
 def topo(tmp: Path, fname: str = "base.yml", **extra) -> Path:
-    d = yaml.safe_load(SAMPLE.read_text())
-    d["name"] = NAME
-    d["network"] = {"lan": f"10.{OCTET}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{OCTET}.22.{i + 1}"
-    d |= extra
-    p = tmp / fname
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp / fname, renumbered(NAME, OCTET, SAMPLE) | extra)
 
 
 @pytest.fixture(scope="module")

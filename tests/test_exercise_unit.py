@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from conftest import SEED, labctl
+from conftest import SEED, lab_model, labctl
 from labctl import faults, impair, labchecks, providers, render, topology
 from labctl.bird import Session
 from labctl.errors import TopologyError, UsageError
@@ -114,24 +114,11 @@ def test_summary_matches_what_tc_shows():
     assert impair.summary(s) == impair.describe(json.dumps(tc)) == "delay 50ms±5ms loss 5% rate 10mbit"
 
 
-NODE = {"interface": "eth0", "pods": []}
-DATA = {
-    "name": "x",
-    "provider": "netns",
-    "network": {"lan": "10.0.0.0/24", "gateway": "10.0.0.254"},
-    "kubernetes": {"version": "1.34", "pod_subnet": "192.168.0.0/16", "service_subnet": "10.96.0.0/12"},
-    "calico": {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
-    | {"asn": 64512, "nat_outgoing": True, "tunnel_device": "vxlan.calico"},
-    "nodes": [
-        {"name": "a", "address": "10.0.0.1", "tunnel_ip": "192.168.0.1", "role": "control-plane"}
-        | {"block": "192.168.0.0/24"}
-        | NODE,
-        {"name": "b", "address": "10.0.0.2", "tunnel_ip": "192.168.1.1", "role": "worker"}
-        | {"block": "192.168.1.0/24"}
-        | NODE,
-    ],
-    "workloads": [],
-}
+NODES = [
+    {"name": "a", "address": "10.0.0.1", "tunnel_ip": "192.168.0.1", "role": "control-plane"},
+    {"name": "b", "address": "10.0.0.2", "tunnel_ip": "192.168.1.1", "block": "192.168.1.0/24"},
+]
+MODEL = lab_model(NODES, calico={"tunnel_device": "vxlan.calico"}, workloads=[])
 
 
 def facts(**kw) -> NodeFacts:
@@ -143,9 +130,6 @@ def facts(**kw) -> NodeFacts:
 
 def check(**spec) -> LabCheck:
     return LabCheck.model_validate({"name": "c"} | spec)
-
-
-MODEL = LabModel.model_validate(DATA)
 
 
 def test_route_check_via_node_or_address():
@@ -174,14 +158,12 @@ def test_bgp_and_exec_checks():
 
 
 def test_wait_and_retries(monkeypatch):
-    data = LabModel.model_validate(
-        DATA
-        | {
-            "checks": [
-                {"name": "flaky", "bgp": {"node": "a", "established": 1}, "retries": 2, "wait": 0},
-                {"name": "late", "bgp": {"node": "b", "established": 1}, "wait": 3, "retries": 0},
-            ]
-        }
+    data = lab_model(
+        NODES,
+        checks=[
+            {"name": "flaky", "bgp": {"node": "a", "established": 1}, "retries": 2, "wait": 0},
+            {"name": "late", "bgp": {"node": "b", "established": 1}, "wait": 3, "retries": 0},
+        ],
     )
     tries, clock = [], [0.0]
     monkeypatch.setattr(labchecks.time, "monotonic", lambda: clock[0])
@@ -215,7 +197,7 @@ def test_fault_record_shown():
 
 def test_verify_only_checks_on_a_lab_without_checks_is_bad_input(labhome):
     (labhome / "exnone").mkdir()
-    (labhome / "exnone" / "topology-data.json").write_text(json.dumps(DATA | {"name": "exnone"}))
+    (labhome / "exnone" / "topology-data.json").write_text(MODEL.model_copy(update={"name": "exnone"}).dump_json())
     p = labctl("verify", "--name", "exnone", "--only", "checks", home=labhome)
     assert p.returncode == 2 and "lab exnone has no checks" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 

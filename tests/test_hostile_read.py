@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, labctl, real_lab
+from conftest import labctl, real_lab, renumbered, write_yaml
 
 pytestmark = pytest.mark.netns
 
@@ -21,16 +20,10 @@ NAME, OCTET = "lcread", 163
 
 
 def topo(tmp_path: Path, extra_worker: bool = False) -> Path:
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = NAME
-    d["network"] = {"lan": f"10.{OCTET}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{OCTET}.22.{i + 1}"
+    d = renumbered(NAME, OCTET)
     if extra_worker:
         d["nodes"]["k8s-worker-3"] = {"role": "worker", "address": f"10.{OCTET}.22.4", "labels": {"worker": "no-3"}}
-    p = tmp_path / ("grown.yml" if extra_worker else "base.yml")
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / ("grown.yml" if extra_worker else "base.yml"), d)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ labs) read by all three tools."""
 import xml.etree.ElementTree as ET
 
 import pytest
-import yaml
 
-from conftest import SEED, real_lab
+from conftest import lab_model, real_lab, renumbered, write_yaml
 from labctl import bgp, graph_svg, trace
-from labctl.model import LabModel
 
 # `birdc show protocols all` on k8s-worker-1 of a running lab (cut after the first BGP session's
 # block: the second one is the same shape)
@@ -191,28 +189,18 @@ def test_bgp_table_format():
     assert "ssh n2: timeout" not in out and "n2 (10.0.0.1)" in out and "not read" in out
 
 
-DATA = {
-    "name": "t",
-    "provider": "netns",
-    "network": {"lan": "10.88.0.0/16", "gateway": "10.88.255.254"},
-    "kubernetes": {"version": "1.34", "pod_subnet": "192.168.0.0/16", "service_subnet": "10.96.0.0/12"},
-    "calico": {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
-    | {"asn": 64512, "nat_outgoing": True},
-    "nodes": [
+MODEL = lab_model(
+    [
         {
             "name": "m",
             "role": "control-plane",
-            "interface": "eth0",
             "address": "10.88.22.1",
             "block": "192.168.0.0/24",
             "tunnel_ip": "192.168.0.1",
             "peers": [{"name": "w1", "address": "10.88.22.2", "protocol": "Mesh_10_88_22_2", "type": "mesh"}],
-            "pods": [],
         },
         {
             "name": "w1",
-            "role": "worker",
-            "interface": "eth0",
             "address": "10.88.22.2",
             "block": "192.168.1.0/24",
             "tunnel_ip": "192.168.1.1",
@@ -220,7 +208,9 @@ DATA = {
             "pods": [{"name": "pod-a", "ip": "192.168.1.2", "veth": "cali1", "netns": "lc-t.w1.pod-a"}],
         },
     ],
-}
+    name="t",
+    network={"lan": "10.88.0.0/16", "gateway": "10.88.255.254"},
+)
 
 
 @pytest.mark.parametrize(
@@ -236,7 +226,7 @@ DATA = {
     ],
 )
 def test_trace_resolve(x, kind, node):
-    r = trace.resolve(LabModel.model_validate(DATA), x)
+    r = trace.resolve(MODEL, x)
     assert (r["kind"], r["node"]) == (kind, node)
 
 
@@ -244,7 +234,7 @@ def test_trace_resolve_rejects_unknown_names():
     from labctl.errors import UsageError
 
     with pytest.raises(UsageError, match="pod-a"):
-        trace.resolve(LabModel.model_validate(DATA), "nope")
+        trace.resolve(MODEL, "nope")
 
 
 def test_route_line_from_ip_json():
@@ -292,7 +282,7 @@ def _rows(established=True):
 
 @pytest.mark.parametrize("established", [True, False])
 def test_svg_is_xml_with_every_node_and_ip(established):
-    out = graph_svg.svg(LabModel.model_validate(DATA), _rows(established))
+    out = graph_svg.svg(MODEL, _rows(established))
     root = ET.fromstring(out)
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     text = " ".join("".join(e.itertext()) for e in root.iter())
@@ -317,15 +307,8 @@ def test_svg_is_xml_with_every_node_and_ip(established):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    topo = yaml.safe_load(SEED.read_text())
-    topo["name"] = "lctools"
-    topo["network"] = {"lan": "10.88.0.0/16"}  # gateway: the default, the LAN's last host
-    for n, ip in zip(
-        ("k8s-master", "k8s-worker-1", "k8s-worker-2"), ("10.88.22.1", "10.88.22.2", "10.88.22.3"), strict=True
-    ):
-        topo["nodes"][n]["address"] = ip
-    path = tmp_path_factory.mktemp("lctools") / "topology.yml"
-    path.write_text(yaml.safe_dump(topo, sort_keys=False))
+    # gateway: the default, the LAN's last host
+    path = write_yaml(tmp_path_factory.mktemp("lctools") / "topology.yml", renumbered("lctools", 88))
     mp = pytest.MonkeyPatch()
     with real_lab(path) as r:
         mp.setenv("LABCTL_HOME", str(r.home))  # layout.home() reads it at call time

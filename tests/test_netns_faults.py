@@ -9,23 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, SEED, host_snapshot, labctl, residue
+from conftest import ROOT, host_snapshot, labctl, renumbered, residue, write_yaml
 
 pytestmark = pytest.mark.netns
 
 
 def topo(tmp_path: Path, name: str, lan_octet: int) -> Path:
     """The seed lab under another name and LAN, so these tests never meet the seed lab's names."""
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = name
-    d["network"] = {"lan": f"10.{lan_octet}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{lan_octet}.22.{i + 1}"
-    p = tmp_path / f"{name}.yml"
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / f"{name}.yml", renumbered(name, lan_octet))
 
 
 @pytest.fixture

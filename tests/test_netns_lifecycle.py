@@ -10,17 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import SEED, host_snapshot, labctl, renumbered, residue, write_yaml
 
 pytestmark = pytest.mark.netns
 
 
 def seedlike(tmp_path: Path, name: str, octet: int, extra_worker: bool = False, **labels) -> Path:
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = name
-    d["network"] = {"lan": f"10.{octet}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{octet}.22.{i + 1}"
+    d = renumbered(name, octet)
     if extra_worker:
         d["nodes"]["k8s-worker-3"] = {"role": "worker", "address": f"10.{octet}.22.4", "labels": {"worker": "no-3"}}
         d["workloads"].append({"name": "pod-c", "node_selector": {"worker": "no-3"}})
@@ -32,9 +28,7 @@ def seedlike(tmp_path: Path, name: str, octet: int, extra_worker: bool = False, 
             else {"name": w["name"], "node_selector": {"worker": value}}
             for w in d["workloads"]
         ]
-    p = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.yml"
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.yml", d)
 
 
 @pytest.fixture
