@@ -71,3 +71,33 @@ def test_relabelling_runs_only_the_label_play_there():
 def test_no_change_converges_everything():
     d = reconcile.diff(data(seed(), ipip=False), data(seed(), ipip=False))
     assert d.empty and d.hosts == {} and d.extravars() == {}
+
+
+def test_up_plans_and_builds_the_lab_model_once(monkeypatch, labhome):
+    """Issue 9: `up` plans the topology once (the plan is kept on the topology, no cache keyed by id())
+    and builds the lab model once; topology-data.json is that model's dump. A vm lab whose host-touching
+    steps (host keys, SSH masters, the playbook) are stubbed: nothing is sent anywhere."""
+    from types import SimpleNamespace
+
+    from conftest import ROOT
+    from labctl import runner, sshmux
+    from labctl.lab import Lab
+    from labctl.model import LabModel
+    from labctl.progress import Progress
+    from labctl.providers.vm import VmProvider
+
+    built, planned = [], []
+    build, plan = render.build, topology._plan
+    monkeypatch.setattr(render, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    monkeypatch.setattr(topology, "_plan", lambda t: planned.append(t) or plan(t))
+    monkeypatch.setattr(VmProvider, "check_host_keys", lambda self, data, progress: None)
+    monkeypatch.setattr(sshmux, "open_masters", lambda model, lab: [])
+    monkeypatch.setattr(runner, "run_playbook", lambda *a, **k: SimpleNamespace(changed={}))
+    src = ROOT / "inventories/vm-cloud/topology.yml"
+    t = topology.load(src)
+    lab = Lab(layout.lab_dir(t.name))
+    st = lab.up(t, src, Progress(None, quiet=True))
+    assert st["phase"] == "ready"
+    assert len(planned) == 1 and len(built) == 1
+    assert lab.dir.topology_data.read_text() == built[0].dump_json()
+    assert LabModel.load(lab.dir.topology_data) == built[0]
