@@ -174,7 +174,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True, model: LabModel | None =
         ],
         "tunnel_device": tunnel,
         "routers": routers,
-        "felix": felix_programs(t, tunnel == "tunl0"),
+        "felix": bool(model.calico.felix),  # set only with networks or a chosen calico.bgp
         "route_mode": "direct" if tunnel is None or cross else tunnel,
         "k8s_version": k8s_version(t.kubernetes.version),
         "cri_socket": CRI_SOCKET,
