@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -219,10 +219,6 @@ class LabModel(_M):
     @property
     def workers(self) -> list[Node]:
         return [n for n in self.nodes if n.role == "worker"]
-
-
-def validate(data: dict[str, Any]) -> LabModel:
-    return LabModel.model_validate(data)
 
 
 def as_node(x: Node | Router | dict) -> Node | Router:
