@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, lab_model
 from labctl import access, layout, providers, render, topology
 from labctl.errors import LabctlError, UsageError
 
@@ -208,18 +208,10 @@ def test_trace_to_an_outside_address_is_refused_before_connecting(monkeypatch):
         name = "acc"
         dir = None
 
-        def data(self):
-            return {
-                "nodes": [
-                    {
-                        "name": "n1",
-                        "address": "10.57.22.1",
-                        "tunnel_ip": "192.168.0.1",
-                        "block": "192.168.0.0/24",
-                        "pods": [{"name": "pod-a", "ip": "192.168.0.2"}],
-                    }
-                ]
-            }
+        def model(self):
+            pod = {"name": "pod-a", "ip": "192.168.0.2", "veth": "cali1", "netns": "lc-acc.n1.pod-a"}
+            node = {"name": "n1", "address": "10.57.22.1", "tunnel_ip": "192.168.0.1", "pods": [pod]}
+            return lab_model([node | {"block": "192.168.0.0/24"}], name="acc")
 
     monkeypatch.setattr(trace.live, "NodeShell", lambda *a, **k: pytest.fail("connected"))
     for dst in ("8.8.8.8", "10.57.22.99", "192.168.9.9"):
