@@ -8,14 +8,12 @@ racks behind a router (inventories/two-racks: IPIPCrossSubnet, bgp: tor), altern
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
+
+from _util import lab_env, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = {
@@ -24,21 +22,11 @@ LABS = {
 }
 
 
-def timed(argv: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return time.perf_counter() - start
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lcb", dir="/tmp"))
-    env = dict(os.environ, LABCTL_HOME=str(work / "h"), NO_COLOR="1")
-    labctl = [sys.executable, "-m", "labctl"]
+    work, env, labctl = lab_env()
     took: dict[str, list[float]] = {k: [] for k in LABS}
     try:
         for _ in range(args.runs):

@@ -8,35 +8,22 @@ namespaces, BIRD mesh and pods, up to a pod-to-pod ping), in one run, and print 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
+
+from _util import lab_env, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "inventories/seed/topology.yml"
-
-
-def timed(argv: list[str], env: dict | None = None) -> float:
-    start = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env)
-    took = time.perf_counter() - start
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return took
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lcb", dir="/tmp"))
-    env = dict(os.environ, LABCTL_HOME=str(work / "h"), NO_COLOR="1")
-    labctl = [sys.executable, "-m", "labctl"]
+    work, env, labctl = lab_env()
     floor, ours, ups = [], [], []
     try:
         for _ in range(args.runs):

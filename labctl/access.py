@@ -172,9 +172,11 @@ def for_node(provider, ssh, lab_dir, lab_name: str) -> Access:
     return Access.of(ssh.user, ssh.port, ssh.key, ssh.jump, bridge)
 
 
-def of_node(node: dict) -> Access:
-    """The access of a node of topology-data.json."""
-    return Access.from_data(node.get("ssh"))
+def of_node(node) -> Access:
+    """The access of a node of the lab model (or its dict form)."""
+    from labctl.model import as_node
+
+    return Access.from_data(as_node(node).ssh.to_data())
 
 
 def _kwargs(host: str, port: int, user: str, key: str, timeout: float) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from labctl import bird, fanout, iproute, output, providers
 from labctl import nodes as live
 from labctl.errors import LabctlError, UsageError
+from labctl.model import Node, Router
 
 # the parsers' old names, for callers that used them from here
 session_type = bird.session_type
@@ -20,7 +21,7 @@ def run_birdc(shell, birdc: str, command: str) -> str:
     """Output of one BIRD CLI command; a dead BIRD or a failing command raises LabctlError."""
     rc, out, err = shell.run(f"{birdc} {command}")
     if rc != 0 or "Unable to connect" in out + err:
-        raise LabctlError(f"{shell.node['name']}: {command}: {(out + err).strip() or f'exit {rc}'}")
+        raise LabctlError(f"{shell.node.name}: {command}: {(out + err).strip() or f'exit {rc}'}")
     return out
 
 
@@ -32,10 +33,11 @@ def kernel_routes(shell, protocols: set[str]) -> dict[str, str]:
     return {r["dst"]: iproute.short_route(r) for r in routes if iproute.protocol(r) in protocols and "dst" in r}
 
 
-def node_row(lab_dir, node: dict, birdc: str = "", protocols: set[str] | None = None) -> dict:
+def node_row(lab_dir, node: Node | Router, birdc: str = "", protocols: set[str] | None = None) -> dict:
     """One node's sessions and routes; an unreachable node or dead BIRD gives a row with `error`."""
-    birdc = birdc or f"birdc -s {node.get('bird_socket', '/var/run/calico/bird.ctl')}"
-    row = {"node": node["name"], "address": node["address"], "block": node.get("block", ""), "error": ""}
+    birdc = birdc or f"birdc -s {node.bird_socket or '/var/run/calico/bird.ctl'}"
+    block = getattr(node, "block", "")  # a router has none
+    row = {"node": node.name, "address": node.address, "block": block, "error": ""}
     row |= {"own_block": None, "sessions": [], "routes": []}
     try:
         with live.NodeShell(lab_dir, node) as s:
@@ -51,28 +53,28 @@ def node_row(lab_dir, node: dict, birdc: str = "", protocols: set[str] | None = 
             r["peer_address"] = peers.get(r["protocol"], {}).get("peer_address", "")
             r["kernel"] = kernel.get(r["prefix"], "")
             row["routes"].append(r)
-        elif r["prefix"] == node.get("block") and r["primary"]:
+        elif block and r["prefix"] == block and r["primary"]:
             # the node's own block: announced to the peers, blackholed here (pods have /32s)
             row["own_block"] = {"prefix": r["prefix"], "kind": r["kind"], "protocol": r["protocol"]}
     return row
 
 
 def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
-    data = lab.data()
-    nodes = data["nodes"]
+    model = lab.model()
+    nodes: list[Node | Router] = list(model.nodes)
     if node_name is not None:
         # a lab router (`networks:`) answers too: `labctl bgp core`
-        nodes = [n for n in nodes + data.get("routers", []) if n["name"] == node_name]
+        nodes = [n for n in model.speakers if n.name == node_name]
         if not nodes:
             raise UsageError(
-                f"no node {node_name!r} in lab {lab.name}", f"nodes: {', '.join(n['name'] for n in data['nodes'])}"
+                f"no node {node_name!r} in lab {lab.name}", f"nodes: {', '.join(n.name for n in model.nodes)}"
             )
-    prov = providers.get(data["provider"], lab)
-    protocols = iproute.dataplane_protocols(data)
+    prov = providers.get(model.provider, lab)
+    protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
     rows = fanout.each(lambda n: node_row(lab.dir, n, prov.birdc(n), protocols), nodes)
     # name the peer's lab node too, so a reader need not map addresses to nodes by hand
-    by_addr = {n["address"]: n["name"] for n in data["nodes"]}
-    by_addr |= {i["address"]: r["name"] for r in data.get("routers", []) for i in r["interfaces"]}
+    by_addr = {n.address: n.name for n in model.nodes}
+    by_addr |= {i.address: r.name for r in model.routers or [] for i in r.interfaces}
     for r in rows:
         for s in r["sessions"]:
             s["peer_node"] = by_addr.get(s["peer_address"], "")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 from labctl.errors import LabctlError, UsageError
+from labctl.model import LabModel, Node
 from labctl.nodes import sudo
 
 VXLAN_PORT = 4789
@@ -154,18 +155,18 @@ def stamp(ts: float) -> str:
 # -- the remote tcpdump -------------------------------------------------------------------------
 
 
-def target(data: dict, spec: str) -> dict:
+def target(model: LabModel, spec: str) -> dict:
     """NODE[:IFACE] or POD[:IFACE] -> where to run tcpdump: the node, a netns prefix, the interface."""
     name, _, iface = spec.partition(":")
-    for n in data["nodes"]:
-        if n["name"] == name:
-            iface = iface or n["interface"]
+    for n in model.nodes:
+        if n.name == name:
+            iface = iface or n.interface
             return {"node": n, "netns": None, "iface": iface, "label": f"{name}:{iface}"}
-        for p in n.get("pods", []):
-            if p["name"] == name:
-                return {"node": n, "netns": p["netns"], "iface": iface or "eth0", "label": f"{name}:{iface or 'eth0'}"}
-    names = [n["name"] for n in data["nodes"]] + [p["name"] for n in data["nodes"] for p in n.get("pods", [])]
-    raise UsageError(f"no node or workload {name!r} in lab {data['name']}", f"one of: {', '.join(names)}")
+        for p in n.pods:
+            if p.name == name:
+                return {"node": n, "netns": p.netns, "iface": iface or "eth0", "label": f"{name}:{iface or 'eth0'}"}
+    names = [n.name for n in model.nodes] + [p.name for n in model.nodes for p in n.pods]
+    raise UsageError(f"no node or workload {name!r} in lab {model.name}", f"one of: {', '.join(names)}")
 
 
 def _in_ns(t: dict, argv: list[str]) -> str:
@@ -214,7 +215,7 @@ def start_command(t: dict, count: int | None, bpf: str | None) -> str:
     return f"{sudo(t['node'])}sh -c {shlex.quote(inner)}"
 
 
-def stop_command(node: dict, pid: int) -> str:
+def stop_command(node: Node, pid: int) -> str:
     # only that pid, and only while it still is a tcpdump (pids get reused)
     return f'[ "$(cat /proc/{pid}/comm 2>/dev/null)" = tcpdump ] && {sudo(node)}kill -TERM {pid}; true'
 
@@ -226,7 +227,7 @@ def preflight(shell, t: dict, bpf: str | None) -> str | None:
     if rc == 0:
         ssh = next((x[4:] for x in out.splitlines() if x.startswith("SSH=")), "")
         return combined_filter(bpf, own_ssh_filter(ssh))
-    where = t["node"]["name"] + (f" (netns {t['netns']})" if t["netns"] else "")
+    where = t["node"].name + (f" (netns {t['netns']})" if t["netns"] else "")
     if "NOTCPDUMP" in out:
         raise LabctlError(f"tcpdump is not installed on {where}", "apt-get install tcpdump on the node")
     if "NOIFACE" in out:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from labctl.model import LabModel
+
 
 def shown(v) -> str:
     """A value read from a node: `?` if it could not be read (None), `-` if empty."""
     return "?" if v is None else (str(v) if v != "" else "-")
 
 
-def edges(data: dict, rows: list[dict]):
+def edges(model: LabModel, rows: list[dict]):
     """(node, peer, state) once per BGP session, as the first of its two ends reports it."""
-    by_addr = {p["protocol"]: p["name"] for n in data["nodes"] for p in n["peers"]}
+    by_addr = {p.protocol: p.name for n in model.nodes for p in n.peers}
     seen = set()
     for r in rows:
         for p in r["bgp"]["peers"]:
@@ -34,28 +36,28 @@ def _label(r: dict) -> str:
     return head + f"\\n{shown(r['tunnel_device'])} {shown(r['tunnel_ip'])}" + (f"\\n{labels}" if labels else "")
 
 
-def _lans(data: dict, rows: list[dict]) -> tuple[dict, dict]:
+def _lans(model: LabModel, rows: list[dict]) -> tuple[dict, dict]:
     """LAN id -> its label, and row -> the LANs it sits on: one per network with `networks:` (a router
     sits on several), else the one LAN."""
-    nets = data.get("networks")
+    nets = model.networks
     if not nets:
-        return {"lan": f"LAN {data['network']['lan']}"}, {r["name"]: ["lan"] for r in rows}
+        return {"lan": f"LAN {model.network.lan}"}, {r["name"]: ["lan"] for r in rows}
     ids = {name: f"lan{i}" for i, name in enumerate(nets)}
-    on = {n["name"]: [ids[n["network"]]] for n in data["nodes"]}
-    on |= {r["name"]: [ids[i["network"]] for i in r["interfaces"]] for r in data.get("routers", [])}
-    return {ids[k]: f"{k} {v['lan']}" for k, v in nets.items()}, on
+    on = {n.name: [ids[n.network]] for n in model.nodes if n.network is not None}
+    on |= {r.name: [ids[i.network] for i in r.interfaces] for r in model.routers or []}
+    return {ids[k]: f"{k} {v.lan}" for k, v in nets.items()}, on
 
 
-def render(data: dict, rows: list[dict], fmt: str) -> str:
+def render(model: LabModel, rows: list[dict], fmt: str) -> str:
     ids = {r["name"]: f"n{i}" for i, r in enumerate(rows)}
-    lans, on = _lans(data, rows)
+    lans, on = _lans(model, rows)
     if fmt == "dot":
         out = ["graph lab {", '  node [shape=box, fontname="monospace"];']
         out += [f'  {k} [shape=ellipse, label="{v}"];' for k, v in lans.items()]
         for r in rows:
             out.append(f'  {ids[r["name"]]} [label="{_label(r)}"];')
             out += [f"  {lan} -- {ids[r['name']]} [color=gray];" for lan in on.get(r["name"], [])]
-        for a, b, state in edges(data, rows):
+        for a, b, state in edges(model, rows):
             color = "green" if state == "Established" else "red"
             out.append(f'  {ids[a]} -- {ids[b]} [label="BGP {state}", color={color}, style=dashed];')
         return "\n".join(out + ["}"])
@@ -63,6 +65,6 @@ def render(data: dict, rows: list[dict], fmt: str) -> str:
     for r in rows:
         out.append(f'  {ids[r["name"]]}["{_label(r).replace(chr(92) + "n", "<br/>")}"]')
         out += [f"  {lan} --- {ids[r['name']]}" for lan in on.get(r["name"], [])]
-    for a, b, state in edges(data, rows):
+    for a, b, state in edges(model, rows):
         out.append(f'  {ids[a]} -. "BGP {state}" .- {ids[b]}')
     return "\n".join(out)

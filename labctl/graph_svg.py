@@ -9,6 +9,7 @@ from __future__ import annotations
 from xml.sax.saxutils import escape, quoteattr
 
 from labctl.graph import edges, shown
+from labctl.model import LabModel
 
 BOX_W, BOX_H, GAP, MARGIN = 230, 112, 40, 20
 LAN_Y, BOX_Y = 50, 110
@@ -20,25 +21,24 @@ def _text(x: float, y: float, s: str, **attrs) -> str:
     return f'<text x="{x:.0f}" y="{y:.0f}"{extra}>{escape(s)}</text>'
 
 
-def svg(data: dict, rows: list[dict]) -> str:
+def svg(model: LabModel, rows: list[dict]) -> str:
     n = max(len(rows), 1)
     width = 2 * MARGIN + n * BOX_W + (n - 1) * GAP
     # session curves bend below the boxes, deeper for nodes further apart, so they never cross a box
     height = BOX_Y + BOX_H + 40 + 30 * n + 40
     centre = {r["name"]: MARGIN + i * (BOX_W + GAP) + BOX_W / 2 for i, r in enumerate(rows)}
-    lan = data["network"]["lan"]
-    gw = data["network"].get("gateway", "")
+    lan, gw, name = model.network.lan, model.network.gateway, model.name
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="12">',
-        f"<title>{escape('lab ' + data.get('name', ''))}</title>",
+        f"<title>{escape('lab ' + name)}</title>",
         '<rect width="100%" height="100%" fill="white"/>',
-        _text(MARGIN, 22, f"lab {data.get('name', '')}: LAN {lan}, gateway {gw}", font_weight="bold"),
+        _text(MARGIN, 22, f"lab {name}: LAN {lan}, gateway {gw}", font_weight="bold"),
         f'<rect x="{MARGIN}" y="{LAN_Y - 6}" width="{width - 2 * MARGIN}" height="12" fill="#90a4ae" rx="3"/>',
         _text(width - MARGIN - 4, LAN_Y - 10, f"LAN {lan}", text_anchor="end", fill="#455a64"),
     ]
     bottom = BOX_Y + BOX_H
-    for a, b, state in edges(data, rows):
+    for a, b, state in edges(model, rows):
         x1, x2 = sorted((centre[a], centre[b]))
         depth = 25 + 30 * round(abs(x2 - x1) / (BOX_W + GAP))
         color = GREEN if state == "Established" else RED

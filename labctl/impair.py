@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
+from labctl.model import LabModel, Node, Router
 from labctl.nodes import sudo
 
 TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
@@ -44,13 +45,9 @@ def netem_on_this_host() -> bool:
     return p.returncode == 0
 
 
-def needs_netem(data: dict) -> list[str]:
+def needs_netem(model: LabModel) -> list[str]:
     """The topology impairments (node:iface) that need netem (delay, jitter or loss)."""
-    return [
-        f"{i['node']}:{i['interface']}"
-        for i in data.get("impairments") or []
-        if {"delay_ms", "loss_pct"} & i["spec"].keys()
-    ]
+    return [f"{i.node}:{i.interface}" for i in model.impairments or [] if {"delay_ms", "loss_pct"} & i.spec.keys()]
 
 
 def _ms(flag: str, v: str) -> float:
@@ -115,7 +112,7 @@ def clear_command(iface: str) -> str:
     return f"tc qdisc del dev {shlex.quote(iface)} root 2>/dev/null; true"
 
 
-def apply(shell, node: dict, iface: str, s: dict | None) -> None:
+def apply(shell, node: Node | Router, iface: str, s: dict | None) -> None:
     """Set (or with s=None clear) the impairment; a missing netem refuses before anything changes."""
     p = sudo(node)
     if s is None:
@@ -123,7 +120,7 @@ def apply(shell, node: dict, iface: str, s: dict | None) -> None:
         return
     rc, _, _ = shell.run(f"{p}ip -o link show dev {shlex.quote(iface)}", timeout=15)
     if rc != 0:
-        raise UsageError(f"no interface {iface!r} on {node['name']}")
+        raise UsageError(f"no interface {iface!r} on {node.name}")
     cmds = commands(iface, s)
     for c in cmds:
         rc, out, err = shell.run(p + c, timeout=15)
@@ -131,7 +128,7 @@ def apply(shell, node: dict, iface: str, s: dict | None) -> None:
             shell.run(p + clear_command(iface), timeout=15)  # all or nothing
             if "netem" in c and "unknown" in err.lower():
                 raise LabctlError(NO_NETEM, "use --rate alone, or a kernel with sch_netem (modprobe sch_netem)")
-            raise LabctlError(f"{node['name']}: {c}: {(err or out).strip()}")
+            raise LabctlError(f"{node.name}: {c}: {(err or out).strip()}")
 
 
 def show_command(iface: str) -> str:
@@ -180,14 +177,14 @@ def summary(s: dict) -> str:
     return " ".join(parts)
 
 
-def reconcile(lab_dir, data: dict, previous: list[str]) -> list[str]:
+def reconcile(lab_dir, model: LabModel, previous: list[str]) -> list[str]:
     """`up`: give every node interface the topology's impairment and clear the ones a previous `up`
     set that the topology no longer has (impairments set by `labctl impair` are left alone).
     Returns the impaired NODE:IFACE list to record in the lab state."""
     from labctl import fanout, nodes
 
-    want = {(i["node"], i["interface"]): i["spec"] for i in data.get("impairments") or []}
-    by_name = {n["name"]: n for n in data["nodes"]}
+    want = {(i.node, i.interface): i.spec for i in model.impairments or []}
+    by_name = {n.name: n for n in model.nodes}
     todo: dict[str, list] = {}
     for (node, iface), s in want.items():
         todo.setdefault(node, []).append((iface, s))

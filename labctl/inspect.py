@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from labctl import faults, impair, output, providers, routers
 from labctl import nodes as live
+from labctl.model import LabModel, Node
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
 READ_OVER_SSH = ("hostname", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block")
 
 
 def rows(lab) -> list[dict]:
-    data = lab.data()
+    model = lab.model()
     # the qdisc of each node's LAN NIC: an impairment shows as an IMPAIR column
-    tc = {n["name"]: {"tc": live.sudo(n) + impair.show_command(n["interface"])} for n in data["nodes"]}
-    facts = live.gather_lab(lab, data, extra=tc)
+    tc = {n.name: {"tc": live.sudo(n) + impair.show_command(n.interface)} for n in model.nodes}
+    facts = live.gather_lab(lab, model, extra=tc)
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), None)
     api_labels = {
@@ -25,27 +26,27 @@ def rows(lab) -> list[dict]:
         if i.get("kind") == "Node"
     }
     out = [
-        _row(data, node, f, api_labels if api is not None else None)
-        for node, f in zip(data["nodes"], facts, strict=True)
+        _row(model, node, f, api_labels if api is not None else None)
+        for node, f in zip(model.nodes, facts, strict=True)
     ]
     broken = faults.shown(lab.state())  # `labctl fail` on purpose, until `repair` or `up`
     for r in out:
         r["fault"] = broken.get(r["name"], "")
-    got = routers.read_all(lab, data)  # lab routers (`networks:`) are listed after the nodes
-    return out + [routers.inspect_row(r, got[r["name"]]) for r in data.get("routers", [])]
+    got = routers.read_all(lab, model)  # lab routers (`networks:`) are listed after the nodes
+    return out + [routers.inspect_row(r, got[r.name]) for r in model.routers or []]
 
 
-def _row(data: dict, node: dict, f: live.NodeFacts, api_labels: dict | None) -> dict:
+def _row(model: LabModel, node: Node, f: live.NodeFacts, api_labels: dict | None) -> dict:
     state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
-    row = {"name": node["name"], "role": node["role"], "state": state}
+    row = {"name": node.name, "role": node.role, "state": state}
     row |= {k: getattr(f, k) if f.reachable else None for k in READ_OVER_SSH}
-    if providers.get(data["provider"]).labels_in_kubernetes:
-        row["labels"] = api_labels.get(node["name"], {}) if api_labels is not None else None
+    if providers.get(model.provider).labels_in_kubernetes:
+        row["labels"] = api_labels.get(node.name, {}) if api_labels is not None else None
     else:
         row["labels"] = f.labels if f.reachable else None
     row["bgp"] = {
         "established": sum(1 for s in f.sessions if s.established) if f.reachable else None,
-        "expected": len(node["peers"]),
+        "expected": len(node.peers),
         "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
     }
     row["error"] = f.error

@@ -20,10 +20,9 @@ def loads(text: str) -> list:
     return v if isinstance(v, list) else []
 
 
-def dataplane_protocols(lab_data: dict) -> set[str]:
+def dataplane_protocols(encapsulation: str, tunnel_device: str | None) -> set[str]:
     """Route protocols that count as the pod network's, decided by the lab's encapsulation."""
-    calico = lab_data.get("calico") or {}
-    vxlan = str(calico.get("encapsulation", "")).startswith("VXLAN") or calico.get("tunnel_device") == "vxlan.calico"
+    vxlan = encapsulation.startswith("VXLAN") or tunnel_device == "vxlan.calico"
     return {BIRD, FELIX} if vxlan else {BIRD}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from labctl import layout, providers, reconcile, render, topology
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.layout import LabDir
+from labctl.model import LabModel
 from labctl.progress import Progress
 
 
@@ -64,8 +65,13 @@ class Lab:
 
     # -- state -------------------------------------------------------------------------------
 
+    def model(self) -> LabModel:
+        """The lab's topology-data.json, typed."""
+        return LabModel.load(self.dir.topology_data)
+
     def data(self) -> dict:
-        return json.loads(self.dir.topology_data.read_text())
+        """The same as a dict, for code that still takes one (providers, playbook extravars)."""
+        return self.model().to_data()
 
     def state(self) -> dict:
         try:
@@ -109,24 +115,27 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
 
-    def new_data(self, topo: topology.Topology) -> dict:
-        """The lab data this topology renders to (before the host decides the tunnel device)."""
-        plan = topology.plan(topo)
-        return render.topology_data(plan, render.context(plan, self.dir))
+    def new_model(self, topo: topology.Topology, prov=None) -> LabModel:
+        """The lab model this topology builds to on this host: the plan plus the host's one fact,
+        whether its kernel has ipip (so validate, `up --dry-run` and `up` judge the same model)."""
+        prov = prov or providers.get(topo.provider, self)
+        return render.build(topology.plan(topo), self.dir, prov.ipip_supported())
 
     def check(self, topo: topology.Topology) -> list[str]:
         """The provider's checks that need no host access (up's preflight runs them too); warnings."""
-        prov, data = providers.get(topo.provider, self), self.new_data(topo)
-        _netem_check(prov, data)
-        return prov.checks(data)
+        prov = providers.get(topo.provider, self)
+        model = self.new_model(topo, prov)
+        _netem_check(prov, model)
+        return prov.checks(model.to_data())
 
-    def plan_change(self, topo: topology.Topology, new: dict | None = None) -> reconcile.Diff:
+    def plan_change(self, topo: topology.Topology, new: LabModel | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
-        new = new if new is not None else self.new_data(topo)
-        old = self.data() if self.dir.topology_data.exists() and self.dir.state.exists() else None
+        new = new if new is not None else self.new_model(topo)
+        old = self.model() if self.dir.topology_data.exists() and self.dir.state.exists() else None
         if old is not None:
             # the tunnel device was decided by the host at the last up; compare like with like
-            new = new | {"calico": new["calico"] | {"tunnel_device": old["calico"].get("tunnel_device")}}
+            calico = new.calico.model_copy(update={"tunnel_device": old.calico.tunnel_device})
+            new = new.model_copy(update={"calico": calico})
         return reconcile.diff(old, new)
 
     def up(self, topo: topology.Topology, source: Path | None, progress: Progress, **options) -> dict:
@@ -156,17 +165,17 @@ class Lab:
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
             self._cancel = (cancel, progress)
-            new = self.new_data(topo)
-            change = self.plan_change(topo, new)
+            model = self.new_model(topo, prov)  # the one build of the lab model in `up`
+            change = self.plan_change(topo, model)
             if refused := reconcile.refusal(change, topo.name):
                 raise refused
             old = self.data() if change.hosts else None
+            new = model.to_data()
             progress.phase("preflight")
             for w in prov.preflight(new):
                 progress.warn(w)
-            _netem_check(prov, new)
-            ipip = prov.ipip_supported()
-            tunnel = render.tunnel_device(topo.calico.encapsulation, ipip)
+            _netem_check(prov, model)
+            tunnel = model.calico.tunnel_device
             fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
             if fallback:
                 progress.warn("this kernel has no ipip: IPIP is emulated with vxlan.calico (VNI 4096, UDP 4789)")
@@ -175,8 +184,8 @@ class Lab:
                 for line in reconcile.format(change).splitlines():
                     progress.info(f"  {line}" if line else "")
             progress.phase("render")
-            render.render(plan, self.dir, source, ipip=ipip)
-            data = self.data()
+            render.render(plan, self.dir, source, model=model)
+            data = new
             self.save_state(
                 name=topo.name,
                 provider=topo.provider,
@@ -207,7 +216,7 @@ class Lab:
                 prov.check_host_keys(data, progress)
                 from labctl import runner, sshmux
 
-                openers = sshmux.open_masters(data, self.dir)
+                openers = sshmux.open_masters(model, self.dir)
                 try:
                     result = runner.run_playbook(
                         self.dir,
@@ -227,18 +236,18 @@ class Lab:
                     sshmux.reap(openers)
                 if check or tags:
                     return self.save_state(phase=self.state().get("phase") if check else "partial")
-                if data.get("impairments") or self.state().get("impairments"):
+                if model.impairments or self.state().get("impairments"):
                     from labctl import impair
 
                     progress.phase("impairments")
                     try:
-                        applied = impair.reconcile(self.dir, data, self.state().get("impairments") or [])
+                        applied = impair.reconcile(self.dir, model, self.state().get("impairments") or [])
                     except LabctlError as e:
                         self.save_state(phase="failed", error=str(e), stopped_at="impairments")
                         raise
                     self.save_state(impairments=applied)
-                labels = {n["name"]: n["labels"] for n in data["nodes"]}
-                placement = {w["name"]: w["node"] for w in data["workloads"]}
+                labels = {n.name: n.labels for n in model.nodes}
+                placement = {w.name: w.node for w in model.workloads}
                 return self.save_state(
                     phase="ready", error=None, labels=labels, placement=placement, changed=result.changed
                 )
@@ -322,11 +331,11 @@ class Lab:
             return False
 
 
-def _netem_check(prov, data: dict) -> None:
+def _netem_check(prov, model: LabModel) -> None:
     """Refuse topology impairments that need tc netem where the nodes' kernel is known to lack it."""
     from labctl import impair
 
-    need = impair.needs_netem(data)
+    need = impair.needs_netem(model)
     if need and prov.netem_supported() is False:
         raise HostError(
             f"impairments {', '.join(need)}: {impair.NO_NETEM}",

@@ -13,88 +13,88 @@ import time
 
 from labctl import iproute, providers
 from labctl import nodes as live
+from labctl.model import LabModel, Node
+from labctl.topology import LabCheck
 from labctl.verify import Check, skip
 
 KINDS = ("exec", "reach", "route", "bgp")
 WORKLOAD_LABEL = "labctl.io/workload"
 
 
-def kind(spec: dict) -> str:
-    return next(k for k in KINDS if spec.get(k) is not None)
+def kind(spec: LabCheck) -> str:
+    return next(k for k in KINDS if getattr(spec, k) is not None)
 
 
-def _ends(spec: dict) -> tuple[str, str]:
-    a, b = (x.strip() for x in spec["reach"].split("->"))
+def _ends(spec: LabCheck) -> tuple[str, str]:
+    a, b = (x.strip() for x in spec.reach.split("->"))
     return a, b
 
 
-def _runs_on(data: dict, spec: dict) -> str:
+def _runs_on(model: LabModel, spec: LabCheck) -> str:
     """The node whose probe answers this check."""
     k = kind(spec)
     if k != "reach":
-        return spec[k]["node"]
+        return getattr(spec, k).node
     src = _ends(spec)[0]
-    w = next((w for w in data["workloads"] if w["name"] == src), None)
+    w = next((w for w in model.workloads if w.name == src), None)
     if w is None:
         return src
-    if providers.get(data["provider"]).labels_in_kubernetes:
-        return next(n["name"] for n in data["nodes"] if n["role"] == "control-plane")  # kubectl exec
-    return w["node"]
+    if providers.get(model.provider).labels_in_kubernetes:
+        return model.control_plane.name  # kubectl exec
+    return w.node
 
 
-def _reach_command(data: dict, spec: dict, node: dict) -> str:
+def _reach_command(model: LabModel, spec: LabCheck, node: Node) -> str:
     src, dst = _ends(spec)
-    workloads = {w["name"]: w for w in data["workloads"]}
-    addresses = {n["name"]: n["address"] for n in data["nodes"]}
-    cluster = providers.get(data["provider"]).labels_in_kubernetes
+    workloads = {w.name: w for w in model.workloads}
+    addresses = {n.name: n.address for n in model.nodes}
+    cluster = providers.get(model.provider).labels_in_kubernetes
     kubectl = f"{live.sudo(node)}{live.KUBECTL}"
     if dst in workloads and cluster:
         sel = shlex.quote(f"{WORKLOAD_LABEL}={dst}")
         target = f"$({kubectl} get pod -l {sel} -o jsonpath='{{.items[0].status.podIP}}')"
     else:
-        target = shlex.quote(workloads[dst]["ip"] if dst in workloads else addresses[dst])
+        target = shlex.quote(workloads[dst].ip if dst in workloads else addresses[dst])
     ping = f"ping -c1 -W{2 if cluster else 1} -q {target}"  # as verify pings
     if src not in workloads:
         return ping
     if cluster:
         pod = f"$({kubectl} get pod -l {shlex.quote(f'{WORKLOAD_LABEL}={src}')} -o name | head -n1)"
         return f"{kubectl} exec {pod} -- {ping}"
-    netns = next(p["netns"] for n in data["nodes"] for p in n.get("pods", []) if p["name"] == src)
+    netns = next(p.netns for n in model.nodes for p in n.pods if p.name == src)
     return f"{live.sudo(node)}ip netns exec {shlex.quote(netns)} {ping}"
 
 
-def _round(lab, data: dict, specs: list[tuple[int, dict]]) -> dict[int, Check]:
-    by_name = {n["name"]: n for n in data["nodes"]}
+def _round(lab, model: LabModel, specs: list[tuple[int, LabCheck]]) -> dict[int, Check]:
+    by_name = {n.name: n for n in model.nodes}
     extra: dict[str, dict[str, str]] = {}
     for i, spec in specs:
-        node = by_name[_runs_on(data, spec)]
+        node = by_name[_runs_on(model, spec)]
         k = kind(spec)
         if k == "exec":
-            extra.setdefault(node["name"], {})[f"c{i}"] = (
-                f"{live.sudo(node)}sh -c {shlex.quote(spec['exec']['command'])} 2>&1"
-            )
+            extra.setdefault(node.name, {})[f"c{i}"] = f"{live.sudo(node)}sh -c {shlex.quote(spec.exec.command)} 2>&1"
         elif k == "reach":
-            extra.setdefault(node["name"], {})[f"c{i}"] = _reach_command(data, spec, node) + " 2>&1"
-    wanted = list(dict.fromkeys(_runs_on(data, s) for _, s in specs))
-    prov = providers.get(data["provider"], lab)
+            extra.setdefault(node.name, {})[f"c{i}"] = _reach_command(model, spec, node) + " 2>&1"
+    wanted = list(dict.fromkeys(_runs_on(model, s) for _, s in specs))
+    prov = providers.get(model.provider, lab)
     facts = live.gather(
         lab.dir,
         [by_name[n] for n in wanted],
         extra,
-        data["provider"],
+        model.provider,
         prov.birdc,
-        iproute.dataplane_protocols(data),
+        iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device),
     )
     by_node = {f.name: f for f in facts}
     out = {}
     for i, spec in specs:
-        node = _runs_on(data, spec)
+        node = _runs_on(model, spec)
         f = by_node[node]
         if not f.reachable:
-            out[i] = skip("check", spec["name"], node)
+            out[i] = skip("check", spec.name, node)
             continue
-        ok, detail = EVALUATE[kind(spec)](data, spec, f, f.extra.get(f"c{i}", ""))
-        out[i] = Check("check", spec["name"], ok, f"{kind(spec)}: {detail}")
+        ok, detail = EVALUATE[kind(spec)](model, spec, f, f.extra.get(f"c{i}", ""))
+        out[i] = Check("check", spec.name, ok, f"{kind(spec)}: {detail}")
     return out
 
 
@@ -103,52 +103,50 @@ def _output(text: str) -> tuple[int, str]:
     return (int(rc.strip()) if rc.strip().isdigit() else -1), body
 
 
-def _exec(data, spec, f, text) -> tuple[bool, str]:
+def _exec(model: LabModel, spec: LabCheck, f, text) -> tuple[bool, str]:
     rc, out = _output(text)
-    cmd = spec["exec"]["command"]
-    where = f"{spec['exec']['node']}: {cmd}"
+    where = f"{spec.exec.node}: {spec.exec.command}"
     if rc != 0:
         last = out.strip().splitlines()[-1:] or [""]
         return False, f"{where}: exit {rc} {last[0]}".rstrip()
-    if spec.get("expect") is not None and spec["expect"] not in out:
-        return False, f"{where}: output lacks {spec['expect']!r}"
-    if spec.get("expect_regex") is not None and not re.search(spec["expect_regex"], out, re.MULTILINE):
-        return False, f"{where}: output does not match /{spec['expect_regex']}/"
-    return True, where + (" (output matches)" if spec.get("expect") or spec.get("expect_regex") else " (exit 0)")
+    if spec.expect is not None and spec.expect not in out:
+        return False, f"{where}: output lacks {spec.expect!r}"
+    if spec.expect_regex is not None and not re.search(spec.expect_regex, out, re.MULTILINE):
+        return False, f"{where}: output does not match /{spec.expect_regex}/"
+    return True, where + (" (output matches)" if spec.expect or spec.expect_regex else " (exit 0)")
 
 
-def _reach(data, spec, f, text) -> tuple[bool, str]:
+def _reach(model: LabModel, spec: LabCheck, f, text) -> tuple[bool, str]:
     rc, out = _output(text)
     src, dst = _ends(spec)
     rtt = next((x.split("=")[1].split("/")[1] for x in out.splitlines() if x.startswith(("rtt", "round-trip"))), "")
     return rc == 0, f"{src} -> {dst}" + (f" {rtt} ms" if rc == 0 and rtt else "" if rc == 0 else " no reply")
 
 
-def _route(data, spec, f, _text) -> tuple[bool, str]:
-    r = spec["route"]
-    prefix, via = r["prefix"], r.get("via")
-    node = r["node"]
+def _route(model: LabModel, spec: LabCheck, f, _text) -> tuple[bool, str]:
+    r = spec.route
+    prefix, via, node = str(r.prefix), r.via, r.node
     found = [x for x in f.routes if x.get("dst") == prefix or (x.get("dst") == "default" and prefix == "0.0.0.0/0")]
     if not found:
         return False, f"{node} has no route to {prefix}"
     line = iproute.short_route(found[0])
     if via is None:
         return True, f"{node}: {line}"
-    peer = next((n for n in data["nodes"] if n["name"] == via), None)
-    want = {peer["address"], peer.get("tunnel_ip")} - {None} if peer else {via}
+    peer = model.node(via)
+    want = {peer.address, peer.tunnel_ip} - {None} if peer else {via}
     gws = {x.get("gateway") for x in found} | {h.get("gateway") for x in found for h in x.get("nexthops", [])}
     if want & gws:
         return True, f"{node}: {line}"
     return False, f"{node}: {line}, not via {via}"
 
 
-def _bgp(data, spec, f, _text) -> tuple[bool, str]:
-    want = spec["bgp"]["established"]
+def _bgp(model: LabModel, spec: LabCheck, f, _text) -> tuple[bool, str]:
+    want = spec.bgp.established
     got = sum(1 for s in f.sessions if s.established)
     if not f.bird_running:
-        return want == 0, f"{spec['bgp']['node']}: BIRD not running (0 Established, want {want})"
+        return want == 0, f"{spec.bgp.node}: BIRD not running (0 Established, want {want})"
     down = [s.name for s in f.sessions if not s.established and s.name.startswith(("Mesh_", "Node_"))]
-    return got == want, f"{spec['bgp']['node']}: {got} Established, want {want}" + (
+    return got == want, f"{spec.bgp.node}: {got} Established, want {want}" + (
         f"; not: {', '.join(down)}" if down else ""
     )
 
@@ -156,23 +154,23 @@ def _bgp(data, spec, f, _text) -> tuple[bool, str]:
 EVALUATE = {"exec": _exec, "reach": _reach, "route": _route, "bgp": _bgp}
 
 
-def run(lab, data: dict | None = None) -> list[Check]:
+def run(lab, model: LabModel | None = None) -> list[Check]:
     """Every check of the lab's topology, in its order."""
-    data = data if data is not None else lab.data()
-    specs = list(enumerate(data.get("checks") or []))
+    model = model if model is not None else lab.model()
+    specs = list(enumerate(model.checks or []))
     results: dict[int, Check] = {}
     tries: dict[int, int] = {}
     start = time.monotonic()
     while len(results) < len(specs):
         pending = [(i, s) for i, s in specs if i not in results]
         elapsed = time.monotonic() - start
-        due = [(i, s) for i, s in pending if s.get("wait", 0) <= elapsed]
+        due = [(i, s) for i, s in pending if s.wait <= elapsed]
         if not due:
-            time.sleep(max(0.0, min(s.get("wait", 0) for _, s in pending) - elapsed))
+            time.sleep(max(0.0, min(s.wait for _, s in pending) - elapsed))
             continue
-        for i, c in _round(lab, data, due).items():
+        for i, c in _round(lab, model, due).items():
             tries[i] = tries.get(i, 0) + 1
-            if c.ok or c.skipped or tries[i] > specs[i][1].get("retries", 0):
+            if c.ok or c.skipped or tries[i] > specs[i][1].retries:
                 results[i] = c
         if any(i in tries and i not in results for i, _ in specs):
             time.sleep(1.0)

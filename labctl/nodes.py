@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from labctl import access, bird, fanout, iproute, providers
 from labctl.bird import Session
 from labctl.errors import LabctlError
+from labctl.model import LabModel, Node, Router, as_node
 
 SECTION = "=====labctl:"
 
@@ -46,11 +47,11 @@ class NodeShell:
     """One SSH connection to a node, through its jump host if it has one (access.Access says how);
     nothing is sent unless the host's route to the node leaves through the lab's bridge."""
 
-    def __init__(self, lab_dir, node: dict, timeout: float = 3.0):
+    def __init__(self, lab_dir, node: Node | Router | dict, timeout: float = 3.0):
         paramiko = access.paramiko()  # heavy; only commands that reach nodes import it
-        self.node = node
+        self.node = node = as_node(node)
         acc = access.of_node(node)
-        acc.check_route(node["address"])
+        acc.check_route(node.address)
         if acc.jump is not None:
             acc.check_route(acc.jump.host)
         self.jump = None
@@ -59,13 +60,13 @@ class NodeShell:
             if acc.jump is not None:
                 self.jump = self._client(paramiko, lab_dir, acc.jump_kwargs(timeout))
                 sock = self.jump.get_transport().open_channel(
-                    "direct-tcpip", (node["address"], acc.port), ("127.0.0.1", 0), timeout=timeout
+                    "direct-tcpip", (node.address, acc.port), ("127.0.0.1", 0), timeout=timeout
                 )
-            self.client = self._client(paramiko, lab_dir, acc.connect_kwargs(node["address"], timeout) | {"sock": sock})
+            self.client = self._client(paramiko, lab_dir, acc.connect_kwargs(node.address, timeout) | {"sock": sock})
         except Exception as e:  # paramiko raises many types; all mean "unreachable"
             if self.jump is not None:
                 self.jump.close()
-            raise LabctlError(f"ssh {node['name']} ({node['address']}): {e.__class__.__name__}: {e}") from None
+            raise LabctlError(f"ssh {node.name} ({node.address}): {e.__class__.__name__}: {e}") from None
 
     @staticmethod
     def _client(paramiko, lab_dir, kwargs: dict):
@@ -151,12 +152,12 @@ class NodeShell:
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 
 
-def sudo(node: dict) -> str:
+def sudo(node: Node | Router | dict) -> str:
     return "sudo -n " if access.of_node(node).become else ""
 
 
 def probe_script(
-    node: dict,
+    node: Node | dict,
     extra: dict[str, str] | None = None,
     provider: str = "netns",
     birdc: str | None = None,
@@ -170,12 +171,13 @@ def probe_script(
     parts["fdb"] = "bridge -j fdb show dev vxlan.calico 2>/dev/null"
     if names:
         parts["names"] = "getent hosts " + " ".join(shlex.quote(n) for n in names)
-    birdc = birdc or f"birdc -s {shlex.quote(node.get('bird_socket', '/var/run/calico/bird.ctl'))}"
+    node = as_node(node)
+    birdc = birdc or f"birdc -s {shlex.quote(node.bird_socket or '/var/run/calico/bird.ctl')}"
     if providers.get(provider).labels_in_kubernetes:
-        if node["role"] == "control-plane":
+        if node.role == "control-plane":
             parts["k8s"] = f"{sudo(node)}{KUBECTL} get nodes,pods,daemonsets -A -o json 2>/dev/null || echo '{{}}'"
     else:
-        labels = shlex.quote(f"{node['dir']}/labels.json") if node.get("dir") else "/dev/null"
+        labels = shlex.quote(f"{node.dir}/labels.json") if node.dir else "/dev/null"
         parts["labels"] = f"cat {labels} 2>/dev/null || echo '{{}}'"
     parts["bird"] = f"{birdc} show protocols 2>&1"
     parts |= {f"extra:{k}": f'{cmd}; echo "rc=$?"' for k, cmd in (extra or {}).items()}
@@ -239,7 +241,7 @@ def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -
 
 def gather(
     lab_dir,
-    nodes: list[dict],
+    nodes: list[Node],
     extra: dict[str, dict[str, str]] | None = None,
     provider: str = "netns",
     birdc=None,
@@ -251,10 +253,10 @@ def gather(
     the provider's BIRD command; `names`: also resolve every other node's name on each node.
     Unreachable nodes come back with reachable=False."""
 
-    def one(node: dict) -> NodeFacts:
-        f = NodeFacts(node["name"], node["address"])
-        others = [n["name"] for n in nodes if n["name"] != node["name"]] if names else []
-        script = probe_script(node, (extra or {}).get(node["name"]), provider, birdc(node) if birdc else None, others)
+    def one(node: Node) -> NodeFacts:
+        f = NodeFacts(node.name, node.address)
+        others = [n.name for n in nodes if n.name != node.name] if names else []
+        script = probe_script(node, (extra or {}).get(node.name), provider, birdc(node) if birdc else None, others)
         try:
             with NodeShell(lab_dir, node) as s:
                 rc, out, err = s.run(script)
@@ -269,9 +271,12 @@ def gather(
     return fanout.each(one, nodes)
 
 
-def gather_lab(lab, data: dict, extra: dict[str, dict[str, str]] | None = None, names: bool = False) -> list[NodeFacts]:
+def gather_lab(
+    lab, model: LabModel, extra: dict[str, dict[str, str]] | None = None, names: bool = False
+) -> list[NodeFacts]:
     """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
     from labctl import providers
 
-    prov = providers.get(data["provider"], lab)
-    return gather(lab.dir, data["nodes"], extra, data["provider"], prov.birdc, iproute.dataplane_protocols(data), names)
+    prov = providers.get(model.provider, lab)
+    protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
+    return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names)

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from labctl.errors import UsageError
+from labctl.model import LabModel, Node
 
 IDENTITY = ("address", "interface", "role", "block", "tunnel_ip", "vtep_mac")
 
@@ -37,22 +38,23 @@ class Diff:
         return {f"labctl_hosts_{play}": hosts for play, hosts in self.hosts.items()}
 
 
-def _pods(data: dict) -> dict[str, dict[str, tuple]]:
-    return {n["name"]: {p["name"]: (p["ip"], p["veth"]) for p in n.get("pods", [])} for n in data["nodes"]}
+def _pods(m: LabModel) -> dict[str, dict[str, tuple]]:
+    return {n.name: {p.name: (p.ip, p.veth) for p in n.pods} for n in m.nodes}
 
 
-def diff(old: dict | None, new: dict) -> Diff:
+def diff(old: LabModel | None, new: LabModel) -> Diff:
     d = Diff()
     if old is None:
-        d.changes = [Change("+", "node", n["name"], f"{n['address']}, block {n['block']}") for n in new["nodes"]]
-        d.changes += [Change("+", "workload", w["name"], f"on {w['node']} ({w['ip']})") for w in new["workloads"]]
+        d.changes = [Change("+", "node", n.name, f"{n.address}, block {n.block}") for n in new.nodes]
+        d.changes += [Change("+", "workload", w.name, f"on {w.node} ({w.ip})") for w in new.workloads]
         return d
     for key in ("provider",):
-        if old.get(key) != new.get(key):
-            d.changes.append(Change("~", "lab", key, f"{old.get(key)} -> {new.get(key)} (run `labctl down` first)"))
+        o, n = getattr(old, key), getattr(new, key)
+        if o != n:
+            d.changes.append(Change("~", "lab", key, f"{o} -> {n} (run `labctl down` first)"))
     # labctl installs a version, it does not upgrade one: a new patch would change the kubelet
     # under a control plane that `kubeadm upgrade` never saw, a new minor would be ignored
-    old_k8s, new_k8s = (x.get("kubernetes", {}).get("version") for x in (old, new))
+    old_k8s, new_k8s = old.kubernetes.version, new.kubernetes.version
     if old_k8s != new_k8s:
         d.changes.append(
             Change(
@@ -65,9 +67,8 @@ def diff(old: dict | None, new: dict) -> Diff:
         )
     # the LAN and its gateway are the bridge's address and every node's default route, set when
     # the lab is created: renumbering the nodes alone would cut them off from the host
-    o_net, n_net = old.get("network") or {}, new.get("network") or {}
-    racks = bool(old.get("networks")) and bool(new.get("networks"))
-    if racks:  # several networks: `network` only sums them up; networks and routers may be added
+    o_net, n_net = old.network.to_data(), new.network.to_data()
+    if old.networks and new.networks:  # several networks: `network` only sums them up; they may be added
         d.changes += _rack_changes(old, new)
     elif o_net != n_net:
         what = ", ".join(
@@ -76,36 +77,36 @@ def diff(old: dict | None, new: dict) -> Diff:
             if o_net.get(k) != n_net.get(k)
         )
         d.changes.append(Change("~", "lab", "network", f"{what} (run `labctl down`, then `labctl up`)"))
-    lab_wide = {k: (old[k], new[k]) for k in ("calico",) if old.get(k) != new.get(k)}
-    before = {n["name"]: n for n in old["nodes"]}
-    after = {n["name"]: n for n in new["nodes"]}
+    lab_wide = old.calico.to_data() != new.calico.to_data()
+    before = {n.name: n for n in old.nodes}
+    after = {n.name: n for n in new.nodes}
     added, replaced, relabelled = [], [], []
     for name, n in after.items():
         o = before.get(name)
         if o is None:
             added.append(name)
-            d.changes.append(Change("+", "node", name, f"{n['address']}, block {n['block']}"))
-        elif lab_wide or any(o.get(k) != n.get(k) for k in IDENTITY):
+            d.changes.append(Change("+", "node", name, f"{n.address}, block {n.block}"))
+        elif lab_wide or any(getattr(o, k) != getattr(n, k) for k in IDENTITY):
             replaced.append(name)
-            what = [f"{k} {o.get(k)} -> {n.get(k)}" for k in IDENTITY if o.get(k) != n.get(k)]
+            what = [f"{k} {getattr(o, k)} -> {getattr(n, k)}" for k in IDENTITY if getattr(o, k) != getattr(n, k)]
             what = what or ["lab network settings"]
             d.changes.append(Change("~", "node", name, "replaced: " + ", ".join(what)))
-        elif o["labels"] != n["labels"]:
+        elif o.labels != n.labels:
             relabelled.append(name)
-            d.changes.append(Change("~", "node", name, f"labels {o['labels']} -> {n['labels']}"))
+            d.changes.append(Change("~", "node", name, f"labels {o.labels} -> {n.labels}"))
     gone = [name for name in before if name not in after]
     for name in gone:
-        d.changes.append(Change("-", "node", name, before[name]["address"]))
+        d.changes.append(Change("-", "node", name, before[name].address))
     old_pods, new_pods = _pods(old), _pods(new)
-    old_w = {w["name"]: w for w in old["workloads"]}
-    for w in new["workloads"]:
-        o = old_w.get(w["name"])
+    old_w = {w.name: w for w in old.workloads}
+    for w in new.workloads:
+        o = old_w.get(w.name)
         if o is None:
-            d.changes.append(Change("+", "workload", w["name"], f"on {w['node']} ({w['ip']})"))
-        elif (o["node"], o["ip"]) != (w["node"], w["ip"]):
-            d.changes.append(Change("~", "workload", w["name"], f"{o['node']} ({o['ip']}) -> {w['node']} ({w['ip']})"))
-    for name in old_w.keys() - {w["name"] for w in new["workloads"]}:
-        d.changes.append(Change("-", "workload", name, f"from {old_w[name]['node']}"))
+            d.changes.append(Change("+", "workload", w.name, f"on {w.node} ({w.ip})"))
+        elif (o.node, o.ip) != (w.node, w.ip):
+            d.changes.append(Change("~", "workload", w.name, f"{o.node} ({o.ip}) -> {w.node} ({w.ip})"))
+    for name in old_w.keys() - {w.name for w in new.workloads}:
+        d.changes.append(Change("-", "workload", name, f"from {old_w[name].node}"))
     d.changes += _impairment_changes(old, new)
     if d.empty:
         return d  # nothing changed: `up` converges everything (and so repairs drift)
@@ -113,15 +114,15 @@ def diff(old: dict | None, new: dict) -> Diff:
     fresh = added + replaced
     # with VXLAN every node holds a VTEP entry and a BIRD next-hop mapping per peer node, so
     # membership touches all of them; otherwise only nodes whose BGP peers changed
-    per_peer = bool(fresh or gone) and new["calico"].get("tunnel_device") == "vxlan.calico"
+    per_peer = bool(fresh or gone) and new.calico.tunnel_device == "vxlan.calico"
 
-    def peers(n: dict) -> set[tuple]:
-        return {(p["name"], p["address"], p["type"]) for p in n.get("peers", [])}
+    def peers(n: Node) -> set[tuple]:
+        return {(p.name, p.address, p.type) for p in n.peers}
 
     old_peers = {n: peers(before[n]) if n in before and n not in fresh else set() for n in after}
 
     def changed(n: str, key: str) -> bool:  # the node's own routes to the others' blocks (`networks:` labs)
-        return n in before and before[n].get(key) != after[n].get(key)
+        return n in before and getattr(before[n], key) != getattr(after[n], key)
 
     d.hosts["network"] = [n for n in after if n in fresh or per_peer or changed(n, "felix_routes")]
     d.hosts["bgp"] = [
@@ -135,51 +136,52 @@ def diff(old: dict | None, new: dict) -> Diff:
     return d
 
 
-def _rack_changes(old: dict, new: dict) -> list[Change]:
+def _rack_changes(old: LabModel, new: LabModel) -> list[Change]:
     """`networks:` labs: a new network (a bridge) and a new router or router interface are added in place;
     a network or router that changes or goes, or an interface that moves, needs the lab built afresh."""
     out: list[Change] = []
-    o_nets, n_nets = old["networks"], new["networks"]
+    o_nets, n_nets = old.networks or {}, new.networks or {}
     for name, net in n_nets.items():
         if name not in o_nets:
-            out.append(Change("+", "network", name, f"{net['lan']}, gateway {net['gateway']}"))
+            out.append(Change("+", "network", name, f"{net.lan}, gateway {net.gateway}"))
         elif o_nets[name] != net:
-            what = ", ".join(f"{k} {o_nets[name].get(k)} -> {v}" for k, v in net.items() if o_nets[name].get(k) != v)
+            o, n = o_nets[name].to_data(), net.to_data()
+            what = ", ".join(f"{k} {o.get(k)} -> {v}" for k, v in n.items() if o.get(k) != v)
             out.append(Change("~", "lab", f"networks.{name}", f"{what} (run `labctl down`, then `labctl up`)"))
     out += [
         Change("~", "lab", f"networks.{x}", "removed (run `labctl down`, then `labctl up`)")
         for x in o_nets.keys() - n_nets.keys()
     ]
-    o_r = {r["name"]: r for r in old.get("routers") or []}
-    for r in new.get("routers") or []:
-        o = o_r.get(r["name"])
-        ifaces = {i["network"]: i["address"] for i in r["interfaces"]}
+    o_r = {r.name: r for r in old.routers or []}
+    for r in new.routers or []:
+        o = o_r.get(r.name)
+        ifaces = {i.network: i.address for i in r.interfaces}
         if o is None:
-            out.append(Change("+", "router", r["name"], ", ".join(f"{k} {v}" for k, v in ifaces.items())))
+            out.append(Change("+", "router", r.name, ", ".join(f"{k} {v}" for k, v in ifaces.items())))
             continue
-        o_ifaces = {i["network"]: i["address"] for i in o["interfaces"]}
+        o_ifaces = {i.network: i.address for i in o.interfaces}
         moved = [k for k in o_ifaces if ifaces.get(k) != o_ifaces[k]]
-        if not moved and o["address"] != r["address"]:  # its first interface: where its sshd listens
+        if not moved and o.address != r.address:  # its first interface: where its sshd listens
             moved = [next(iter(ifaces))]
         if moved:
             what = ", ".join(f"{k} {o_ifaces[k]} -> {ifaces.get(k, 'none')}" for k in moved)
-            out.append(Change("~", "lab", f"routers.{r['name']}", f"{what} (run `labctl down`, then `labctl up`)"))
+            out.append(Change("~", "lab", f"routers.{r.name}", f"{what} (run `labctl down`, then `labctl up`)"))
         added = [f"+ {k} {v}" for k, v in ifaces.items() if k not in o_ifaces]
-        if o.get("asn") != r.get("asn"):
-            added.append(f"asn {o.get('asn')} -> {r.get('asn')}")
+        if o.asn != r.asn:
+            added.append(f"asn {o.asn} -> {r.asn}")
         if added and not moved:
-            out.append(Change("~", "router", r["name"], ", ".join(added)))
-    gone = o_r.keys() - {r["name"] for r in new.get("routers") or []}
+            out.append(Change("~", "router", r.name, ", ".join(added)))
+    gone = o_r.keys() - {r.name for r in new.routers or []}
     out += [Change("~", "lab", f"routers.{x}", "removed (run `labctl down`, then `labctl up`)") for x in sorted(gone)]
     return out
 
 
-def _impairment_changes(old: dict, new: dict) -> list[Change]:
+def _impairment_changes(old: LabModel, new: LabModel) -> list[Change]:
     """Topology impairments: applied by `up` after the plays, on their nodes only (no play reruns)."""
     from labctl import impair
 
-    def by_target(data: dict) -> dict[str, str]:
-        return {f"{i['node']}:{i['interface']}": impair.summary(i["spec"]) for i in data.get("impairments") or []}
+    def by_target(m: LabModel) -> dict[str, str]:
+        return {f"{i.node}:{i.interface}": impair.summary(i.spec) for i in m.impairments or []}
 
     o, n = by_target(old), by_target(new)
     out = [Change("+", "impairment", k, v) for k, v in n.items() if k not in o]

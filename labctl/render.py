@@ -17,6 +17,7 @@ import jinja2
 from labctl import access, layout, providers
 from labctl.errors import LabctlError, UsageError
 from labctl.layout import LabDir
+from labctl.model import LabModel
 from labctl.topology import Plan, base_labels
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
@@ -74,7 +75,10 @@ def k8s_version(version: str) -> str:
     return f"v{version}" if version.count(".") == 2 else f"stable-{version}"
 
 
-def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
+def build(plan: Plan, lab: LabDir, ipip: bool = True) -> LabModel:
+    """The lab model of a plan on this host (`ipip`: whether the kernel has ipip): every node's
+    addresses, block, access, pods and BGP sessions, the routers and networks. `up` builds it once;
+    topology-data.json is its dump, the templates take its dict form."""
     t = plan.topology
     kind = providers.kind(t.provider)
     reach = {n.name: access.for_node(kind(), n.ssh, lab, t.name) for n in plan.nodes}
@@ -83,9 +87,6 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             n.name: dataclasses.replace(reach[n.name], bridge=kind().network_bridge(t.name, n.network))
             for n in plan.nodes
         }
-    tunnel = tunnel_device(t.calico.encapsulation, ipip)
-    # CrossSubnet: every node here shares one LAN, so routes go straight over it
-    cross = t.calico.encapsulation.endswith("CrossSubnet")
     nodes = []
     for n in plan.nodes:
         nodes.append(
@@ -110,6 +111,31 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
                 ],
             }
         )
+    _peers(nodes, set(t.calico.route_reflectors))
+    routers = _racks(t, kind, lab, nodes, ipip) if t.networks or t.calico.bgp is not None else []
+    # only routers labctl builds are the lab's to reach (vm: the user's, only peered with)
+    routers = routers if kind.builds_routers else []
+    for n in nodes:
+        # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
+        rr = {"route-reflector": "true"} if n["route_reflector"] and kind.route_reflector_label else {}
+        # and the ToR BGPPeer of a network selects that network's nodes by this one
+        rack = {NETWORK_LABEL: n["network"]} if "network" in n and kind.route_reflector_label else {}
+        n["apply_labels"] = n["labels"] | rr | rack
+    return LabModel.model_validate(_topology_data(plan, nodes, routers, ipip) | _exercise_data(t))
+
+
+def context(plan: Plan, lab: LabDir, ipip: bool = True, model: LabModel | None = None) -> dict:
+    """What the templates see: the lab model as a dict (exactly topology-data.json's nodes and
+    routers), the topology as `t`, the lab dir's paths, and what follows from them."""
+    t = plan.topology
+    model = model if model is not None else build(plan, lab, ipip)
+    kind = providers.kind(t.provider)
+    data = model.to_data()
+    nodes, routers = data["nodes"], data.get("routers") or []
+    reach = {n["name"]: access.Access.from_data(n["ssh"]) for n in nodes}
+    tunnel = model.calico.tunnel_device
+    # CrossSubnet: every node here shares one LAN, so routes go straight over it
+    cross = t.calico.encapsulation.endswith("CrossSubnet")
     proxy = None
     # a provider that makes the machines may bring the lab's proxy (qemu: the one on the gateway)
     proxy_cfg = t.proxy or kind.default_proxy(t.gateway)
@@ -124,20 +150,12 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
             ".svc",
             ".cluster.local",
         ]
-        implied += [n["address"] for n in nodes]
+        implied += [n.address for n in model.nodes]
         proxy = {
             "http": proxy_cfg.http or "",
             "https": proxy_cfg.https or "",
             "no_proxy": ",".join(dict.fromkeys(implied + list(proxy_cfg.no_proxy))),
         }
-    _peers(nodes, set(t.calico.route_reflectors))
-    routers = _racks(t, kind, lab, nodes, ipip) if t.networks or t.calico.bgp is not None else []
-    for n in nodes:
-        # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
-        rr = {"route-reflector": "true"} if n["route_reflector"] and kind.route_reflector_label else {}
-        # and the ToR BGPPeer of a network selects that network's nodes by this one
-        rack = {NETWORK_LABEL: n["network"]} if "network" in n and kind.route_reflector_label else {}
-        n["apply_labels"] = n["labels"] | rr | rack
     return {
         "lab": t.name,
         "proxy": proxy,
@@ -148,21 +166,20 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True) -> dict:
         "lab_dir": str(lab.root),
         "paths": lab,
         "t": t,
-        "lan": str(t.network.lan) if t.network is not None else ",".join(str(x.lan) for x in t.lans.values()),
-        "gateway": str(t.gateway),
-        "pool": str(t.pool),
+        "lan": model.network.lan,
+        "gateway": model.network.gateway,
+        "pool": model.calico.pool,
         "nodes": nodes,
         "control_plane": next(n for n in nodes if n["role"] == "control-plane"),
         "workers": [n for n in nodes if n["role"] == "worker"],
-        "workloads": [{"name": p.name, "node": p.node, "node_selector": p.node_selector} for p in plan.pods],
+        "workloads": [{"name": w.name, "node": w.node, "node_selector": w.node_selector} for w in model.workloads],
         "vteps": [
             {"node": n["name"], "address": n["address"], "tunnel_ip": n["tunnel_ip"], "mac": n["vtep_mac"]}
             for n in nodes
         ],
         "tunnel_device": tunnel,
-        # only routers labctl builds are the lab's to reach (vm: the user's, only peered with)
-        "routers": routers if kind.builds_routers else [],
-        "felix": felix_programs(t, ipip),
+        "routers": routers,
+        "felix": bool(model.calico.felix),  # set only with networks or a chosen calico.bgp
         "route_mode": "direct" if tunnel is None or cross else tunnel,
         "k8s_version": k8s_version(t.kubernetes.version),
         "cri_socket": CRI_SOCKET,
@@ -370,29 +387,34 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
-def _topology_data(plan: Plan, ctx: dict) -> dict:
+def _topology_data(plan: Plan, nodes: list[dict], routers: list[dict], ipip: bool) -> dict:
     t = plan.topology
+    lan = str(t.network.lan) if t.network is not None else ",".join(str(x.lan) for x in t.lans.values())
     return (
         {
             "name": t.name,
             "provider": t.provider,
-            "network": {"lan": ctx["lan"], "gateway": ctx["gateway"]},
+            "network": {"lan": lan, "gateway": str(t.gateway)},
             "kubernetes": t.kubernetes.model_dump(mode="json"),
             "calico": t.calico.model_dump(mode="json", exclude={"bgp"})
-            | {"pool": ctx["pool"], "tunnel_device": ctx["tunnel_device"]}
-            | ({"bgp": t.calico.design, "felix": ctx["felix"]} if t.networks or t.calico.bgp is not None else {}),
-            "nodes": ctx["nodes"],
+            | {"pool": str(t.pool), "tunnel_device": tunnel_device(t.calico.encapsulation, ipip)}
+            | (
+                {"bgp": t.calico.design, "felix": felix_programs(t, ipip)}
+                if t.networks or t.calico.bgp is not None
+                else {}
+            ),
+            "nodes": nodes,
             "workloads": [
                 {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
                 for p in plan.pods
             ],
         }
         | ({"qemu": t.qemu.model_dump(mode="json")} if t.qemu is not None else {})
-        | _racks_data(t, ctx)
+        | _racks_data(t, routers)
     )
 
 
-def _racks_data(t, ctx: dict) -> dict:
+def _racks_data(t, routers: list[dict]) -> dict:
     if not t.networks:
         return {}
     lans = {
@@ -400,11 +422,7 @@ def _racks_data(t, ctx: dict) -> dict:
         | {"bridge": providers.kind(t.provider)().network_bridge(t.name, name)}
         for name, x in t.lans.items()
     }
-    return {"networks": lans, "routers": ctx["routers"]}
-
-
-def topology_data(plan: Plan, ctx: dict) -> dict:
-    return _topology_data(plan, ctx) | _exercise_data(plan.topology)
+    return {"networks": lans, "routers": routers}
 
 
 def _exercise_data(t) -> dict:
@@ -423,10 +441,13 @@ def _exercise_data(t) -> dict:
     return out
 
 
-def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = True) -> list[Path]:
-    """Write every rendered file of the lab; returns them in order."""
+def render(
+    plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = True, model: LabModel | None = None
+) -> list[Path]:
+    """Write every rendered file of the lab (from `model` when the caller built it); returns them in order."""
     env = _env()
-    ctx = context(plan, lab, ipip)
+    model = model if model is not None else build(plan, lab, ipip)
+    ctx = context(plan, lab, model=model)
     try:
         lab.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(lab.root, 0o700)
@@ -441,7 +462,7 @@ def render(plan: Plan, lab: LabDir, source: Path | None = None, ipip: bool = Tru
     if source is not None and source.resolve() != lab.topology.resolve():
         shutil.copyfile(source, lab.topology)
         out.append(lab.topology)
-    _write(lab.topology_data, json.dumps(topology_data(plan, ctx), indent=2) + "\n")
+    _write(lab.topology_data, model.dump_json())
     out.append(lab.topology_data)
     put(lab.inventory, "ansible-inventory.yml.j2")
     put(lab.ansible_cfg, "ansible.cfg.j2")

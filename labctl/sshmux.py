@@ -9,19 +9,20 @@ import subprocess
 
 from labctl import access
 from labctl.layout import LabDir
+from labctl.model import LabModel
 
 
-def targets(data: dict, lab: LabDir) -> list[list[str]]:
+def targets(model: LabModel, lab: LabDir) -> list[list[str]]:
     """ssh arguments per node, as the inventory has ansible connect (labctl/access.py renders both)."""
     out = []
-    for n in data["nodes"]:
+    for n in model.nodes:
         acc = access.of_node(n)
-        acc.check_route(n["address"])
-        out.append(acc.ssh_argv(lab.ssh_config, n["address"])[1:])
+        acc.check_route(n.address)
+        out.append(acc.ssh_argv(lab.ssh_config, n.address)[1:])
     return out
 
 
-def open_masters(data: dict, lab: LabDir) -> list[subprocess.Popen]:
+def open_masters(model: LabModel, lab: LabDir) -> list[subprocess.Popen]:
     """Start opening every node's master; returns at once. Hand the result to `reap`."""
     lab.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return [
@@ -34,7 +35,7 @@ def open_masters(data: dict, lab: LabDir) -> list[subprocess.Popen]:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C is labctl's to handle, not theirs
         )
-        for args in targets(data, lab)
+        for args in targets(model, lab)
     ]
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     WithJsonSchema,
 )
@@ -227,6 +228,7 @@ class Topology(_Model):
     qemu: Qemu | None = Field(None, description="provider qemu: image, acceleration, vCPUs and memory per role")
     impairments: list[Impairment] | None = Field(None, description="tc netem/tbf on node interfaces, applied by up")
     checks: list[LabCheck] | None = Field(None, description="the lab's own checks, run by `labctl verify`")
+    _plan: tuple | None = PrivateAttr(None)  # (plan, problems), see plan()
 
     @property
     def gateway(self) -> IPv4Address:
@@ -1084,21 +1086,17 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
     return Plan(t, nodes, pods), problems
 
 
-_PLANS: dict[int, tuple[Topology, tuple]] = {}  # id -> (topology kept alive, its plan): load, then plan
-
-
-def _cached_plan(t: Topology) -> tuple:
-    hit = _PLANS.get(id(t))
-    if hit is None or hit[0] is not t:
-        if len(_PLANS) > 8:
-            _PLANS.clear()
-        hit = _PLANS[id(t)] = (t, _plan(t))
-    return hit[1]
+def _planned(t: Topology) -> tuple[Plan | None, list[Problem]]:
+    # a topology is frozen, so its plan is computed once and kept on it: load checks the plan's
+    # problems, and `up`/render take the same plan without planning again
+    if t._plan is None:
+        t._plan = _plan(t)
+    return t._plan
 
 
 def plan_problems(t: Topology) -> list[Problem]:
-    return _cached_plan(t)[1]
+    return _planned(t)[1]
 
 
 def plan(t: Topology) -> Plan:
-    return _cached_plan(t)[0]
+    return _planned(t)[0]

@@ -14,36 +14,38 @@ import shlex
 from labctl import bird, iproute, output, providers
 from labctl import nodes as live
 from labctl.errors import LabctlError, UsageError
+from labctl.model import LabModel, Node, Pod, Router
 
 
-def resolve(data: dict, x: str) -> dict:
+def resolve(model: LabModel, x: str) -> dict:
     """A workload/node name or an IP -> what it is and which node holds it (None: outside the lab)."""
-    for n in data["nodes"]:
-        for p in n.get("pods", []):
-            if x in (p["name"], p["ip"]):
-                return {"kind": "pod", "name": p["name"], "ip": p["ip"], "node": n["name"], "pod": p}
-        if x in (n["name"], n["address"]):
-            return {"kind": "node", "name": n["name"], "ip": n["address"], "node": n["name"]}
-        if x == n.get("tunnel_ip"):
-            return {"kind": "tunnel", "name": f"{n['name']} tunnel", "ip": x, "node": n["name"]}
+    for n in model.nodes:
+        for p in n.pods:
+            if x in (p.name, p.ip):
+                return {"kind": "pod", "name": p.name, "ip": p.ip, "node": n.name, "pod": p}
+        if x in (n.name, n.address):
+            return {"kind": "node", "name": n.name, "ip": n.address, "node": n.name}
+        if x == n.tunnel_ip:
+            return {"kind": "tunnel", "name": f"{n.name} tunnel", "ip": x, "node": n.name}
     try:
         ip = ipaddress.ip_address(x)
     except ValueError:
-        names = [p["name"] for n in data["nodes"] for p in n.get("pods", [])] + [n["name"] for n in data["nodes"]]
+        names = [p.name for n in model.nodes for p in n.pods] + [n.name for n in model.nodes]
         raise UsageError(
             f"{x!r} is not a workload, node or IP of this lab", f"try one of: {', '.join(names)}"
         ) from None
-    for n in data["nodes"]:
-        if n.get("block") and ip in ipaddress.ip_network(n["block"]):
-            return {"kind": "ip", "name": x, "ip": x, "node": n["name"]}
+    for n in model.nodes:
+        if n.block and ip in ipaddress.ip_network(n.block):
+            return {"kind": "ip", "name": x, "ip": x, "node": n.name}
     return {"kind": "external", "name": x, "ip": x, "node": None}
 
 
 class _Shells:
     """One SSH connection per node, opened when the trace first reaches it."""
 
-    def __init__(self, lab_dir, data: dict):
-        self.lab_dir, self.nodes, self.open = lab_dir, {n["name"]: n for n in data["nodes"]}, {}
+    def __init__(self, lab_dir, model: LabModel):
+        self.lab_dir, self.open = lab_dir, {}
+        self.nodes: dict[str, Node | Router] = {n.name: n for n in model.speakers}
 
     def run(self, node: str, cmd: str) -> tuple[int, str, str]:
         if node not in self.open:
@@ -87,23 +89,23 @@ def _link(sh: _Shells, node: str, dev: str) -> dict:
     return links[0] if links else {}
 
 
-def _bgp_origin(sh: _Shells, node: dict, birdc: str, dst: str) -> dict | None:
+def _bgp_origin(sh: _Shells, node: Node | Router, birdc: str, dst: str) -> dict | None:
     """BIRD's best route for dst: which session taught it and the BGP next hop it carries."""
-    rc, out, _ = sh.run(node["name"], f"{birdc} show route for {dst} all")
+    rc, out, _ = sh.run(node.name, f"{birdc} show route for {dst} all")
     best = [r for r in bird.routes(out) if r["primary"] and r["source"] == "BGP"] if rc == 0 else []
     return best[0] if best else None
 
 
 def trace(lab, src: str, dst: str) -> dict:
-    data = lab.data()
-    s, d = resolve(data, src), resolve(data, dst)
+    model = lab.model()
+    s, d = resolve(model, src), resolve(model, dst)
     if s["kind"] not in ("pod", "node"):
         raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
     if d["kind"] == "external":  # a packet for it would leave the lab (the safety rule): refused, nothing sent
         raise UsageError(
             f"{dst!r} is not an address of lab {lab.name}", "trace only to its workloads, nodes and blocks"
         )
-    t = _Trace(lab, data, s, d)
+    t = _Trace(lab, model, s, d)
     try:
         cur, iif = s["node"], None
         if s["kind"] == "pod":
@@ -118,18 +120,16 @@ def trace(lab, src: str, dst: str) -> dict:
 class _Trace:
     """One trace's state: the shells, the hops so far, and how to reach BIRD on each node."""
 
-    def __init__(self, lab, data: dict, s: dict, d: dict):
-        self.data, self.s, self.d = data, s, d
-        self.sh = _Shells(lab.dir, data)
-        self.nodes = {n["name"]: n for n in data["nodes"]}
-        self.by_addr = {n["address"]: n["name"] for n in data["nodes"]}
-        # lab routers (`networks:`): a packet may cross them; they answer over SSH like nodes
-        self.routers = {r["name"]: r for r in data.get("routers", [])}
-        self.router_addr = {i["address"]: r["name"] for r in self.routers.values() for i in r["interfaces"]}
-        self.sh.nodes.update(self.routers)
+    def __init__(self, lab, model: LabModel, s: dict, d: dict):
+        self.model, self.s, self.d = model, s, d
+        self.sh = _Shells(lab.dir, model)  # nodes and lab routers (`networks:`): a packet may cross them
+        self.nodes = {n.name: n for n in model.nodes}
+        self.by_addr = {n.address: n.name for n in model.nodes}
+        self.routers = {r.name: r for r in model.routers or []}
+        self.router_addr = {i.address: r.name for r in self.routers.values() for i in r.interfaces}
         self.hops: list[dict] = []
-        self.prov = providers.get(data["provider"], lab)
-        self.protocols = iproute.dataplane_protocols(data)
+        self.prov = providers.get(model.provider, lab)
+        self.protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
 
     def add(self, at: str, kind: str, text: str, why: str, **raw) -> None:
         self.hops.append({"hop": len(self.hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})
@@ -141,7 +141,7 @@ class _Trace:
         """The pod's own decision and the veth it enters the node on; None if it stays in the pod."""
         s, d, cur = self.s, self.d, self.s["node"]
         pod = s["pod"]
-        ns = f"ip netns exec {shlex.quote(pod['netns'])} "
+        ns = f"ip netns exec {shlex.quote(pod.netns)} "
         get, route, _ = _lookup(self.sh, cur, d["ip"], None, None, prefix=ns)
         gw = get.get("gateway", "")
         why = f"the pod's table: {route_line(route)}"
@@ -154,7 +154,7 @@ class _Trace:
             return None
         text = f"{s['ip']} -> {d['ip']} leaves {s['name']} on {get['dev']} via {gw or 'on-link'}"
         self.add(s["name"], "pod", text, why, route=route, get=get)
-        veth = pod["veth"]
+        veth = pod.veth
         rc, out, _ = self.sh.run(cur, f"cat /proc/sys/net/ipv4/conf/{shlex.quote(veth)}/proxy_arp")
         proxy = out.strip() == "1"
         why = f"{veth} is the host end of the pod's eth0 (veth pair)"
@@ -170,13 +170,14 @@ class _Trace:
                 self.arrive(cur, get)
                 return True
             dev, gw = get.get("dev", ""), get.get("gateway", "")
-            local_pod = next((p for p in (self.nodes.get(cur) or {}).get("pods", []) if p["veth"] == dev), None)
+            here = self.nodes.get(cur)
+            local_pod = next((p for p in here.pods if p.veth == dev), None) if here else None
             self.route_hop(cur, get, route, note, local_pod)
             if local_pod:
-                text = f"{dev} -> {local_pod['name']} eth0 {local_pod['ip']}"
+                text = f"{dev} -> {local_pod.name} eth0 {local_pod.ip}"
                 why = "the veth pair carries the packet into the pod's namespace"
-                self.add(local_pod["name"], "deliver", text, why, device=dev)
-                return local_pod["ip"] == self.d["ip"]
+                self.add(local_pod.name, "deliver", text, why, device=dev)
+                return local_pod.ip == self.d["ip"]
             kind = (_link(self.sh, cur, dev).get("linkinfo") or {}).get("info_kind", "")
             nxt = self.tunnel(cur, kind, dev, gw) if kind in ("vxlan", "ipip") else self.lan(cur, dev, gw)
             if nxt is None:
@@ -188,13 +189,13 @@ class _Trace:
         d = self.d
         why = f"{d['ip']} is an address of {cur} (local table)"
         if d["node"] == cur and d["kind"] in ("ip", "tunnel", "pod"):
-            why += f"; {cur} owns block {self.nodes[cur]['block']}"
+            why += f"; {cur} owns block {self.nodes[cur].block}"
         self.add(cur, "arrive", f"{d['ip']} delivered locally on {cur} ({get.get('dev', '')})", why, get=get)
 
     def name_of(self, addr: str) -> str | None:
         return self.by_addr.get(addr) or self.router_addr.get(addr)
 
-    def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: dict | None) -> None:
+    def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: Pod | None) -> None:
         dev, gw = get.get("dev", ""), get.get("gateway", "")
         if iproute.protocol(route) == iproute.FELIX and not local_pod:
             why = (
@@ -217,7 +218,7 @@ class _Trace:
                 why += ")"
             why += f"; BIRD programmed it into the kernel via {gw or '-'} on {dev}"
         elif local_pod:
-            why = f"Calico's /32 for local pod {local_pod['name']}, more specific than the node's block"
+            why = f"Calico's /32 for local pod {local_pod.name}, more specific than the node's block"
         elif route.get("dst") == "default":
             why = "no more specific route: the default route"
         else:
@@ -234,21 +235,21 @@ class _Trace:
     def encap_reason(self, cur: str) -> str:
         """`networks:` labs: whether Calico's rule wraps this packet here, and why."""
         owner = self.nodes.get(self.d["node"] or "")
-        if not self.routers or owner is None or owner["name"] == cur:
+        if not self.routers or owner is None or owner.name == cur:
             return ""
-        enc = self.data["calico"]["encapsulation"]
-        emulated = enc.startswith("IPIP") and self.data["calico"].get("tunnel_device") == "vxlan.calico"
+        enc = self.model.calico.encapsulation
+        emulated = enc.startswith("IPIP") and self.model.calico.tunnel_device == "vxlan.calico"
         mode = enc + (" (IPIP emulated on vxlan.calico)" if emulated else "")
-        here = self.nodes[cur].get("network")
+        here = self.nodes[cur].network
         if enc == "None":
             return f"; {mode}: never encapsulated, so routers between the networks must know the pod blocks"
-        if owner.get("network") == here:
+        if owner.network == here:
             return (
                 f"; same subnet ({here}): native under {mode}"
                 if enc.endswith("CrossSubnet")
                 else (f"; same subnet ({here}), still encapsulated under {mode}")
             )
-        return f"; other subnet ({owner.get('network')}, behind a router): encapsulated under {mode}"
+        return f"; other subnet ({owner.network}, behind a router): encapsulated under {mode}"
 
     def cross_routers(self, cur: str, outer: str) -> None:
         """The outer packet of a tunnel on its way through the lab routers to the peer's network."""
@@ -277,10 +278,10 @@ class _Trace:
         if nxt is None:
             return None
         under = self.sh.json(cur, f"ip -j route get {outer}")[0]
-        lan = self.data["network"]["lan"]
-        if node.get("network"):  # `networks:`: the node's own network
-            lan = self.data["networks"][node["network"]]["lan"]
-        text = f"outer packet {node['address']} -> {outer} out {under.get('dev', '')}"
+        lan = self.model.network.lan
+        if node.network and self.model.networks:  # `networks:`: the node's own network
+            lan = self.model.networks[node.network].lan
+        text = f"outer packet {node.address} -> {outer} out {under.get('dev', '')}"
         if under.get("gateway") in self.router_addr:
             r = self.router_addr[under["gateway"]]
             self.add(cur, "lan", text + f" via {under['gateway']}", f"{outer} is in another network: via router {r}")
@@ -298,14 +299,14 @@ class _Trace:
         nxt = self.by_addr.get(hop_ip)
         if hop_ip in self.router_addr:
             r = self.router_addr[hop_ip]
-            iface = next(i["ifname"] for i in self.routers[r]["interfaces"] if i["address"] == hop_ip)
+            iface = next(i.ifname for i in self.routers[r].interfaces if i.address == hop_ip)
             why = f"{hop_ip} is router {r}'s address in this network: the node's route sends it there unwrapped"
             self.add(r, "router", f"{r} receives it on {iface}", why)
             return r, iface
         if nxt is None:
             self.add(cur, "exit", f"leaves the lab towards {hop_ip} on {dev}", f"{hop_ip} is not a node of this lab")
             return None
-        iface = self.nodes[nxt]["interface"]
+        iface = self.nodes[nxt].interface
         self.add(nxt, "lan", f"{nxt} receives it on {iface}", f"{hop_ip} is {nxt}'s LAN address")
         return nxt, iface
 
@@ -317,17 +318,17 @@ def _result(sh: _Shells, s: dict, d: dict, hops: list[dict], reached: bool) -> d
     return {"src": _public(s), "dst": _public(d), "hops": hops, "reached": reached, "ping": ping}
 
 
-def _encap(sh: _Shells, cur: str, node: dict, kind: str, dev: str, gw: str, src: str, dst: str, add) -> str:
+def _encap(sh: _Shells, cur: str, node: Node, kind: str, dev: str, gw: str, src: str, dst: str, add) -> str:
     """Describe the tunnel header and return the outer destination (the next node's LAN IP)."""
     if kind == "ipip":
         # IPIP: the BGP/Calico route's gateway already is the peer's node IP, reached on-link over tunl0
         add(
             cur,
             "encap",
-            f"IPIP: inner {src} -> {dst} wrapped in IP proto 4, outer {node['address']} -> {gw}",
+            f"IPIP: inner {src} -> {dst} wrapped in IP proto 4, outer {node.address} -> {gw}",
             f"the route sends it onlink via {gw} on {dev}, an ipip device: the gateway becomes the outer destination",
             encapsulation="IPIP",
-            outer_src=node["address"],
+            outer_src=node.address,
             outer_dst=gw,
         )
         return gw
@@ -335,7 +336,7 @@ def _encap(sh: _Shells, cur: str, node: dict, kind: str, dev: str, gw: str, src:
     neigh = next((n for n in sh.json(cur, f"ip -j neigh show dev {shlex.quote(dev)}") if n.get("dst") == gw), {})
     mac = neigh.get("lladdr", "")
     fdb = next((f for f in sh.json(cur, f"bridge -j fdb show dev {shlex.quote(dev)}") if f.get("mac") == mac), {})
-    outer_src, outer_dst = info.get("local") or node["address"], fdb.get("dst", "")
+    outer_src, outer_dst = info.get("local") or node.address, fdb.get("dst", "")
     vni, port = info.get("id"), info.get("port")
     if not mac or not outer_dst:
         # name the missing piece: without it the kernel cannot build the outer header
@@ -363,7 +364,7 @@ def _encap(sh: _Shells, cur: str, node: dict, kind: str, dev: str, gw: str, src:
 
 
 def _ping(sh: _Shells, s: dict, dst: str) -> dict:
-    ns = f"ip netns exec {shlex.quote(s['pod']['netns'])} " if s["kind"] == "pod" else ""
+    ns = f"ip netns exec {shlex.quote(s['pod'].netns)} " if s["kind"] == "pod" else ""
     cmd = f"{ns}ping -c1 -W1 {dst}"
     rc, out, err = sh.run(s["node"], cmd)
     summary = [ln.strip() for ln in out.splitlines() if "transmitted" in ln or ln.startswith("rtt")]

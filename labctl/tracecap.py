@@ -7,33 +7,34 @@ import shlex
 import time
 
 from labctl import capture as cap
+from labctl.model import LabModel
 from labctl.nodes import NodeShell
 
 # the echo request, in whichever wrapping it crosses an interface
 FILTER = "icmp or udp port 4789 or ip proto 4"
 
 
-def points(data: dict, result: dict) -> list[dict | None]:
+def points(model: LabModel, result: dict) -> list[dict | None]:
     """Per hop, where to capture: {node, netns, iface, label}, or None (a hop with no interface of its own)."""
-    nodes = {n["name"]: n for n in data["nodes"]}
-    pods = {p["name"]: (n, p) for n in data["nodes"] for p in n.get("pods", [])}
-    tunnel = (data.get("calico") or {}).get("tunnel_device")
+    nodes = {n.name: n for n in model.nodes}
+    pods = {p.name: (n, p) for n in model.nodes for p in n.pods}
+    tunnel = model.calico.tunnel_device
     out: list[dict | None] = []
     for h in result["hops"]:
         node, netns, iface = nodes.get(h["at"]), None, None
         kind = h["kind"]
         if kind == "pod" and h["at"] in pods:
             node, p = pods[h["at"]]
-            netns, iface = p["netns"], (h.get("get") or {}).get("dev", "eth0")
+            netns, iface = p.netns, (h.get("get") or {}).get("dev", "eth0")
         elif kind == "deliver" and h["at"] in pods:
             node, p = pods[h["at"]]
-            netns, iface = p["netns"], "eth0"
+            netns, iface = p.netns, "eth0"
         elif kind == "veth":
             iface = h.get("device")
         elif kind in ("route", "arrive"):
             iface = (h.get("get") or {}).get("dev")
         elif kind == "lan" and node:
-            iface = node["interface"]
+            iface = node.interface
         elif kind == "decap":
             iface = tunnel
         if node is None or not iface or iface == "lo":
@@ -45,7 +46,7 @@ def points(data: dict, result: dict) -> list[dict | None]:
 
 
 def _key(t: dict) -> tuple:
-    return (t["node"]["name"], t["netns"], t["iface"])
+    return (t["node"].name, t["netns"], t["iface"])
 
 
 def _ours(p: dict, dst: str) -> bool:
@@ -55,8 +56,8 @@ def _ours(p: dict, dst: str) -> bool:
 
 def capture(lab, result: dict, settle: float = 0.5) -> dict:
     """Capture on each hop's interface around one ping from SRC; adds hop["seen"] (None: nothing)."""
-    data = lab.data()
-    where = points(data, result)
+    model = lab.model()
+    where = points(model, result)
     targets = {_key(t): t for t in where if t}
     shells: dict[str, NodeShell] = {}
     caps: dict[tuple, cap.Capture] = {}
@@ -64,16 +65,16 @@ def capture(lab, result: dict, settle: float = 0.5) -> dict:
     s, d = result["src"], result["dst"]
     try:
         for k, t in targets.items():
-            name = t["node"]["name"]
+            name = t["node"].name
             if name not in shells:
                 shells[name] = NodeShell(lab.dir, t["node"])
             caps[k] = cap.Capture(shells[name], t, None, FILTER)
             caps[k].start()
-        src_node = next(n for n in data["nodes"] if n["name"] == s["node"])
-        shell = shells.get(src_node["name"]) or NodeShell(lab.dir, src_node)
-        shells[src_node["name"]] = shell
-        pod = next((p for p in src_node.get("pods", []) if p["name"] == s["name"]), None)
-        ns = f"ip netns exec {shlex.quote(pod['netns'])} " if s["kind"] == "pod" and pod else ""
+        src_node = model.node(s["node"])
+        shell = shells.get(src_node.name) or NodeShell(lab.dir, src_node)
+        shells[src_node.name] = shell
+        pod = next((p for p in src_node.pods if p.name == s["name"]), None)
+        ns = f"ip netns exec {shlex.quote(pod.netns)} " if s["kind"] == "pod" and pod else ""
         shell.run(f"{ns}ping -c1 -W1 {shlex.quote(d['ip'])}", timeout=10)
         time.sleep(settle)
         for c in caps.values():

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from labctl import iproute, output, providers, routers
 from labctl import nodes as live
+from labctl.model import LabModel, Node
 
 WORKLOAD_LABEL = "labctl.io/workload"
 
@@ -76,32 +77,32 @@ def _api_workloads(k8s: dict) -> list[dict]:
     return sorted(out, key=lambda w: w["name"])
 
 
-def collect(lab) -> tuple[dict, Observed]:
-    data = lab.data()
-    if providers.get(data["provider"]).labels_in_kubernetes:
-        return data, _collect_cluster(lab, data)
-    nodes = data["nodes"]
-    netns = {p["name"]: p["netns"] for n in nodes for p in n.get("pods", [])}
+def collect(lab) -> tuple[LabModel, Observed]:
+    model = lab.model()
+    if providers.get(model.provider).labels_in_kubernetes:
+        return model, _collect_cluster(lab, model)
+    netns = {p.name: p.netns for n in model.nodes for p in n.pods}
+    # netns: labctl placed the workloads, so the plan is where they are (the probes check it)
+    workloads = [w.to_data() for w in model.workloads]
     # the pings ride in each source node's probe session
     extra: dict[str, dict[str, str]] = {}
-    for a, b in _ping_pairs(data["workloads"]):
+    for a, b in _ping_pairs(workloads):
         extra.setdefault(a["node"], {})[f"{a['name']}->{b['name']}"] = (
             f"ip netns exec {shlex.quote(netns[a['name']])} ping -c1 -W1 -q {shlex.quote(b['ip'])}"
         )
-    facts = {f.name: f for f in live.gather_lab(lab, data, extra, names=True)}
+    facts = {f.name: f for f in live.gather_lab(lab, model, extra, names=True)}
     pings = {k: v for f in facts.values() for k, v in f.extra.items()}
-    routers_read = routers.read_all(lab, data)
-    return data, Observed(facts, data["workloads"], pings, routers=routers_read)
+    routers_read = routers.read_all(lab, model)
+    return model, Observed(facts, workloads, pings, routers=routers_read)
 
 
-def _collect_cluster(lab, data: dict) -> Observed:
+def _collect_cluster(lab, model: LabModel) -> Observed:
     """vm labs: the nodes, then pings and a DNS lookup from pods through the control plane's kubectl."""
-    nodes = data["nodes"]
-    facts = {f.name: f for f in live.gather_lab(lab, data, names=True)}
-    cp = next(n for n in nodes if n["role"] == "control-plane")
-    workloads = _api_workloads(facts[cp["name"]].k8s)
+    facts = {f.name: f for f in live.gather_lab(lab, model, names=True)}
+    cp = model.control_plane
+    workloads = _api_workloads(facts[cp.name].k8s)
     obs = Observed(facts, workloads)
-    if not (facts[cp["name"]].reachable and workloads):
+    if not (facts[cp.name].reachable and workloads):
         return obs
     k = f"{live.sudo(cp)}{live.KUBECTL}"
     ping = "{} exec {} -- ping -c1 -W2 -q {}"
@@ -125,7 +126,7 @@ def _collect_cluster(lab, data: dict) -> Observed:
 class View:
     """What evaluate's steps share: the lab data, what was read, and what follows from both."""
 
-    data: dict
+    model: LabModel
     obs: Observed
     cluster: bool  # a Kubernetes API answers for labels, readiness, placement (vm labs)
     api: dict  # the API's nodes, pods and daemonsets (vm), read through the control plane
@@ -141,26 +142,24 @@ class View:
         return self.cluster and self.down(self.api_from)
 
 
-def _view(data: dict, obs: Observed) -> View:
-    nodes, facts = data["nodes"], obs.facts
-    cluster = providers.get(data["provider"]).labels_in_kubernetes
-    cp = next((n["name"] for n in nodes if n["role"] == "control-plane"), "")
+def _view(model: LabModel, obs: Observed) -> View:
+    nodes, facts = model.nodes, obs.facts
+    cluster = providers.get(model.provider).labels_in_kubernetes
+    cp = next((n.name for n in nodes if n.role == "control-plane"), "")
     api = facts[cp].k8s if cluster and cp in facts else {}
     api_nodes = {i["metadata"]["name"]: i for i in api.get("items", []) if i.get("kind") == "Node"}
     labels = {
-        n["name"]: (api_nodes.get(n["name"], {}).get("metadata", {}).get("labels") or {})
-        if cluster
-        else facts[n["name"]].labels
+        n.name: (api_nodes.get(n.name, {}).get("metadata", {}).get("labels") or {}) if cluster else facts[n.name].labels
         for n in nodes
     }
-    blocks = {n["name"]: facts[n["name"]].block or n["block"] for n in nodes}
-    return View(data, obs, cluster, api, cp, labels, blocks)
+    blocks = {n.name: facts[n.name].block or n.block for n in nodes}
+    return View(model, obs, cluster, api, cp, labels, blocks)
 
 
-def evaluate(data: dict, obs: Observed) -> list[Check]:
-    v = _view(data, obs)
+def evaluate(model: LabModel, obs: Observed) -> list[Check]:
+    v = _view(model, obs)
     out: list[Check] = []
-    for n in data["nodes"]:
+    for n in model.nodes:
         out += _node_checks(v, n)
     if v.cluster:
         out.append(_calico_node_check(v))
@@ -174,14 +173,14 @@ def evaluate(data: dict, obs: Observed) -> list[Check]:
     return out
 
 
-def _node_checks(v: View, n: dict) -> list[Check]:
+def _node_checks(v: View, n: Node) -> list[Check]:
     """What one node must show: SSH, its name, BGP, routes, VTEPs, names of the others, labels."""
-    name, f = n["name"], v.obs.facts[n["name"]]
+    name, f = n.name, v.obs.facts[n.name]
     out = [Check("ssh", name, f.reachable, f"hostname {f.hostname}" if f.reachable else f"unreachable: {f.error}")]
     if v.cluster:
         out.append(skip("ready", name, v.api_from) if v.api_down else _ready_check(v, name))
     read = ["hostname", "bgp", "routes"]
-    read += ["vtep"] if v.data["calico"].get("tunnel_device") == "vxlan.calico" else []
+    read += ["vtep"] if v.model.calico.tunnel_device == "vxlan.calico" else []
     read += ["names"] + ([] if v.cluster else ["labels"])
     if not f.reachable:
         out += [skip(c, name, name) for c in read]
@@ -190,7 +189,7 @@ def _node_checks(v: View, n: dict) -> list[Check]:
         return out
     if f.hostname != name:
         out.append(Check("hostname", name, False, f"hostname is {f.hostname!r}"))
-    out.append(_bgp_check(n, f, v.data["calico"].get("bgp", "mesh")))
+    out.append(_bgp_check(n, f, v.model.calico.bgp or "mesh"))
     out.append(_routes_check(v, n, f))
     if "vtep" in read:
         out.append(_vtep_check(v, n, f))
@@ -204,17 +203,17 @@ def _router_checks(v: View) -> list[Check]:
     """Each lab router: SSH, its BGP sessions, and under encapsulation None a route to every block, since
     pod packets then cross it unwrapped; tunnelled ones carry the nodes' addresses, which it always routes."""
     out = []
-    enc = v.data["calico"]["encapsulation"]
-    for r in v.data.get("routers", []):
-        got = v.obs.routers.get(r["name"], {"error": "not read", "routes": [], "sessions": None})
-        name = r["name"]
+    enc = v.model.calico.encapsulation
+    for r in v.model.routers or []:
+        name = r.name
+        got = v.obs.routers.get(name, {"error": "not read", "routes": [], "sessions": None})
         if got["error"]:
             out.append(Check("ssh", name, False, f"unreachable: {got['error']}"))
             continue
-        if got["sessions"] is not None and r["peers"]:
+        if got["sessions"] is not None and r.peers:
             up = {s.name for s in got["sessions"] if s.established}
-            bad = [p["name"] for p in r["peers"] if p["protocol"] not in up]
-            detail = f"{len(r['peers']) - len(bad)}/{len(r['peers'])} Established" + (
+            bad = [p.name for p in r.peers if p.protocol not in up]
+            detail = f"{len(r.peers) - len(bad)}/{len(r.peers)} Established" + (
                 f"; not: {', '.join(bad)}" if bad else ""
             )
             out.append(Check("bgp", name, not bad, detail))
@@ -223,17 +222,17 @@ def _router_checks(v: View) -> list[Check]:
             detail = f"pod traffic crosses {name} encapsulated ({enc}, between node addresses): no pod routes needed"
             out.append(Check("router-routes", name, True, detail))
             continue
-        missing = [f"{v.blocks[n['name']]} ({n['name']})" for n in v.data["nodes"] if v.blocks[n["name"]] not in routed]
+        missing = [f"{v.blocks[n.name]} ({n.name})" for n in v.model.nodes if v.blocks[n.name] not in routed]
         if missing:
             why = "with encapsulation None pod packets cross the router unencapsulated"
             how = (
                 "its BGP sessions must be up"
-                if v.data["calico"].get("bgp") == "tor"
+                if v.model.calico.bgp == "tor"
                 else "only bgp: tor (nodes peering with their rack's router) teaches it the pod blocks"
             )
             detail = f"{name} has no route to {', '.join(missing)}: {why}, and {how}"
         else:
-            detail = f"{len(v.data['nodes'])} pod blocks routed (learned over BGP from the nodes)"
+            detail = f"{len(v.model.nodes)} pod blocks routed (learned over BGP from the nodes)"
         out.append(Check("router-routes", name, not missing, detail))
     return out
 
@@ -245,73 +244,73 @@ def _ready_check(v: View, name: str) -> Check:
     return Check("ready", name, ready, "Ready" if ready else f"Ready={cond.get('Ready', 'not in the API')}")
 
 
-def _bgp_check(n: dict, f, design: str = "mesh") -> Check:
-    peers = n["peers"]
+def _bgp_check(n: Node, f, design: str = "mesh") -> Check:
+    peers = n.peers
     if design == "none":
-        return Check("bgp", n["name"], True, "no BGP (bgp: none): Felix programs the VXLAN routes")
+        return Check("bgp", n.name, True, "no BGP (bgp: none): Felix programs the VXLAN routes")
     sessions = {s.name: s for s in f.sessions}
-    bad = [p["name"] for p in peers if not (sessions.get(p["protocol"]) and sessions[p["protocol"]].established)]
+    bad = [p.name for p in peers if not (sessions.get(p.protocol) and sessions[p.protocol].established)]
     detail = (
         f"{len(peers) - len(bad)}/{len(peers)} Established"
         + (f"; not: {', '.join(bad)}" if bad else "")
         + ("" if f.bird_running else "; BIRD not running")
     )
-    return Check("bgp", n["name"], not bad and f.bird_running, detail)
+    return Check("bgp", n.name, not bad and f.bird_running, detail)
 
 
-def _routes_check(v: View, n: dict, f) -> Check:
-    peers = n["peers"]
-    if "bgp" in v.data["calico"]:  # networks/tor/none: every other node's block, whoever taught it
-        peers = [p for p in v.data["nodes"] if p["name"] != n["name"]]
+def _routes_check(v: View, n: Node, f) -> Check:
+    peers: list = n.peers
+    if v.model.calico.bgp is not None:  # networks/tor/none: every other node's block, whoever taught it
+        peers = [p for p in v.model.nodes if p.name != n.name]
     routed = {r.get("dst") for r in f.routes if r.get("type", "unicast") == "unicast"}
-    missing = [v.blocks[p["name"]] for p in peers if v.blocks[p["name"]] not in routed]
+    missing = [v.blocks[p.name] for p in peers if v.blocks[p.name] not in routed]
     detail = f"no route to {', '.join(missing)}" if missing else f"{len(peers)} peer blocks routed"
-    return Check("routes", n["name"], not missing, detail)
+    return Check("routes", n.name, not missing, detail)
 
 
-def _vtep_check(v: View, n: dict, f) -> Check:
+def _vtep_check(v: View, n: Node, f) -> Check:
     """VXLAN: for every other node, the neighbour entry (its tunnel IP -> its VTEP MAC) and the fdb
     entry (that MAC -> its LAN address) on vxlan.calico; without them the tunnel cannot send."""
     if f.tunnel_device != "vxlan.calico" or not f.vtep_mac:
-        return Check("vtep", n["name"], False, "no vxlan.calico device with a tunnel IP and a MAC")
+        return Check("vtep", n.name, False, "no vxlan.calico device with a tunnel IP and a MAC")
     neigh = {(x.get("dst"), x.get("lladdr")) for x in f.neigh}
     fdb = {(x.get("mac"), x.get("dst")) for x in f.fdb}
     problems, count = [], 0
-    for p in v.data["nodes"]:
-        pf = v.obs.facts[p["name"]]
-        if p["name"] == n["name"] or not (pf.reachable and pf.vtep_mac and pf.tunnel_ip):
+    for p in v.model.nodes:
+        pf = v.obs.facts[p.name]
+        if p.name == n.name or not (pf.reachable and pf.vtep_mac and pf.tunnel_ip):
             continue  # a peer we could not read: its VTEP is unknown (its own row says why)
         count += 1
         if (pf.tunnel_ip, pf.vtep_mac) not in neigh:
-            problems.append(f"no neighbour entry for {pf.tunnel_ip} on vxlan.calico ({p['name']}'s VTEP {pf.vtep_mac})")
-        if (pf.vtep_mac, p["address"]) not in fdb:
-            problems.append(f"no fdb entry for {pf.vtep_mac} -> {p['address']} on vxlan.calico ({p['name']})")
+            problems.append(f"no neighbour entry for {pf.tunnel_ip} on vxlan.calico ({p.name}'s VTEP {pf.vtep_mac})")
+        if (pf.vtep_mac, p.address) not in fdb:
+            problems.append(f"no fdb entry for {pf.vtep_mac} -> {p.address} on vxlan.calico ({p.name})")
     detail = "; ".join(problems) if problems else f"{count} peer VTEPs (neighbour and fdb entries)"
-    return Check("vtep", n["name"], not problems, detail)
+    return Check("vtep", n.name, not problems, detail)
 
 
-def _names_check(v: View, n: dict, f) -> Check:
+def _names_check(v: View, n: Node, f) -> Check:
     """Every other node's name resolves on this node to that node's address (its /etc/hosts)."""
-    others = [p for p in v.data["nodes"] if p["name"] != n["name"]]
+    others = [p for p in v.model.nodes if p.name != n.name]
     bad = []
     for p in others:
-        got = f.names.get(p["name"])
+        got = f.names.get(p.name)
         if got is None:
-            bad.append(f"{p['name']} does not resolve")
-        elif got != p["address"]:
-            bad.append(f"{p['name']} resolves to {got}, not {p['address']}")
+            bad.append(f"{p.name} does not resolve")
+        elif got != p.address:
+            bad.append(f"{p.name} resolves to {got}, not {p.address}")
     detail = "; ".join(bad) if bad else f"{len(others)} node names resolve"
-    return Check("names", n["name"], not bad, detail)
+    return Check("names", n.name, not bad, detail)
 
 
-def _labels_check(v: View, n: dict) -> Check:
-    want, have = n["labels"], v.labels[n["name"]]
+def _labels_check(v: View, n: Node) -> Check:
+    want, have = n.labels, v.labels[n.name]
     # Kubernetes adds labels of its own; netns nodes carry exactly the declared ones
     ok = all(have.get(k) == val for k, val in want.items()) if v.cluster else have == want
     detail = (
         (",".join(f"{k}={val}" for k, val in want.items()) or "(none)") if ok else f"applied {have}, declared {want}"
     )
-    return Check("labels", n["name"], ok, detail)
+    return Check("labels", n.name, ok, detail)
 
 
 def _calico_node_check(v: View) -> Check:
@@ -326,23 +325,23 @@ def _calico_node_check(v: View) -> Check:
 
 
 def _placement_checks(v: View) -> list[Check]:
-    by_name = {n["name"]: n for n in v.data["nodes"]}
+    by_name = {n.name: n for n in v.model.nodes}
     placed = {w["name"]: w for w in v.obs.workloads}
     out = []
-    for w in v.data["workloads"]:
-        where = placed.get(w["name"], {}).get("node")
+    for w in v.model.workloads:
+        where = placed.get(w.name, {}).get("node")
         # where it runs comes from the API (vm) or from the node's labels file (netns)
         unread = v.api_from if v.api_down else (where if where in by_name and not v.cluster and v.down(where) else "")
         if unread:
-            out.append(skip("placement", w["name"], unread))
+            out.append(skip("placement", w.name, unread))
             continue
         if not where or where not in by_name:
-            out.append(Check("placement", w["name"], False, "not running"))
+            out.append(Check("placement", w.name, False, "not running"))
             continue
-        applied = by_name[where]["base_labels"] | v.labels[where]  # labels as the node has them now
-        mismatch = {k: val for k, val in w["node_selector"].items() if applied.get(k) != val}
+        applied = by_name[where].base_labels | v.labels[where]  # labels as the node has them now
+        mismatch = {k: val for k, val in w.node_selector.items() if applied.get(k) != val}
         detail = f"on {where}" + (f": node lacks {mismatch}" if mismatch else "")
-        out.append(Check("placement", w["name"], not mismatch, detail))
+        out.append(Check("placement", w.name, not mismatch, detail))
     return out
 
 
@@ -350,7 +349,7 @@ def _pod_route_checks(v: View) -> list[Check]:
     """Each pod's node routes its /32 to it: without it nothing reaches the pod."""
     out = []
     # netns: labctl made the veths, so the route must use the planned one; Calico names its own
-    veths = {} if v.cluster else {w["name"]: w.get("veth") for w in v.data["workloads"]}
+    veths = {} if v.cluster else {w.name: w.veth for w in v.model.workloads}
     for w in v.obs.workloads:
         node = w.get("node")
         if not node or node not in v.obs.facts or not w.get("ip"):

@@ -1,11 +1,14 @@
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "inventories" / "seed" / "topology.yml"
@@ -84,3 +87,82 @@ def host_snapshot(home: Path) -> dict:
 
 def residue(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in before if after[k] - before[k]}
+
+
+def lab_model(nodes: list[dict], **lab):
+    """A small LabModel for unit tests: each node is the fields a test cares about over a worker's
+    required ones; `lab` overrides top-level fields (calico is merged)."""
+    from labctl.model import LabModel
+
+    node = {"role": "worker", "address": "10.0.0.1", "interface": "eth0", "block": "192.168.0.0/24"}
+    calico = {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
+    calico |= {"asn": 64512, "nat_outgoing": True} | lab.pop("calico", {})
+    data = {
+        "name": "x",
+        "provider": "netns",
+        "network": {"lan": "10.0.0.0/24", "gateway": "10.0.0.254"},
+        "kubernetes": {"version": "1.34", "pod_subnet": "192.168.0.0/16", "service_subnet": "10.96.0.0/12"},
+        "calico": calico,
+        "nodes": [node | n for n in nodes],
+    }
+    return LabModel.model_validate(data | lab)
+
+
+def renumbered(name: str, octet: int, src: Path = SEED) -> dict:
+    """A topology (the seed's by default) as a dict, under another lab name and LAN 10.<octet>.0.0/16 with
+    its nodes at 10.<octet>.22.1.., so a test's lab never meets another's names or addresses."""
+    d = yaml.safe_load(src.read_text())
+    d["name"] = name
+    d["network"] = {"lan": f"10.{octet}.0.0/16"}
+    for i, node in enumerate(d["nodes"].values()):
+        node["address"] = f"10.{octet}.22.{i + 1}"
+    return d
+
+
+def write_yaml(path: Path, d: dict) -> Path:
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+# -- real labs shared by a module's tests, and labs a test builds itself ---------------------------
+
+
+@dataclass
+class RealLab:
+    home: Path
+    topology: Path
+    up: subprocess.CompletedProcess
+    before: dict  # host_snapshot before the lab was built
+
+
+@contextlib.contextmanager
+def real_lab(topology: Path, require_up: bool = True):
+    """One real lab for a module's tests (a module-scoped fixture wraps it): a fresh short home (BIRD's
+    and ssh's sockets live under it), `up`; afterwards `down`, and nothing of the lab is left on the host."""
+    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
+    before = host_snapshot(home)
+    try:
+        up = labctl("up", "-t", topology, home=home)
+        if require_up:
+            assert up.returncode == 0, up.stdout + up.stderr
+        yield RealLab(home, topology, up, before)
+    finally:
+        labctl("down", "-t", topology, home=home)
+        try:
+            assert residue(before, host_snapshot(home)) == {}
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def downs(labhome):
+    """(home, host_snapshot before, list): every topology a test appends to the list is taken down at
+    the end, by its topology's names, then by its lab's name if its directory is still there."""
+    before = host_snapshot(labhome)
+    made: list[Path] = []
+    yield labhome, before, made
+    for t in made:
+        labctl("down", "-t", t, home=labhome)
+        name = yaml.safe_load(t.read_text())["name"]
+        if (labhome / name).exists():
+            labctl("down", "--name", name, home=labhome)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, lab_model
 from labctl import access, layout, providers, render, topology
 from labctl.errors import LabctlError, UsageError
 
@@ -183,7 +183,7 @@ def test_route_check_refuses_before_any_connection(monkeypatch, tmp_path):
     opened = []
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a))
     monkeypatch.setattr(socket.socket, "connect", lambda self, *a: opened.append(a))
-    node = {"name": "n1", "address": "10.57.22.1"}
+    node = {"name": "n1", "address": "10.57.22.1", "role": "worker", "interface": "eth0", "block": "192.168.0.0/24"}
     node["ssh"] = access.Access("root", 22, "/nonexistent", bridge="br-lcnone0").to_data()
     with pytest.raises(access.RouteError, match=r"^lab bridge br-lcnone0 is gone: run labctl down / up$"):
         nodes.NodeShell(layout.LabDir(tmp_path), node)
@@ -208,18 +208,10 @@ def test_trace_to_an_outside_address_is_refused_before_connecting(monkeypatch):
         name = "acc"
         dir = None
 
-        def data(self):
-            return {
-                "nodes": [
-                    {
-                        "name": "n1",
-                        "address": "10.57.22.1",
-                        "tunnel_ip": "192.168.0.1",
-                        "block": "192.168.0.0/24",
-                        "pods": [{"name": "pod-a", "ip": "192.168.0.2"}],
-                    }
-                ]
-            }
+        def model(self):
+            pod = {"name": "pod-a", "ip": "192.168.0.2", "veth": "cali1", "netns": "lc-acc.n1.pod-a"}
+            node = {"name": "n1", "address": "10.57.22.1", "tunnel_ip": "192.168.0.1", "pods": [pod]}
+            return lab_model([node | {"block": "192.168.0.0/24"}], name="acc")
 
     monkeypatch.setattr(trace.live, "NodeShell", lambda *a, **k: pytest.fail("connected"))
     for dst in ("8.8.8.8", "10.57.22.99", "192.168.9.9"):
@@ -243,7 +235,7 @@ import time
 from pathlib import Path
 from labctl import access, layout, nodes
 from labctl.errors import LabctlError
-node = {{"name": "n1", "address": "127.0.0.1"}}
+node = {{"name": "n1", "address": "127.0.0.1", "role": "worker", "interface": "eth0", "block": "192.168.0.0/24"}}
 node["ssh"] = access.Access("root", {srv.getsockname()[1]}, "/nonexistent").to_data()
 try:
     nodes.NodeShell(layout.LabDir(Path({str(tmp_path)!r})), node, timeout=0.5)
@@ -257,3 +249,21 @@ time.sleep(0.5)  # the transport thread logs after connect() gave up
         srv.close()
     assert p.stdout.startswith("ssh n1 (127.0.0.1): SSHException: "), p.stdout + p.stderr
     assert p.stderr == ""
+
+
+def test_lab_keys_made_once_and_pinned_for_every_host(tmp_path):
+    """providers/base.make_lab_keys, shared by netns and qemu: the lab key and a host key per node or
+    router, known_hosts pinning each host's address, private files 0600; a second run keeps the keys."""
+    from labctl.providers.base import make_lab_keys
+
+    d = layout.LabDir(tmp_path / "lab")
+    hosts = [{"name": "a", "address": "10.0.0.1"}, {"name": "core", "address": "10.0.1.254"}]
+    make_lab_keys(d, "lk", hosts)
+    lines = d.known_hosts.read_text().splitlines()
+    assert [x.split()[:2] for x in lines] == [["10.0.0.1", "ssh-ed25519"], ["10.0.1.254", "ssh-ed25519"]]
+    for f in (d.ssh_key, d.known_hosts, d.node_dir("a") / "ssh_host_ed25519_key"):
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    assert "labctl-lk" in Path(str(d.ssh_key) + ".pub").read_text()
+    before = d.ssh_key.read_text()
+    make_lab_keys(d, "lk", hosts, each=lambda fn, xs: [fn(x) for x in xs])
+    assert d.ssh_key.read_text() == before and d.known_hosts.read_text().splitlines() == lines

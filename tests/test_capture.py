@@ -2,20 +2,17 @@
 
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import lab_model, labctl, real_lab, renumbered, write_yaml
 from labctl import capture as cap
 from labctl import tracecap
 
@@ -94,8 +91,8 @@ def test_pcap_stream_in_arbitrary_chunks():
 
 
 def test_command_lines_root_and_sudo():
-    node = {"name": "n1", "interface": "ens192", "ssh": {"user": "root"}, "pods": []}
-    data = {"name": "x", "nodes": [node | {"pods": [{"name": "pod-a", "netns": "lc-x.n1.pod-a"}]}]}
+    pod = {"name": "pod-a", "ip": "192.168.0.2", "veth": "cali1", "netns": "lc-x.n1.pod-a"}
+    data = lab_model([{"name": "n1", "interface": "ens192", "pods": [pod]}])
     t = cap.target(data, "n1")
     assert t["iface"] == "ens192" and t["netns"] is None
     start = cap.start_command(t, 5, "udp port 4789")
@@ -105,7 +102,8 @@ def test_command_lines_root_and_sudo():
     )
     p = cap.target(data, "pod-a:eth0")
     assert "exec ip netns exec lc-x.n1.pod-a tcpdump -i eth0" in cap.start_command(p, None, None)
-    vm = {"node": node | {"ssh": {"user": "ubuntu"}}, "netns": None, "iface": "ens3", "label": "n1:ens3"}
+    node = lab_model([{"name": "n1", "ssh": {"user": "ubuntu"}}]).nodes[0]
+    vm = {"node": node, "netns": None, "iface": "ens3", "label": "n1:ens3"}
     assert cap.start_command(vm, None, None).startswith("sudo -n sh -c ")
     assert "sudo -n kill -TERM 4242" in cap.stop_command(vm["node"], 4242)
     assert "sudo -n tcpdump -d -i ens3 icmp" in cap.check_command(vm, "icmp")
@@ -121,22 +119,11 @@ NAME = "capvx"
 
 @pytest.fixture(scope="module")
 def vxlab(tmp_path_factory):
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
-    d = yaml.safe_load(SEED.read_text())
-    d["name"], d["network"] = NAME, {"lan": "10.66.0.0/16"}
+    d = renumbered(NAME, 66)
     d["calico"]["encapsulation"] = "VXLAN"
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.66.22.{i + 1}"
-    t = tmp_path_factory.mktemp("cap") / f"{NAME}.yml"
-    t.write_text(yaml.safe_dump(d, sort_keys=False))
-    before = host_snapshot(home)
-    try:
-        labctl("up", "-t", t, home=home, check=True)
-        yield home, t
-    finally:
-        labctl("down", "-t", t, home=home)
-        assert residue(before, host_snapshot(home)) == {}
-        shutil.rmtree(home, ignore_errors=True)
+    t = write_yaml(tmp_path_factory.mktemp("cap") / f"{NAME}.yml", d)
+    with real_lab(t) as r:
+        yield r.home, t
 
 
 def tcpdumps_in_lab() -> list[int]:
@@ -266,8 +253,8 @@ def test_bad_input_one_line_exit_2_nothing_started(vxlab, args, msg):
 
 
 def test_trace_capture_points_per_hop():
-    node = {"name": "w1", "interface": "ens192", "pods": [{"name": "pod-a", "netns": "ns-a", "veth": "cali1"}]}
-    data = {"nodes": [node], "calico": {"tunnel_device": "vxlan.calico"}}
+    pod = {"name": "pod-a", "ip": "192.168.0.2", "netns": "ns-a", "veth": "cali1"}
+    data = lab_model([{"name": "w1", "interface": "ens192", "pods": [pod]}], calico={"tunnel_device": "vxlan.calico"})
     hops = [
         {"at": "pod-a", "kind": "pod", "get": {"dev": "eth0"}},
         {"at": "w1", "kind": "veth", "device": "cali1"},

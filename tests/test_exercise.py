@@ -3,15 +3,12 @@ sample exercise's `checks:` (inventories/exercise-rr). One lab, "exrr" on 10.151
 test uses it), built from the sample; every test leaves it repaired."""
 
 import json
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, host_snapshot, labctl, residue
+from conftest import ROOT, labctl, real_lab, renumbered, write_yaml
 from labctl import impair
 
 pytestmark = pytest.mark.netns
@@ -31,31 +28,14 @@ CHECKS = [
 
 
 def topo(tmp: Path, fname: str = "base.yml", **extra) -> Path:
-    d = yaml.safe_load(SAMPLE.read_text())
-    d["name"] = NAME
-    d["network"] = {"lan": f"10.{OCTET}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{OCTET}.22.{i + 1}"
-    d |= extra
-    p = tmp / fname
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp / fname, renumbered(NAME, OCTET, SAMPLE) | extra)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     tmp = tmp_path_factory.mktemp("exrr")
-    before = host_snapshot(home)
-    t = topo(tmp)
-    try:
-        up = labctl("up", "-t", t, home=home)
-        assert up.returncode == 0, up.stderr
-        yield {"home": home, "t": t, "tmp": tmp}
-    finally:
-        labctl("down", "--name", NAME, home=home)
-        assert residue(before, host_snapshot(home)) == {}
-        shutil.rmtree(home, ignore_errors=True)
+    with real_lab(topo(tmp)) as r:
+        yield {"home": r.home, "t": r.topology, "tmp": tmp}
 
 
 def run(lab, *args, timeout=120):

@@ -6,12 +6,14 @@ import json
 import pytest
 import yaml
 
-from conftest import SEED, labctl
+from conftest import SEED, lab_model, labctl
 from labctl import faults, impair, labchecks, providers, render, topology
 from labctl.bird import Session
 from labctl.errors import TopologyError, UsageError
 from labctl.layout import LabDir
+from labctl.model import LabModel
 from labctl.nodes import NodeFacts
+from labctl.topology import LabCheck
 from labctl.verify import Check
 
 
@@ -89,16 +91,18 @@ def test_render_carries_impairments_and_checks(tmp_path):
     )
     t = topology.loads(yaml.safe_dump(d))
     plan = topology.plan(t)
-    data = render.topology_data(plan, render.context(plan, LabDir(tmp_path)))
+    model = render.build(plan, LabDir(tmp_path))
+    data = model.to_data()
     assert data["impairments"] == [
         {"node": "k8s-worker-1", "interface": "ens192", "spec": {"rate_bit": 10_000_000}},
         {"node": "k8s-master", "interface": "vxlan.calico", "spec": {"loss_pct": 1.0}},
     ]
-    assert impair.needs_netem(data) == ["k8s-master:vxlan.calico"]
+    assert impair.needs_netem(model) == ["k8s-master:vxlan.calico"]
     assert data["checks"][0]["route"] == {"node": "k8s-master", "prefix": "192.168.1.0/24", "via": "k8s-worker-1"}
+    assert LabModel.model_validate_json(model.dump_json()).dump_json() == model.dump_json()
     plain = topology.loads(SEED.read_text())
     p2 = topology.plan(plain)
-    assert not {"impairments", "checks"} & render.topology_data(p2, render.context(p2, LabDir(tmp_path))).keys()
+    assert not {"impairments", "checks"} & render.build(p2, LabDir(tmp_path)).to_data().keys()
 
 
 def test_summary_matches_what_tc_shows():
@@ -110,15 +114,11 @@ def test_summary_matches_what_tc_shows():
     assert impair.summary(s) == impair.describe(json.dumps(tc)) == "delay 50ms±5ms loss 5% rate 10mbit"
 
 
-DATA = {
-    "name": "x",
-    "provider": "netns",
-    "nodes": [
-        {"name": "a", "address": "10.0.0.1", "tunnel_ip": "192.168.0.1", "role": "control-plane", "pods": []},
-        {"name": "b", "address": "10.0.0.2", "tunnel_ip": "192.168.1.1", "role": "worker", "pods": []},
-    ],
-    "workloads": [],
-}
+NODES = [
+    {"name": "a", "address": "10.0.0.1", "tunnel_ip": "192.168.0.1", "role": "control-plane"},
+    {"name": "b", "address": "10.0.0.2", "tunnel_ip": "192.168.1.1", "block": "192.168.1.0/24"},
+]
+MODEL = lab_model(NODES, calico={"tunnel_device": "vxlan.calico"}, workloads=[])
 
 
 def facts(**kw) -> NodeFacts:
@@ -128,39 +128,43 @@ def facts(**kw) -> NodeFacts:
     return f
 
 
+def check(**spec) -> LabCheck:
+    return LabCheck.model_validate({"name": "c"} | spec)
+
+
 def test_route_check_via_node_or_address():
     f = facts(routes=[{"dst": "192.168.1.0/24", "gateway": "192.168.1.1", "dev": "vxlan.calico"}])
-    route = {"route": {"node": "a", "prefix": "192.168.1.0/24", "via": "b"}}
-    assert labchecks._route(DATA, route, f, "")[0] is True
-    route["route"]["via"] = "10.9.9.9"
-    ok, detail = labchecks._route(DATA, route, f, "")
+    route = {"node": "a", "prefix": "192.168.1.0/24", "via": "b"}
+    assert labchecks._route(MODEL, check(route=route), f, "")[0] is True
+    ok, detail = labchecks._route(MODEL, check(route=route | {"via": "10.9.9.9"}), f, "")
     assert not ok and "not via 10.9.9.9" in detail
-    ok, detail = labchecks._route(DATA, {"route": {"node": "a", "prefix": "192.168.7.0/24"}}, f, "")
+    ok, detail = labchecks._route(MODEL, check(route={"node": "a", "prefix": "192.168.7.0/24"}), f, "")
     assert not ok and detail == "a has no route to 192.168.7.0/24"
 
 
 def test_bgp_and_exec_checks():
     up = Session("Node_10_0_0_2", "up", "Established")
     down = Session("Node_10_0_0_3", "start", "Active")
-    spec = {"bgp": {"node": "a", "established": 1}}
-    assert labchecks._bgp(DATA, spec, facts(sessions=[up, down], bird_running=True), "")[0] is True
-    ok, detail = labchecks._bgp(DATA, spec, facts(sessions=[], bird_running=False), "")
+    spec = check(bgp={"node": "a", "established": 1})
+    assert labchecks._bgp(MODEL, spec, facts(sessions=[up, down], bird_running=True), "")[0] is True
+    ok, detail = labchecks._bgp(MODEL, spec, facts(sessions=[], bird_running=False), "")
     assert not ok and "BIRD not running" in detail
-    ex = {"exec": {"node": "a", "command": "ip route"}, "expect": "192.168.1.0/24"}
-    assert labchecks._exec(DATA, ex, None, "192.168.1.0/24 via x\nrc=0\n")[0] is True
-    assert "output lacks" in labchecks._exec(DATA, ex, None, "nothing\nrc=0\n")[1]
-    assert "exit 1" in labchecks._exec(DATA, ex, None, "oops\nrc=1\n")[1]
-    rx = {"exec": {"node": "a", "command": "x"}, "expect_regex": r"^192\.168\.\d+\.0/24 via"}
-    assert labchecks._exec(DATA, rx, None, "other\n192.168.4.0/24 via y\nrc=0\n")[0] is True
+    ex = check(exec={"node": "a", "command": "ip route"}, expect="192.168.1.0/24")
+    assert labchecks._exec(MODEL, ex, None, "192.168.1.0/24 via x\nrc=0\n")[0] is True
+    assert "output lacks" in labchecks._exec(MODEL, ex, None, "nothing\nrc=0\n")[1]
+    assert "exit 1" in labchecks._exec(MODEL, ex, None, "oops\nrc=1\n")[1]
+    rx = check(exec={"node": "a", "command": "x"}, expect_regex=r"^192\.168\.\d+\.0/24 via")
+    assert labchecks._exec(MODEL, rx, None, "other\n192.168.4.0/24 via y\nrc=0\n")[0] is True
 
 
 def test_wait_and_retries(monkeypatch):
-    data = DATA | {
-        "checks": [
+    data = lab_model(
+        NODES,
+        checks=[
             {"name": "flaky", "bgp": {"node": "a", "established": 1}, "retries": 2, "wait": 0},
             {"name": "late", "bgp": {"node": "b", "established": 1}, "wait": 3, "retries": 0},
-        ]
-    }
+        ],
+    )
     tries, clock = [], [0.0]
     monkeypatch.setattr(labchecks.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(labchecks.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
@@ -168,8 +172,8 @@ def test_wait_and_retries(monkeypatch):
     def fake_round(lab, data, due):
         out = {}
         for i, s in due:
-            tries.append((s["name"], clock[0]))
-            out[i] = Check("check", s["name"], s["name"] == "late" or len(tries) > 2)
+            tries.append((s.name, clock[0]))
+            out[i] = Check("check", s.name, s.name == "late" or len(tries) > 2)
         return out
 
     monkeypatch.setattr(labchecks, "_round", fake_round)
@@ -193,7 +197,7 @@ def test_fault_record_shown():
 
 def test_verify_only_checks_on_a_lab_without_checks_is_bad_input(labhome):
     (labhome / "exnone").mkdir()
-    (labhome / "exnone" / "topology-data.json").write_text(json.dumps(DATA | {"name": "exnone"}))
+    (labhome / "exnone" / "topology-data.json").write_text(MODEL.model_copy(update={"name": "exnone"}).dump_json())
     p = labctl("verify", "--name", "exnone", "--only", "checks", home=labhome)
     assert p.returncode == 2 and "lab exnone has no checks" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
@@ -204,7 +208,7 @@ def test_the_plan_names_impairment_changes_and_reruns_no_play(tmp_path):
     def data(**extra):
         t = topology.loads(yaml.safe_dump(seed(**extra)))
         plan = topology.plan(t)
-        return render.topology_data(plan, render.context(plan, LabDir(tmp_path)))
+        return render.build(plan, LabDir(tmp_path))
 
     old = data(impairments=[{"node": "k8s-worker-1", "rate": "10mbit"}, {"node": "k8s-master", "rate": "1mbit"}])
     new = data(impairments=[{"node": "k8s-worker-1", "rate": "20mbit"}, {"node": "k8s-worker-2", "rate": "1mbit"}])

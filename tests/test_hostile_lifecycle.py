@@ -85,7 +85,7 @@ def test_render_into_a_new_or_empty_dir_and_over_its_own_render(tmp_path, labhom
 def test_changing_the_lan_is_refused_in_the_plan(tmp_path, labhome):
     def data(t):
         plan = topology.plan(topology.load(t))
-        return render.topology_data(plan, render.context(plan, LabDir(labhome / "x")))
+        return render.build(plan, LabDir(labhome / "x"))
 
     old, new = data(seed_as(tmp_path)), data(seed_as(tmp_path, lan="10.93.0.0/16"))
     d = reconcile.diff(old, new)
@@ -95,7 +95,7 @@ def test_changing_the_lan_is_refused_in_the_plan(tmp_path, labhome):
     assert err is not None and err.exit_code == 2 and "labctl down" in err.hint
     # the gateway alone is the bridge's address: refused too
     gw = data(seed_as(tmp_path))
-    gw["network"] = gw["network"] | {"gateway": "10.92.0.254"}
+    gw = gw.model_copy(update={"network": gw.network.model_copy(update={"gateway": "10.92.0.254"})})
     assert reconcile.refusal(reconcile.diff(old, gw), "lchost") is not None
     assert reconcile.refusal(reconcile.diff(old, data(seed_as(tmp_path))), "lchost") is None
 

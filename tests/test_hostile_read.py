@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import labctl, real_lab, renumbered, write_yaml
 
 pytestmark = pytest.mark.netns
 
@@ -21,36 +20,18 @@ NAME, OCTET = "lcread", 163
 
 
 def topo(tmp_path: Path, extra_worker: bool = False) -> Path:
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = NAME
-    d["network"] = {"lan": f"10.{OCTET}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{OCTET}.22.{i + 1}"
+    d = renumbered(NAME, OCTET)
     if extra_worker:
         d["nodes"]["k8s-worker-3"] = {"role": "worker", "address": f"10.{OCTET}.22.4", "labels": {"worker": "no-3"}}
-    p = tmp_path / ("grown.yml" if extra_worker else "base.yml")
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / ("grown.yml" if extra_worker else "base.yml"), d)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    import tempfile
-
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     tmp = tmp_path_factory.mktemp("lcread")
-    before = host_snapshot(home)
-    t = topo(tmp)
-    try:
-        up = labctl("up", "-t", t, home=home)
-        assert up.returncode == 0, up.stderr
-        yield {"home": home, "t": t, "tmp": tmp, "data": json.loads((home / NAME / "topology-data.json").read_text())}
-    finally:
-        labctl("down", "--name", NAME, home=home)
-        assert residue(before, host_snapshot(home)) == {}
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
+    with real_lab(topo(tmp)) as r:
+        data = json.loads((r.home / NAME / "topology-data.json").read_text())
+        yield {"home": r.home, "t": r.topology, "tmp": tmp, "data": data}
 
 
 def ns(node: str) -> str:

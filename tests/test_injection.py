@@ -395,7 +395,7 @@ def test_labctl_home_with_shell_characters_is_refused(tmp_path, monkeypatch, hom
     t = topology.load(SEED)
     lab = Lab(layout.lab_dir(t.name))
     plan = topology.plan(t)
-    data = render.topology_data(plan, render.context(plan, lab.dir))
+    data = render.build(plan, lab.dir).to_data()
     with pytest.raises(UsageError) as err:
         netns.NetnsProvider(lab).preflight(data)
     assert err.value.exit_code == 2

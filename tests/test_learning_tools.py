@@ -2,15 +2,11 @@
 live lab, the SVG as XML, and one live lab ("lctools" on 10.88.0.0/16, so it never meets other tests'
 labs) read by all three tools."""
 
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, labctl
+from conftest import lab_model, real_lab, renumbered, write_yaml
 from labctl import bgp, graph_svg, trace
 
 # `birdc show protocols all` on k8s-worker-1 of a running lab (cut after the first BGP session's
@@ -193,17 +189,15 @@ def test_bgp_table_format():
     assert "ssh n2: timeout" not in out and "n2 (10.0.0.1)" in out and "not read" in out
 
 
-DATA = {
-    "name": "t",
-    "network": {"lan": "10.88.0.0/16", "gateway": "10.88.255.254"},
-    "nodes": [
+MODEL = lab_model(
+    [
         {
             "name": "m",
+            "role": "control-plane",
             "address": "10.88.22.1",
             "block": "192.168.0.0/24",
             "tunnel_ip": "192.168.0.1",
             "peers": [{"name": "w1", "address": "10.88.22.2", "protocol": "Mesh_10_88_22_2", "type": "mesh"}],
-            "pods": [],
         },
         {
             "name": "w1",
@@ -214,7 +208,9 @@ DATA = {
             "pods": [{"name": "pod-a", "ip": "192.168.1.2", "veth": "cali1", "netns": "lc-t.w1.pod-a"}],
         },
     ],
-}
+    name="t",
+    network={"lan": "10.88.0.0/16", "gateway": "10.88.255.254"},
+)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +226,7 @@ DATA = {
     ],
 )
 def test_trace_resolve(x, kind, node):
-    r = trace.resolve(DATA, x)
+    r = trace.resolve(MODEL, x)
     assert (r["kind"], r["node"]) == (kind, node)
 
 
@@ -238,7 +234,7 @@ def test_trace_resolve_rejects_unknown_names():
     from labctl.errors import UsageError
 
     with pytest.raises(UsageError, match="pod-a"):
-        trace.resolve(DATA, "nope")
+        trace.resolve(MODEL, "nope")
 
 
 def test_route_line_from_ip_json():
@@ -286,7 +282,7 @@ def _rows(established=True):
 
 @pytest.mark.parametrize("established", [True, False])
 def test_svg_is_xml_with_every_node_and_ip(established):
-    out = graph_svg.svg(DATA, _rows(established))
+    out = graph_svg.svg(MODEL, _rows(established))
     root = ET.fromstring(out)
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     text = " ".join("".join(e.itertext()) for e in root.iter())
@@ -311,28 +307,17 @@ def test_svg_is_xml_with_every_node_and_ip(established):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    topo = yaml.safe_load(SEED.read_text())
-    topo["name"] = "lctools"
-    topo["network"] = {"lan": "10.88.0.0/16"}  # gateway: the default, the LAN's last host
-    for n, ip in zip(
-        ("k8s-master", "k8s-worker-1", "k8s-worker-2"), ("10.88.22.1", "10.88.22.2", "10.88.22.3"), strict=True
-    ):
-        topo["nodes"][n]["address"] = ip
-    path = tmp_path_factory.mktemp("lctools") / "topology.yml"
-    path.write_text(yaml.safe_dump(topo, sort_keys=False))
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
+    # gateway: the default, the LAN's last host
+    path = write_yaml(tmp_path_factory.mktemp("lctools") / "topology.yml", renumbered("lctools", 88))
     mp = pytest.MonkeyPatch()
-    try:
-        up = labctl("up", "-t", path, home=home)
-        assert up.returncode == 0, up.stdout + up.stderr
-        mp.setenv("LABCTL_HOME", str(home))  # layout.home() reads it at call time
+    with real_lab(path) as r:
+        mp.setenv("LABCTL_HOME", str(r.home))  # layout.home() reads it at call time
         from labctl.lab import Lab
 
-        yield Lab.find("lctools").require()
-    finally:
-        mp.undo()
-        labctl("down", "-t", path, home=home)
-        shutil.rmtree(home, ignore_errors=True)
+        try:
+            yield Lab.find("lctools").require()
+        finally:
+            mp.undo()
 
 
 @pytest.mark.netns
@@ -403,7 +388,7 @@ def test_live_trace_to_a_node_ip(lab):
 def test_live_svg(lab):
     from labctl import inspect as ins
 
-    root = ET.fromstring(graph_svg.svg(lab.data(), ins.rows(lab)))
+    root = ET.fromstring(graph_svg.svg(lab.model(), ins.rows(lab)))
     text = " ".join("".join(e.itertext()) for e in root.iter())
     for n in lab.data()["nodes"]:
         assert n["name"] in text and n["address"] in text and n["tunnel_ip"] in text

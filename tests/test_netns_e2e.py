@@ -5,24 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import SEED, host_snapshot, labctl, real_lab, residue
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(scope="module")
 def seed_lab(tmp_path_factory):
-    import shutil
-    import tempfile
-
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
-    before = host_snapshot(home)
-    up = labctl("up", "-t", SEED, home=home)
-    try:
-        yield {"home": home, "up": up, "before": before}
-    finally:
-        labctl("down", "-t", SEED, home=home)
-        shutil.rmtree(home, ignore_errors=True)
+    with real_lab(SEED, require_up=False) as r:  # the first test asserts what `up` printed
+        yield {"home": r.home, "up": r.up, "before": r.before}
 
 
 def test_up_succeeds_with_phases_and_warning(seed_lab):

@@ -9,38 +9,27 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, SEED, host_snapshot, labctl, residue
+from conftest import ROOT, host_snapshot, labctl, renumbered, residue, write_yaml
 
 pytestmark = pytest.mark.netns
 
 
 def topo(tmp_path: Path, name: str, lan_octet: int) -> Path:
     """The seed lab under another name and LAN, so these tests never meet the seed lab's names."""
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = name
-    d["network"] = {"lan": f"10.{lan_octet}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{lan_octet}.22.{i + 1}"
-    p = tmp_path / f"{name}.yml"
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / f"{name}.yml", renumbered(name, lan_octet))
 
 
 @pytest.fixture
-def lab(tmp_path, labhome):
-    made = []
+def lab(tmp_path, downs):
+    home, before, made = downs
 
     def make(name: str, octet: int) -> Path:
         t = topo(tmp_path, name, octet)
         made.append(t)
         return t
 
-    before = host_snapshot(labhome)
-    yield make, labhome, before
-    for t in made:
-        labctl("down", "-t", t, home=labhome)
+    return make, home, before
 
 
 def test_failed_up_names_host_task_log_then_down_cleans(lab):

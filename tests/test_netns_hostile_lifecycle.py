@@ -11,22 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import host_snapshot, labctl, renumbered, residue, write_yaml
 
 pytestmark = pytest.mark.netns
 
 
 def seedlike(tmp_path: Path, name: str, octet: int) -> Path:
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = name
-    d["network"] = {"lan": f"10.{octet}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{octet}.22.{i + 1}"
-    p = tmp_path / f"{name}.yml"
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / f"{name}.yml", renumbered(name, octet))
 
 
 def spaces(lab: str) -> list[str]:
@@ -34,13 +26,8 @@ def spaces(lab: str) -> list[str]:
 
 
 @pytest.fixture
-def env(tmp_path, labhome):
-    before = host_snapshot(labhome)
-    made = []
-    yield labhome, before, made
-    for t in made:  # whatever a failed test left: by the topology's names, then by the lab's name
-        labctl("down", "-t", t, home=labhome)
-        labctl("down", "--name", yaml.safe_load(t.read_text())["name"], home=labhome)
+def env(downs):
+    return downs  # whatever a failed test left: by the topology's names, then by the lab's name
 
 
 def start(home: Path, *args) -> subprocess.Popen:

@@ -10,17 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEED, host_snapshot, labctl, residue
+from conftest import SEED, host_snapshot, labctl, renumbered, residue, write_yaml
 
 pytestmark = pytest.mark.netns
 
 
 def seedlike(tmp_path: Path, name: str, octet: int, extra_worker: bool = False, **labels) -> Path:
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = name
-    d["network"] = {"lan": f"10.{octet}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{octet}.22.{i + 1}"
+    d = renumbered(name, octet)
     if extra_worker:
         d["nodes"]["k8s-worker-3"] = {"role": "worker", "address": f"10.{octet}.22.4", "labels": {"worker": "no-3"}}
         d["workloads"].append({"name": "pod-c", "node_selector": {"worker": "no-3"}})
@@ -32,18 +28,12 @@ def seedlike(tmp_path: Path, name: str, octet: int, extra_worker: bool = False, 
             else {"name": w["name"], "node_selector": {"worker": value}}
             for w in d["workloads"]
         ]
-    p = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.yml"
-    p.write_text(yaml.safe_dump(d, sort_keys=False))
-    return p
+    return write_yaml(tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.yml", d)
 
 
 @pytest.fixture
-def env(tmp_path, labhome):
-    before = host_snapshot(labhome)
-    topologies = []
-    yield labhome, before, topologies
-    for t in topologies:
-        labctl("down", "-t", t, home=labhome)
+def env(downs):
+    return downs
 
 
 def checks(home, name):
@@ -252,7 +242,7 @@ def test_neighbour_need_counts_every_entry_and_leaves_none_to_arp():
 
     def need(text: str, ipip: bool = False):
         plan = topology.plan(topology.loads(text))
-        return netns.neighbour_need(render.topology_data(plan, render.context(plan, LabDir(Path("/x")), ipip)))
+        return netns.neighbour_need(render.build(plan, LabDir(Path("/x")), ipip).to_data())
 
     # the seed with VXLAN: host 3, nodes 3 x (gateway + 2 peers), VTEPs 3 x 2, two pods x 2 sides
     assert need(SEED.read_text()) == netns.NeighbourNeed(permanent=3 + 9 + 6 + 4, dynamic=0)
@@ -274,7 +264,7 @@ def test_gc_thresh_limits_apply_only_where_the_kernel_counts_permanent_entries(t
 
     def data(text: str) -> dict:
         plan = topology.plan(topology.loads(text))
-        return render.topology_data(plan, render.context(plan, LabDir(Path("/x")), ipip=True))
+        return render.build(plan, LabDir(Path("/x")), ipip=True).to_data()
 
     releases = ("4.18.0-553.el8_10.x86_64", "4.19.0", "5.10.0-33-amd64", "6.18.44-fc")
     assert [netns.kernel_exempts_permanent(r) for r in releases] == [False, True, True, True]

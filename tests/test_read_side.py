@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT
 from labctl import bgp, bird, iproute, nodes
+from labctl.model import Node
 from labctl.nodes import NodeFacts, parse_probe
 
 # `birdcl -s /var/run/calico/bird.ctl show protocols` inside calico-node (Calico v3.30, BIRD 1.6 fork)
@@ -154,7 +155,7 @@ def probe_output(routes) -> str:
     ],
 )
 def test_the_nodes_block_comes_from_the_dataplanes_route_protocol(encapsulation, routes, block):
-    protocols = iproute.dataplane_protocols({"calico": {"encapsulation": encapsulation}})
+    protocols = iproute.dataplane_protocols(encapsulation, None)
     f = parse_probe(NodeFacts("n", "10.0.1.5", reachable=True), probe_output(routes), protocols)
     assert f.block == block
 
@@ -187,12 +188,11 @@ def test_bgp_row_of_a_vm_node_through_birdcl_with_felix_routes(monkeypatch):
 
     monkeypatch.setattr(nodes, "NodeShell", FakeShell)
     node = {"name": "w1", "address": "10.0.1.5", "block": "192.168.13.0/26", "ssh": {"user": "ubuntu"}}
+    node = Node.model_validate(node | {"role": "worker", "interface": "eth0"})
     birdc = VmProvider.birdc(None, node)
     assert birdc.startswith("sudo -n crictl exec $(sudo -n crictl ps -q --name calico-node")
     assert birdc.endswith("birdcl -s /var/run/calico/bird.ctl")
-    row = bgp.node_row(
-        Path("/nonexistent"), node, birdc, iproute.dataplane_protocols({"calico": {"encapsulation": "VXLAN"}})
-    )
+    row = bgp.node_row(Path("/nonexistent"), node, birdc, iproute.dataplane_protocols("VXLAN", None))
     assert row["error"] == ""
     assert [(s["name"], s["peer_address"], s["bgp_state"]) for s in row["sessions"]] == [
         ("Mesh_10_0_1_6", "10.0.1.6", "Established"),
@@ -204,10 +204,15 @@ def test_bgp_row_of_a_vm_node_through_birdcl_with_felix_routes(monkeypatch):
     assert row["own_block"] == {"prefix": "192.168.13.0/26", "kind": "blackhole", "protocol": "static1"}
 
 
+def _node(**kw) -> Node:
+    base = {"name": "a", "role": "worker", "address": "10.0.0.1", "interface": "eth0", "block": "192.168.0.0/24"}
+    return Node.model_validate(base | kw)
+
+
 def test_netns_birdc_is_the_nodes_own_socket():
     from labctl.providers.netns import NetnsProvider
 
-    assert NetnsProvider.birdc(None, {"bird_socket": "/tmp/lc x/bird.ctl"}) == "birdc -s '/tmp/lc x/bird.ctl'"
+    assert NetnsProvider.birdc(None, _node(bird_socket="/tmp/lc x/bird.ctl")) == "birdc -s '/tmp/lc x/bird.ctl'"
 
 
 def test_getent_hosts_output_maps_names_and_aliases():
@@ -216,7 +221,7 @@ def test_getent_hosts_output_maps_names_and_aliases():
 
 
 def test_probe_asks_for_names_neighbours_and_fdb():
-    script = nodes.probe_script({"name": "a", "role": "worker", "bird_socket": "/s", "dir": "/d"}, names=["b", "c"])
+    script = nodes.probe_script(_node(bird_socket="/s", dir="/d"), names=["b", "c"])
     assert "getent hosts b c" in script
     assert "ip -j -4 neigh show dev vxlan.calico" in script and "bridge -j fdb show dev vxlan.calico" in script
 

@@ -6,13 +6,14 @@ import yaml
 
 from conftest import SEED
 from labctl import generate, layout, reconcile, render, topology
+from labctl.model import LabModel
 
 LAB = layout.LabDir(Path("/nonexistent/lab"))
 
 
-def data(d: dict, ipip: bool) -> dict:
+def data(d: dict, ipip: bool) -> LabModel:
     plan = topology.plan(topology.loads(yaml.safe_dump(d)))
-    return render.topology_data(plan, render.context(plan, LAB, ipip))
+    return render.build(plan, LAB, ipip)
 
 
 def grow(d: dict, labels: dict | None = None) -> dict:
@@ -139,3 +140,33 @@ def test_a_network_or_router_interface_that_changes_or_goes_is_refused():
     grown = data(with_rack_c(base), ipip=True)
     d = reconcile.diff(grown, data(base | {"nodes": base["nodes"]}, ipip=True))
     assert "networks.rack-c" in str(reconcile.refusal(d, "rk-diff"))
+
+
+def test_up_plans_and_builds_the_lab_model_once(monkeypatch, labhome):
+    """Issue 9: `up` plans the topology once (the plan is kept on the topology, no cache keyed by id())
+    and builds the lab model once; topology-data.json is that model's dump. A vm lab whose host-touching
+    steps (host keys, SSH masters, the playbook) are stubbed: nothing is sent anywhere."""
+    from types import SimpleNamespace
+
+    from conftest import ROOT
+    from labctl import runner, sshmux
+    from labctl.lab import Lab
+    from labctl.model import LabModel
+    from labctl.progress import Progress
+    from labctl.providers.vm import VmProvider
+
+    built, planned = [], []
+    build, plan = render.build, topology._plan
+    monkeypatch.setattr(render, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    monkeypatch.setattr(topology, "_plan", lambda t: planned.append(t) or plan(t))
+    monkeypatch.setattr(VmProvider, "check_host_keys", lambda self, data, progress: None)
+    monkeypatch.setattr(sshmux, "open_masters", lambda model, lab: [])
+    monkeypatch.setattr(runner, "run_playbook", lambda *a, **k: SimpleNamespace(changed={}))
+    src = ROOT / "inventories/vm-cloud/topology.yml"
+    t = topology.load(src)
+    lab = Lab(layout.lab_dir(t.name))
+    st = lab.up(t, src, Progress(None, quiet=True))
+    assert st["phase"] == "ready"
+    assert len(planned) == 1 and len(built) == 1
+    assert lab.dir.topology_data.read_text() == built[0].dump_json()
+    assert LabModel.load(lab.dir.topology_data) == built[0]

@@ -36,7 +36,7 @@ def test_rr_render_peers_clients_only_with_reflectors(tmp_path):
     from labctl import layout, render
 
     t = topology.load(RR)
-    data = render.topology_data(topology.plan(t), render.context(topology.plan(t), layout.LabDir(tmp_path)))
+    data = render.build(topology.plan(t), layout.LabDir(tmp_path)).to_data()
     peers = {n["name"]: {p["name"]: p["type"] for p in n["peers"]} for n in data["nodes"]}
     assert peers["k8s-worker-3"] == {"k8s-master": "rr", "k8s-worker-1": "rr"}
     assert peers["k8s-master"] == {

@@ -42,11 +42,11 @@ def lab(tmp_path):
     src = ROOT / "inventories/vm-cloud/topology.yml"
     t = topology.load(src)
     ctx_plan = topology.plan(t)
-    return render.topology_data(ctx_plan, render.context(ctx_plan, layout.LabDir(tmp_path / "lab")))
+    return render.build(ctx_plan, layout.LabDir(tmp_path / "lab"))
 
 
-def observed(data, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0):
-    nodes = data["nodes"]
+def observed(model, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0):
+    nodes = [n.to_data() for n in model.nodes]
     base = {"kubernetes.io/hostname": None, "kubernetes.io/os": "linux"}
     items = [node_json(n["name"], {**base, "kubernetes.io/hostname": n["name"], **n["labels"]}) for n in nodes]
     if labels2 is not None:

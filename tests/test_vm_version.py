@@ -11,12 +11,12 @@ from labctl.lab import Lab
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 
 
-def _data(version: str) -> dict:
+def _data(version: str):
     d = yaml.safe_load(VM_CLOUD.read_text())
     d["kubernetes"]["version"] = version
     t = topology.Topology.model_validate(d)
     plan = topology.plan(t)
-    return render.topology_data(plan, render.context(plan, layout.LabDir(ROOT / "unused")))
+    return render.build(plan, layout.LabDir(ROOT / "unused"))
 
 
 def test_a_version_change_is_a_lab_wide_change_that_cannot_be_applied():

@@ -119,12 +119,12 @@ def find_lab(name: str | None, topo_file: Path | None = None):
     return Lab.find(name, topo_file).require()
 
 
-def find_node(lab, node: str) -> dict:
-    data = lab.data()
-    nodes = data["nodes"] + data.get("routers", [])  # exec/ssh reach a lab's routers too
-    n = next((x for x in nodes if x["name"] == node), None)
+def find_node(lab, node: str):
+    """The lab model's node (or router: exec/ssh reach a lab's routers too) of that name."""
+    nodes = lab.model().speakers
+    n = next((x for x in nodes if x.name == node), None)
     if n is None:
-        raise UsageError(f"no node {node!r} in lab {lab.name}", f"nodes: {', '.join(x['name'] for x in nodes)}")
+        raise UsageError(f"no node {node!r} in lab {lab.name}", f"nodes: {', '.join(x.name for x in nodes)}")
     return n
 
 

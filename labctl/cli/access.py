@@ -49,5 +49,5 @@ def ssh(node: Annotated[str, typer.Argument(help="node name")], name: NameOpt = 
     acc = access.of_node(n)
     if shutil.which("ssh") is None:
         raise UsageError("ssh is not installed", "apt-get install openssh-client")
-    acc.check_route(n["address"])
-    os.execvp("ssh", acc.ssh_argv(lab.dir.ssh_config, n["address"], interactive=True))
+    acc.check_route(n.address)
+    os.execvp("ssh", acc.ssh_argv(lab.dir.ssh_config, n.address, interactive=True))

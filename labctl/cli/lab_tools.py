@@ -57,7 +57,7 @@ def capture(
     if duration is not None and not 0 < duration <= 86400:
         raise UsageError(f"--duration {duration}: must be more than 0 and at most 86400 seconds")
     lab = find_lab(name, None)
-    t = cap.target(lab.data(), target)
+    t = cap.target(lab.model(), target)
     to_stdout = write == "-"
     out = sys.stdout.buffer if to_stdout else None
     text = sys.stderr if to_stdout else sys.stdout  # decoded lines never mix into a pcap stream
@@ -104,7 +104,7 @@ def impair(
     lab = find_lab(name, None)
     node_name, _, iface = target.partition(":")
     n = find_node(lab, node_name)
-    iface = iface or n["interface"]
+    iface = iface or n.interface
     with nodes.NodeShell(lab.dir, n) as shell:
         imp.apply(shell, n, iface, s)
         _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))

@@ -195,7 +195,7 @@ def down(
         if not lab.dir.topology_data.exists():
             # the lab dir is gone: tear down by the names the topology implies
             plan = topology.plan(t)
-            data = r.topology_data(plan, r.context(plan, lab.dir))
+            data = r.build(plan, lab.dir).to_data()
     else:
         try:
             lab = Lab.find(name, None)

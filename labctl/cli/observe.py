@@ -55,7 +55,7 @@ def verify(
     from labctl import verify as v
 
     lab = find_lab(name, topology_file)
-    if only is VerifyOnly.checks and not lab.data().get("checks"):
+    if only is VerifyOnly.checks and not lab.model().checks:
         raise UsageError(f"lab {lab.name} has no checks", "add a `checks:` list to its topology and run `labctl up`")
     checks = v.verify(lab, wait=wait, only=only.value if only else None)
     typer.echo(v.format(checks, format.value))
@@ -74,13 +74,13 @@ def graph(
     from labctl import inspect as ins
 
     lab = find_lab(name, topology_file)
-    data, rows = lab.data(), ins.rows(lab)
+    model, rows = lab.model(), ins.rows(lab)
     if format is GraphFormat.svg:
         from labctl import graph_svg
 
-        typer.echo(graph_svg.svg(data, rows), nl=False)
+        typer.echo(graph_svg.svg(model, rows), nl=False)
     else:
-        typer.echo(g.render(data, rows, format.value))
+        typer.echo(g.render(model, rows, format.value))
     # what could be read is drawn; what could not is `?` there and named here
     for r in rows:
         if r["state"] == "unreachable":

@@ -14,6 +14,10 @@ the emulated dataplane too."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from labctl import sh
 from labctl.errors import UsageError
 
 
@@ -104,3 +108,26 @@ class Provider:
     def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
         """Undo fail(kind) (`record` is what fail returned, {} if unknown); a no-op where nothing is broken."""
         raise UsageError(f"`labctl repair {kind}` is not supported for the {self.name} provider")
+
+
+def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
+    """The lab's SSH key (providers with `lab_key`: the nodes trust only it) and one host key per
+    host (node or router), pinned in the lab's known_hosts before any of them boots or starts sshd.
+    Keys already there are kept; `each(fn, hosts)` may make the host keys in parallel."""
+    d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not d.ssh_key.exists():
+        sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{lab_name}", "-f", str(d.ssh_key)])
+    os.chmod(d.ssh_key, 0o600)
+
+    def host_key(n: dict) -> str:
+        nd = d.node_dir(n["name"])
+        nd.mkdir(parents=True, exist_ok=True, mode=0o700)
+        hk = nd / "ssh_host_ed25519_key"
+        if not hk.exists():
+            sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
+        key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
+        return f"{n['address']} {key_type} {key}\n"
+
+    known = each(host_key, hosts) if each is not None else [host_key(n) for n in hosts]
+    d.known_hosts.write_text("".join(known))
+    os.chmod(d.known_hosts, 0o600)

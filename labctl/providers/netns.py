@@ -17,7 +17,7 @@ from pathlib import Path
 from labctl import sh
 from labctl.errors import HostError, UsageError
 from labctl.layout import LabDir
-from labctl.providers.base import Provider
+from labctl.providers.base import Provider, make_lab_keys
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
 SSHD = "/usr/sbin/sshd"
@@ -146,7 +146,9 @@ class NetnsProvider(Provider):
         """The shell command that talks to the node's BIRD (append a CLI command)."""
         import shlex
 
-        return f"birdc -s {shlex.quote(node['bird_socket'])}"
+        from labctl.model import as_node
+
+        return f"birdc -s {shlex.quote(as_node(node).bird_socket)}"
 
     def check_host_keys(self, data: dict, progress) -> None:
         return None  # bootstrap generated the nodes' host keys and pinned them itself
@@ -322,26 +324,9 @@ class NetnsProvider(Provider):
 
     def _keys(self, data: dict) -> None:
         d = self.dir
-        d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not d.ssh_key.exists():
-            sh.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{data['name']}", "-f", str(d.ssh_key)]
-            )
-        os.chmod(d.ssh_key, 0o600)
-        pub = Path(str(d.ssh_key) + ".pub").read_text()
-        d.authorized_keys.write_text(pub)
+        make_lab_keys(d, data["name"], data["nodes"] + data.get("routers", []), _each)
+        d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())  # every node's sshd reads it
         os.chmod(d.authorized_keys, 0o600)
-
-        def host_key(n: dict) -> str:
-            nd = d.node_dir(n["name"])
-            nd.mkdir(parents=True, exist_ok=True, mode=0o700)
-            hk = nd / "ssh_host_ed25519_key"
-            if not hk.exists():
-                sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
-            key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
-            return f"{n['address']} {key_type} {key}\n"
-
-        d.known_hosts.write_text("".join(_each(host_key, data["nodes"] + data.get("routers", []))))
 
     def _sshd(self, data: dict, n: dict, ns: str) -> int | None:
         """Start the node's sshd unless it runs: its pid, or None while it is starting."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from labctl import sh
 from labctl.errors import HostError, UsageError
+from labctl.providers.base import make_lab_keys
 from labctl.providers.netns import SAFE_PATH, check_routes
 from labctl.providers.vm import VmProvider
 from labctl.qemu import image, machine, proxy
@@ -165,24 +166,7 @@ class QemuProvider(VmProvider):
 
     def _keys(self, data: dict) -> None:
         """The lab key and one host key per node, pinned in known_hosts before any VM boots."""
-        d = self.dir
-        d.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not d.ssh_key.exists():
-            sh.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{data['name']}", "-f", str(d.ssh_key)]
-            )
-        os.chmod(d.ssh_key, 0o600)
-        known = []
-        for n in data["nodes"]:
-            nd = d.node_dir(n["name"])
-            nd.mkdir(parents=True, exist_ok=True, mode=0o700)
-            hk = nd / "ssh_host_ed25519_key"
-            if not hk.exists():
-                sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
-            key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
-            known.append(f"{n['address']} {key_type} {key}\n")
-        d.known_hosts.write_text("".join(known))
-        os.chmod(d.known_hosts, 0o600)
+        make_lab_keys(self.dir, data["name"], data["nodes"])
 
     # -- tear down -------------------------------------------------------------------------
 

@@ -26,7 +26,9 @@ class VmProvider(Provider):
 
     def birdc(self, node: dict) -> str:
         """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
-        s = "" if (node.get("ssh") or {}).get("user", "root") == "root" else "sudo -n "
+        from labctl.model import as_node
+
+        s = "" if as_node(node).ssh.user == "root" else "sudo -n "
         return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
 
     def check_host_keys(self, data: dict, progress) -> None:
