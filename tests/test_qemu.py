@@ -99,7 +99,7 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qcloud-w1", "-f", str(key)], check=True)
     data = {
         "name": "qcloud",
-        "network": {"lan": "10.174.0.0/24"},
+        "network": {"lan": "10.174.0.0/24", "gateway": "10.174.0.254"},
         "nodes": [{"name": "qcloud-cp", "address": "10.174.0.11"}, {"name": "qcloud-w1", "address": "10.174.0.12"}],
     }
     node = {"name": "qcloud-w1", "address": "10.174.0.12", "interface": "ens3"}
@@ -118,6 +118,7 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     assert user["ssh_pwauth"] is False and user["ssh_genkeytypes"] == []
     assert user["ssh_keys"]["ed25519_private"] == key.read_text()  # the host key pinned before first contact
     assert "10.174.0.11 qcloud-cp" in user["write_files"][0]["content"]
+    assert "10.174.0.254 labctl-proxy" in user["write_files"][0]["content"]  # the proxy on the host
     assert read("meta-data")["instance-id"] == "labctl-qcloud-qcloud-w1"
     lan = read("network-config")["ethernets"]["lan"]
     assert lan == {
@@ -176,7 +177,7 @@ def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path
             r = labctl("exec", "-n", "qreal", n, "--", "sudo", "sh", "-c", script, home=qhome, check=True)
             out = r.stdout.split("\n")
             assert out[:7] == [n, "active", "1", "0", "1", "1", "modules"], (n, r.stdout)
-            assert f"http://{LAN}.254:3143" in r.stdout  # the lab's proxy, which apt used
+            assert "http://labctl-proxy:3143" in r.stdout  # the lab's proxy, which apt used
         # the host did not start routing for the lab
         assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
@@ -267,6 +268,8 @@ def test_down_after_ctrl_c_at_boot_then_two_labs_side_by_side(tmp_path, qhome):
 def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
     VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""
+    from labctl.qemu import machine
+
     t = topology(tmp_path, "qrender")
     out = tmp_path / "lab"
     labctl("render", "-t", t, "-o", out, home=qhome, check=True)
@@ -275,6 +278,9 @@ def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     assert cp["ansible_user"] == "labctl" and cp["ansible_become"] is True
     assert cp["ansible_ssh_private_key_file"] == str(out / "ssh" / "id_ed25519")
     proxy = inv["all"]["vars"]["kube_proxy"]
-    assert proxy["http"] == proxy["https"] == f"http://{LAN}.254:3143"
+    # by name: each VM's /etc/hosts maps it to the host's address on its own LAN (here the gateway)
+    assert proxy["http"] == proxy["https"] == "http://labctl-proxy:3143"
     assert f"{LAN}.11" in proxy["no_proxy"].split(",")
     assert f"IdentityFile {out / 'ssh' / 'id_ed25519'}" in (out / "ssh" / "ssh_config").read_text()
+    data = json.loads((out / "topology-data.json").read_text())
+    assert machine.lan(data, data["nodes"][0]) == (24, None, f"{LAN}.254")
