@@ -143,6 +143,26 @@ def test_lan_overlapping_a_host_route_is_refused_before_anything_exists(tmp_path
     assert residue(qhome, "qroute") == []
 
 
+def test_a_lab_of_the_same_name_in_another_home_keeps_its_links(tmp_path, qhome):
+    """Two labctl homes, one lab name: the second `up` is refused, and its `down` must not take the
+    first lab's bridge (the link names come from the lab name alone). The first lab is stood in for
+    by its bridge: no VM is needed to show whose links `down` removes."""
+    from labctl.qemu import machine
+
+    t = topology(tmp_path, "qdup", lan="10.193.0", workers=0)
+    br = machine.bridge_name("qdup")
+    subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
+    try:
+        p = labctl("up", "-t", t, "--tags", "never", home=qhome)
+        assert p.returncode == 1 and "already running from another labctl home" in p.stderr, p.stderr
+        d = labctl("down", "-t", t, home=qhome)
+        assert d.returncode == 0, d.stderr
+        assert machine.link_exists(br)  # the other home's lab keeps its network
+    finally:
+        subprocess.run(["ip", "link", "del", br], check=False)
+    assert residue(qhome, "qdup") == []
+
+
 def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path, qhome):
     t = topology(tmp_path, "qreal")
     knobs = ["-e", "preflight_min_cpus=1", "-e", "preflight_min_memory_mb=900", "-e", "containerd_source=distro"]

@@ -68,6 +68,17 @@ class QemuProvider(VmProvider):
     def _proxy_dir(self) -> Path:
         return self.dir.root / "proxy"
 
+    def _host_mark(self) -> Path:
+        """Written before the lab's first bridge: the links named after this lab are this home's. A lab
+        of the same name in another labctl home has the same link names; its `down` must not take ours."""
+        return self.dir.root / "host-links"
+
+    def _owns_links(self) -> bool:
+        try:
+            return self._host_mark().exists() or "qemu" in self.lab.state()  # or made before the mark existed
+        except (OSError, ValueError):
+            return self._host_mark().exists()
+
     # -- checks before anything is created -------------------------------------------------
 
     def preflight(self, data: dict) -> list[str]:
@@ -90,7 +101,7 @@ class QemuProvider(VmProvider):
                 f"{machine.SEED_TOOL} is missing: a cloud image ({cfg.image}) gets its settings from a NoCloud seed",
                 "apt-get install -y cloud-image-utils (`make qemu-deps`)",
             )
-        if any(machine.link_exists(b) for b in self._bridges(data)) and not self.dir.state.exists():
+        if any(machine.link_exists(b) for b in self._bridges(data)) and not self._owns_links():
             raise HostError(
                 f"a qemu lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
@@ -125,6 +136,7 @@ class QemuProvider(VmProvider):
         self.lab.checkpoint()
         accel = self._accel(cfg, None if cloud else base, progress)
         self._keys(data)
+        self._host_mark().touch()
         if data.get("networks"):
             self._networks(data)
             hosts = [net["host"] for net in data["networks"].values()]
@@ -234,13 +246,14 @@ class QemuProvider(VmProvider):
             proxy.stop(self._proxy_dir())
         except HostError as e:
             errors.append(str(e))
-        machine.remove_routers(data["name"], data.get("routers", []))
-        machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
-        for link in machine.lab_links(data["name"]):  # `networks:` labs: a bridge per network
-            sh.run(["ip", "link", "del", link], check=False)
-        left = machine.lab_links(data["name"])
-        if left:
-            errors.append(f"links {', '.join(left)} still present")
+        if self._owns_links():  # else they are another home's lab of this name (or none at all)
+            machine.remove_routers(data["name"], data.get("routers", []))
+            machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
+            for link in machine.lab_links(data["name"]):  # `networks:` labs: a bridge per network
+                sh.run(["ip", "link", "del", link], check=False)
+            left = machine.lab_links(data["name"])
+            if left:
+                errors.append(f"links {', '.join(left)} still present")
         if errors:
             raise HostError(
                 f"teardown of lab {data['name']!r} incomplete: {'; '.join(errors)}", "run `labctl down` again"
