@@ -28,7 +28,7 @@ def timed(argv: list[str], env: dict, check: bool = True) -> tuple[float, subpro
     p = subprocess.run(argv, capture_output=True, text=True, env=env)
     took = time.perf_counter() - start
     if check and p.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-3000:]}")
     return took, p
 
 
@@ -73,12 +73,16 @@ def main() -> None:
         tags = ["--tags", "preflight,host_prep,containerd"]
         figures["preflight+host_prep+containerd (s)"] = timed(labctl + ["up", "-t", str(topo), *tags, *KNOBS], env)[0]
         figures["same again, 0 changes (s)"] = timed(labctl + ["up", "-t", str(topo), *tags, *KNOBS], env)[0]
+    except RuntimeError as e:  # the figures so far and `down` are still worth printing
+        figures["FAILED"] = str(e)[-2000:]
     finally:
         took, p = timed(labctl + ["down", "-t", str(topo)], env, check=False)
         figures["down, with the reset role (s)"] = took if p.returncode == 0 else f"FAILED: {p.stderr[-300:]}"
         shutil.rmtree(work, ignore_errors=True)
-    for k, v in figures.items():
-        print(f"{k:<45} {v:.1f}" if isinstance(v, float) else f"{k:<45} {v}")
+        for k, v in figures.items():
+            print(f"{k:<45} {v:.1f}" if isinstance(v, float) else f"{k:<45} {v}")
+    if "FAILED" in figures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

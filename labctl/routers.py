@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
+
 from labctl import bird, fanout, iproute, providers
 from labctl import nodes as live
 from labctl.errors import LabctlError
@@ -52,3 +55,71 @@ def inspect_row(r: Router, got: dict) -> dict:
         "impair": None,
         "fault": "",  # `labctl fail` acts on nodes only
     }
+
+
+# -- building them on this host (the netns and qemu providers) -------------------------------
+
+
+def lan_members(data: dict, mac_of) -> dict[str, dict[str, str]]:
+    """network -> address -> MAC of everything with a NIC on it: nodes (`mac_of(node)`: the provider's
+    NIC MAC) and router interfaces (MACs derived from their addresses, as the bridges' are)."""
+    from labctl.providers.netns import lan_mac
+
+    out: dict[str, dict[str, str]] = {k: {} for k in data["networks"]}
+    for n in data["nodes"]:
+        out[n["network"]][n["address"]] = mac_of(n)
+    for r in data.get("routers", []):
+        for i in r["interfaces"]:
+            out[i["network"]][i["address"]] = lan_mac(i["address"])
+    return out
+
+
+def ensure_bridges(data: dict, members: dict) -> None:
+    """One bridge per network with an address of the host's on it, so SSH reaches every node directly;
+    the host's permanent neighbour entries for what is on it. The host never forwards between them."""
+    from labctl import sh
+    from labctl.providers.netns import _lan_neighbours, _link_exists, lan_mac
+
+    for netname, net in data["networks"].items():
+        br, plen = net["bridge"], ipaddress.IPv4Network(net["lan"]).prefixlen
+        if not _link_exists(br):
+            # a MAC of our own, or the bridge takes its lowest port's and the routers' entries go stale
+            sh.run(["ip", "link", "add", br, "address", lan_mac(net["host"]), "type", "bridge"])
+            sh.run(["ip", "addr", "add", f"{net['host']}/{plen}", "dev", br])
+        sh.run(["ip", "link", "set", br, "up"])
+        host = _lan_neighbours(None, br, members[netname], False)
+        if host:
+            sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
+
+
+def build(data: dict, members: dict, netns_of, veth_of, checkpoint=lambda: None) -> None:
+    """Each router as a namespace `netns_of(router)` with one NIC per network it joins, plugged into
+    that network's bridge through the host's veth `veth_of(router, network)`, and forwarding on inside
+    it only: the host's ip_forward stays 0 and nothing is NATed. Idempotent."""
+    from labctl import sh
+    from labctl.providers.netns import _lan_neighbours, _link_exists, lan_mac
+
+    nets = data["networks"]
+    for r in data.get("routers", []):
+        checkpoint()
+        ns = netns_of(r["name"])
+        fresh = not Path(f"/run/netns/{ns}").exists()
+        if fresh:
+            sh.run(["ip", "netns", "add", ns])
+        batch = ["link set lo up"]
+        for i in r["interfaces"]:
+            net = nets[i["network"]]
+            veth = veth_of(r["name"], i["network"])
+            nic, mac = i["ifname"], lan_mac(i["address"])
+            if not _link_exists(veth):
+                sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
+            sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
+            batch += [f"addr replace {i['address']}/{i['prefixlen']} dev {nic}", f"link set {nic} up"]
+            want = {a: m for a, m in members[i["network"]].items() if a != i["address"]}
+            want[net["host"]] = lan_mac(net["host"])
+            batch += _lan_neighbours(ns, nic, want, fresh)
+        # networks behind another router (its connected networks are not passed on over BGP)
+        batch += [f"route replace {x['lan']} via {x['via']} dev {x['dev']}" for x in r.get("routes", [])]
+        sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
+        # the router forwards between its networks: in its own namespace only, never the host's
+        sh.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])

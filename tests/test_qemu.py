@@ -99,7 +99,7 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qcloud-w1", "-f", str(key)], check=True)
     data = {
         "name": "qcloud",
-        "network": {"lan": "10.174.0.0/24"},
+        "network": {"lan": "10.174.0.0/24", "gateway": "10.174.0.254"},
         "nodes": [{"name": "qcloud-cp", "address": "10.174.0.11"}, {"name": "qcloud-w1", "address": "10.174.0.12"}],
     }
     node = {"name": "qcloud-w1", "address": "10.174.0.12", "interface": "ens3"}
@@ -118,6 +118,7 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     assert user["ssh_pwauth"] is False and user["ssh_genkeytypes"] == []
     assert user["ssh_keys"]["ed25519_private"] == key.read_text()  # the host key pinned before first contact
     assert "10.174.0.11 qcloud-cp" in user["write_files"][0]["content"]
+    assert "10.174.0.254 labctl-proxy" in user["write_files"][0]["content"]  # the proxy on the host
     assert read("meta-data")["instance-id"] == "labctl-qcloud-qcloud-w1"
     lan = read("network-config")["ethernets"]["lan"]
     assert lan == {
@@ -140,6 +141,26 @@ def test_lan_overlapping_a_host_route_is_refused_before_anything_exists(tmp_path
     p = labctl("up", "-t", t, home=qhome)
     assert p.returncode == 1 and "network.lan" in p.stderr and "overlaps the host route" in p.stderr, p.stderr
     assert residue(qhome, "qroute") == []
+
+
+def test_a_lab_of_the_same_name_in_another_home_keeps_its_links(tmp_path, qhome):
+    """Two labctl homes, one lab name: the second `up` is refused, and its `down` must not take the
+    first lab's bridge (the link names come from the lab name alone). The first lab is stood in for
+    by its bridge: no VM is needed to show whose links `down` removes."""
+    from labctl.qemu import machine
+
+    t = topology(tmp_path, "qdup", lan="10.193.0", workers=0)
+    br = machine.bridge_name("qdup")
+    subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
+    try:
+        p = labctl("up", "-t", t, "--tags", "never", home=qhome)
+        assert p.returncode == 1 and "already running from another labctl home" in p.stderr, p.stderr
+        d = labctl("down", "-t", t, home=qhome)
+        assert d.returncode == 0, d.stderr
+        assert machine.link_exists(br)  # the other home's lab keeps its network
+    finally:
+        subprocess.run(["ip", "link", "del", br], check=False)
+    assert residue(qhome, "qdup") == []
 
 
 def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path, qhome):
@@ -176,7 +197,7 @@ def test_three_vms_run_the_first_roles_for_real_and_down_leaves_nothing(tmp_path
             r = labctl("exec", "-n", "qreal", n, "--", "sudo", "sh", "-c", script, home=qhome, check=True)
             out = r.stdout.split("\n")
             assert out[:7] == [n, "active", "1", "0", "1", "1", "modules"], (n, r.stdout)
-            assert f"http://{LAN}.254:3143" in r.stdout  # the lab's proxy, which apt used
+            assert "http://labctl-proxy:3143" in r.stdout  # the lab's proxy, which apt used
         # the host did not start routing for the lab
         assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
@@ -267,6 +288,8 @@ def test_down_after_ctrl_c_at_boot_then_two_labs_side_by_side(tmp_path, qhome):
 def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
     VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""
+    from labctl.qemu import machine
+
     t = topology(tmp_path, "qrender")
     out = tmp_path / "lab"
     labctl("render", "-t", t, "-o", out, home=qhome, check=True)
@@ -275,6 +298,9 @@ def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     assert cp["ansible_user"] == "labctl" and cp["ansible_become"] is True
     assert cp["ansible_ssh_private_key_file"] == str(out / "ssh" / "id_ed25519")
     proxy = inv["all"]["vars"]["kube_proxy"]
-    assert proxy["http"] == proxy["https"] == f"http://{LAN}.254:3143"
+    # by name: each VM's /etc/hosts maps it to the host's address on its own LAN (here the gateway)
+    assert proxy["http"] == proxy["https"] == "http://labctl-proxy:3143"
     assert f"{LAN}.11" in proxy["no_proxy"].split(",")
     assert f"IdentityFile {out / 'ssh' / 'id_ed25519'}" in (out / "ssh" / "ssh_config").read_text()
+    data = json.loads((out / "topology-data.json").read_text())
+    assert machine.lan(data, data["nodes"][0]) == (24, None, f"{LAN}.254")

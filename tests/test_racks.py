@@ -105,14 +105,13 @@ def test_one_lan_refuses_router_fields():
     assert any("nodes.k8s-worker-2.network: a node network needs networks:" in x for x in p)
 
 
-def test_vm_labs_take_networks_qemu_labs_not_yet():
-    """vm: the racks and routers exist; labctl renders Calico's side. qemu: labctl makes the VMs' bridges,
-    so it needs routers it builds itself (the qemu provider's builds_routers)."""
+def test_vm_and_qemu_labs_take_networks():
+    """vm: the racks and routers exist; labctl renders Calico's side. qemu: labctl makes the VMs' bridges
+    and builds the routers itself (builds_routers; tests/test_qemu_racks.py)."""
     t = topology.load(ROOT / "inventories" / "two-racks-vm" / "topology.yml")
     assert t.provider == "vm" and t.calico.design == "tor" and set(t.lans) == {"rack-a", "rack-b"}
     assert topology.loads(racks() + "provider: vm\n").provider == "vm"
-    qemu = problems(racks() + "provider: qemu\n")
-    assert any("networks: the qemu provider does not build networks and routers yet" in x for x in qemu), qemu
+    assert topology.loads(racks() + "provider: qemu\n").provider == "qemu"
 
 
 def test_validate_cli_exit_2_one_line_per_problem(tmp_path):

@@ -237,55 +237,22 @@ class NetnsProvider(Provider):
         directly), routers as namespaces with a NIC in each network they join and forwarding on inside
         them only; each node's default route is its network's gateway, a router, never the host (whose
         ip_forward stays 0)."""
+        from labctl import routers as lab_routers
+
         name = data["name"]
         nets = data["networks"]
-        for net in nets.values():
-            br, plen = net["bridge"], ipaddress.IPv4Network(net["lan"]).prefixlen
-            br_mac = lan_mac(net["host"])
-            if not _link_exists(br):
-                sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
-                sh.run(["ip", "addr", "add", f"{net['host']}/{plen}", "dev", br])
-            sh.run(["ip", "link", "set", br, "up"])
+        members = lab_routers.lan_members(data, lambda n: lan_mac(n["address"]))
+        lab_routers.ensure_bridges(data, members)
         self._keys(data)
-        routers = data.get("routers", [])
-        members: dict[str, dict[str, str]] = {k: {} for k in nets}  # network -> address -> MAC on its LAN
-        for n in data["nodes"]:
-            members[n["network"]][n["address"]] = lan_mac(n["address"])
-        for r in routers:
-            for i in r["interfaces"]:
-                members[i["network"]][i["address"]] = lan_mac(i["address"])
-        for netname, net in nets.items():
-            host = _lan_neighbours(None, net["bridge"], members[netname], False)
-            if host:
-                sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        pids = {}
-        for r in routers:
-            self.lab.checkpoint()
-            ns = node_netns(name, r["name"])
-            fresh = not Path(f"/run/netns/{ns}").exists()
-            if fresh:
-                sh.run(["ip", "netns", "add", ns])
-            batch = ["link set lo up"]
-            for i in r["interfaces"]:
-                net = nets[i["network"]]
-                veth = host_veth(name, f"{r['name']}.{i['network']}")
-                nic, mac = i["ifname"], lan_mac(i["address"])
-                if not _link_exists(veth):
-                    sh.run(
-                        ["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns]
-                    )
-                sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
-                batch += [f"addr replace {i['address']}/{i['prefixlen']} dev {nic}", f"link set {nic} up"]
-                want = {a: m for a, m in members[i["network"]].items() if a != i["address"]}
-                want[net["host"]] = lan_mac(net["host"])
-                batch += _lan_neighbours(ns, nic, want, fresh)
-            # networks behind another router (its connected networks are not passed on over BGP)
-            batch += [f"route replace {x['lan']} via {x['via']} dev {x['dev']}" for x in r.get("routes", [])]
-            sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
-            # the router forwards between its networks: in its own namespace only, never the host's
-            sh.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            pids[r["name"]] = self._sshd(data, r, ns)
+        lab_routers.build(
+            data,
+            members,
+            lambda r: node_netns(name, r),
+            lambda r, net: host_veth(name, f"{r}.{net}"),
+            self.lab.checkpoint,
+        )
+        pids = {r["name"]: self._sshd(data, r, node_netns(name, r["name"])) for r in data.get("routers", [])}
         for n in data["nodes"]:
             self.lab.checkpoint()
             net = nets[n["network"]]

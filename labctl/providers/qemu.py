@@ -31,15 +31,25 @@ class QemuProvider(VmProvider):
     takes_qemu_block = True
     lab_key = True  # labctl makes the machines, so it also makes their login: the lab key
     lab_user = image.USER
-    routers_exist = False  # labctl makes the VMs' bridges, so it must build their routers too (builds_routers)
+
+    builds_routers = True  # routers are namespaces on this host joined to the VMs' bridges
 
     def bridge(self, lab: str) -> str | None:
         return machine.bridge_name(lab)
 
+    def network_bridge(self, lab: str, network: str | None) -> str | None:
+        return machine.bridge_name(lab) if network is None else machine.network_bridge_name(lab, network)
+
     @staticmethod
     def default_proxy(gateway) -> Proxy:
-        url = proxy.url(str(gateway))
+        # by name: each VM's /etc/hosts maps it to the host's address on its own LAN (see machine.lan)
+        url = proxy.url()
         return Proxy(http=url, https=url)
+
+    @staticmethod
+    def _bridges(data: dict) -> list[str]:
+        nets = data.get("networks") or {}
+        return [n["bridge"] for n in nets.values()] or [machine.bridge_name(data["name"])]
 
     @property
     def down_playbook(self) -> str | None:
@@ -58,6 +68,17 @@ class QemuProvider(VmProvider):
 
     def _proxy_dir(self) -> Path:
         return self.dir.root / "proxy"
+
+    def _host_mark(self) -> Path:
+        """Written before the lab's first bridge: the links named after this lab are this home's. A lab
+        of the same name in another labctl home has the same link names; its `down` must not take ours."""
+        return self.dir.root / "host-links"
+
+    def _owns_links(self) -> bool:
+        try:
+            return self._host_mark().exists() or "qemu" in self.lab.state()  # or made before the mark existed
+        except (OSError, ValueError):
+            return self._host_mark().exists()
 
     # -- checks before anything is created -------------------------------------------------
 
@@ -81,12 +102,18 @@ class QemuProvider(VmProvider):
                 f"{machine.SEED_TOOL} is missing: a cloud image ({cfg.image}) gets its settings from a NoCloud seed",
                 "apt-get install -y cloud-image-utils (`make qemu-deps`)",
             )
-        if machine.link_exists(machine.bridge_name(data["name"])) and not self.dir.state.exists():
+        if any(machine.link_exists(b) for b in self._bridges(data)) and not self._owns_links():
             raise HostError(
                 f"a qemu lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
-        check_routes(data, machine.bridge_name(data["name"]))
+        bgp = [r["name"] for r in data.get("routers", []) if r.get("asn") is not None]
+        if bgp:
+            raise UsageError(
+                f"routers {', '.join(bgp)}: the qemu provider's routers forward but do not run BGP yet",
+                "remove their asn (and use calico.bgp: mesh), or use the netns provider",
+            )
+        check_routes(data, set(self._bridges(data)))
         return []
 
     # -- bring up --------------------------------------------------------------------------
@@ -110,16 +137,22 @@ class QemuProvider(VmProvider):
         self.lab.checkpoint()
         accel = self._accel(cfg, None if cloud else base, progress)
         self._keys(data)
-        gw = data["network"]["gateway"]
-        plen = int(data["network"]["lan"].split("/")[1])
-        machine.ensure_bridge(name, gw, plen)
-        proxy.start(self._proxy_dir(), gw, cfg.internet)
+        self._host_mark().touch()
+        if data.get("networks"):
+            self._networks(data)
+            hosts = [net["host"] for net in data["networks"].values()]
+        else:
+            gw = data["network"]["gateway"]
+            machine.ensure_bridge(name, gw, int(data["network"]["lan"].split("/")[1]))
+            hosts = [gw]
+        proxy.start(self._proxy_dir(), hosts, cfg.internet)
         pub = Path(str(self.dir.ssh_key) + ".pub").read_text()
         pids, booted = {}, []
         for n in data["nodes"]:
             self.lab.checkpoint()
             nd = self.dir.node_dir(n["name"])
-            machine.ensure_tap(name, n["name"])
+            net = n.get("network")
+            machine.ensure_tap(name, n["name"], self.network_bridge(name, net))
             m = cfg.control_plane if n["role"] == "control-plane" else cfg.worker
             if not machine.running(nd):
                 machine.overlay(backing, fmt, nd / "disk.qcow2")
@@ -148,6 +181,22 @@ class QemuProvider(VmProvider):
         if booted:
             progress.info(f"  SSH up on every node in {time.monotonic() - t0:.1f} s")
         return pids
+
+    def _networks(self, data: dict) -> None:
+        """`networks:`: a bridge per network with the host's address on it (SSH and the proxy), routers as
+        namespaces joined to the bridges, forwarding inside them only (labctl/routers.py, as for netns)."""
+        from labctl import routers
+
+        name = data["name"]
+        members = routers.lan_members(data, lambda n: machine.mac(name, n["name"]))
+        routers.ensure_bridges(data, members)
+        routers.build(
+            data,
+            members,
+            lambda r: machine.router_netns(name, r),
+            lambda r, net: machine.router_veth(name, r, net),
+            self.lab.checkpoint,
+        )
 
     def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
         """`base`: labctl's image, whose kernel the KVM probe boots (a cloud image has no loose kernel:
@@ -181,10 +230,14 @@ class QemuProvider(VmProvider):
             proxy.stop(self._proxy_dir())
         except HostError as e:
             errors.append(str(e))
-        machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
-        left = [x for x in [machine.bridge_name(data["name"])] if machine.link_exists(x)]
-        if left:
-            errors.append(f"links {', '.join(left)} still present")
+        if self._owns_links():  # else they are another home's lab of this name (or none at all)
+            machine.remove_routers(data["name"], data.get("routers", []))
+            machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
+            for link in machine.lab_links(data["name"]):  # `networks:` labs: a bridge per network
+                sh.run(["ip", "link", "del", link], check=False)
+            left = machine.lab_links(data["name"])
+            if left:
+                errors.append(f"links {', '.join(left)} still present")
         if errors:
             raise HostError(
                 f"teardown of lab {data['name']!r} incomplete: {'; '.join(errors)}", "run `labctl down` again"
@@ -203,7 +256,8 @@ class QemuProvider(VmProvider):
         machine.stop([self.dir.node_dir(n["name"]) for n in gone])
         machine.remove_links(data["name"], [n["name"] for n in gone])
         # the bridge stays: remove_links takes it too, so put it back for the nodes that remain
-        gw = data["network"]["gateway"]
-        machine.ensure_bridge(data["name"], gw, int(data["network"]["lan"].split("/")[1]))
+        if not data.get("networks"):  # (a bridge per network is not the lab's bridge: untouched)
+            gw = data["network"]["gateway"]
+            machine.ensure_bridge(data["name"], gw, int(data["network"]["lan"].split("/")[1]))
         for n in gone:
             shutil.rmtree(self.dir.node_dir(n["name"]), ignore_errors=True)

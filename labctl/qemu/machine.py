@@ -18,7 +18,7 @@ from pathlib import Path
 
 from labctl import layout, sh
 from labctl.errors import HostError
-from labctl.qemu import image
+from labctl.qemu import image, proxy
 
 QEMU = "qemu-system-x86_64"
 TOOLS = (QEMU, "qemu-img", "mkfs.ext4", "ssh-keygen", "ip")
@@ -32,6 +32,29 @@ def lab_id(name: str) -> str:
 
 def bridge_name(lab: str) -> str:
     return f"br-lq{lab_id(lab)}"
+
+
+def network_bridge_name(lab: str, network: str) -> str:
+    # `networks:` labs: one bridge per network, the lab's bridge name plus 4 hex chars (15 in all)
+    return f"{bridge_name(lab)}{hashlib.sha1(network.encode()).hexdigest()[:4]}"
+
+
+def router_netns(lab: str, router: str) -> str:
+    return f"lq-{lab}.{router}"
+
+
+def router_veth(lab: str, router: str, network: str) -> str:
+    return tap_name(lab, f"{router}.{network}")  # the host's end of the router's NIC in that network
+
+
+def lan(data: dict, node: dict) -> tuple[int, str | None, str]:
+    """(prefix length, default gateway or None, the host's address) of the node's LAN. A one-LAN lab has
+    no default route (nothing leaves the LAN; the host is its gateway and never forwards); with
+    `networks:` the gateway is a lab router, which forwards to the other networks only."""
+    if node.get("network"):
+        net = data["networks"][node["network"]]
+        return ipaddress.IPv4Network(net["lan"]).prefixlen, net["gateway"], net["host"]
+    return ipaddress.IPv4Network(data["network"]["lan"]).prefixlen, None, data["network"]["gateway"]
 
 
 def tap_name(lab: str, node: str) -> str:
@@ -122,11 +145,11 @@ def ensure_bridge(lab: str, gateway: str, prefixlen: int) -> str:
     return br
 
 
-def ensure_tap(lab: str, node: str) -> str:
+def ensure_tap(lab: str, node: str, bridge: str) -> str:
     tap = tap_name(lab, node)
     if not link_exists(tap):
         sh.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
-    sh.run(["ip", "link", "set", tap, "master", bridge_name(lab), "up"])
+    sh.run(["ip", "link", "set", tap, "master", bridge, "up"])
     return tap
 
 
@@ -134,6 +157,24 @@ def remove_links(lab: str, nodes: list[str]) -> None:
     for link in [tap_name(lab, n) for n in nodes] + [bridge_name(lab)]:
         if link_exists(link):
             sh.run(["ip", "link", "del", link], check=False)
+
+
+def remove_routers(lab: str, routers: list[dict]) -> None:
+    """The routers' namespaces, their NICs' host ends first (a veth deleted with its namespace is
+    freed by the kernel later, after `down` returned)."""
+    for r in routers:
+        for i in r["interfaces"]:
+            veth = router_veth(lab, r["name"], i["network"])
+            if link_exists(veth):
+                sh.run(["ip", "link", "del", veth], check=False)
+        if Path(f"/run/netns/{router_netns(lab, r['name'])}").exists():
+            sh.run(["ip", "netns", "del", router_netns(lab, r["name"])], check=False)
+
+
+def lab_links(lab: str) -> list[str]:
+    """Every link of the lab on this host: taps, routers' veths, bridges."""
+    prefixes = (f"lq{lab_id(lab)}", bridge_name(lab))
+    return sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(prefixes))
 
 
 # -- disks ----------------------------------------------------------------------------------
@@ -158,16 +199,18 @@ def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     src = node_dir / "config"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(mode=0o700)
-    plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+    plen, gateway, host = lan(data, node)
     (src / "hostname").write_text(node["name"] + "\n")
     (src / "hosts").write_text(
         f"127.0.0.1 localhost\n127.0.1.1 {node['name']}\n::1 localhost ip6-localhost ip6-loopback\n"
         + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"])
+        + f"{host} {proxy.NAME}\n"
     )
-    # no Gateway=: nothing leaves the LAN; apt reaches the mirror through the proxy on the gateway
+    # apt reaches the mirror through the proxy on the host's address on this LAN, never through a router
     (src / "lab.network").write_text(
         f"[Match]\nMACAddress={mac(data['name'], node['name'])}\n\n"
         f"[Network]\nAddress={node['address']}/{plen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        + (f"Gateway={gateway}\n" if gateway else "")
     )
     (src / "ifname").write_text(f"{mac(data['name'], node['name'])} {node['interface']}\n")
     (src / "authorized_keys").write_text(pubkey)
@@ -191,7 +234,7 @@ def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     src = node_dir / "seed"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(mode=0o700)
-    plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+    plen, gateway, host = lan(data, node)
     key = node_dir / "ssh_host_ed25519_key"
     user = {
         "hostname": node["name"],
@@ -216,7 +259,8 @@ def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
             {
                 "path": "/etc/hosts",
                 "content": f"127.0.0.1 localhost\n127.0.1.1 {node['name']}\n"
-                + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"]),
+                + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"])
+                + f"{host} {proxy.NAME}\n",
             }
         ],
     }
@@ -224,17 +268,15 @@ def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     (src / "meta-data").write_text(
         yaml.safe_dump({"instance-id": f"labctl-{data['name']}-{node['name']}", "local-hostname": node["name"]})
     )
-    # no gateway: nothing leaves the LAN (apt goes through the lab proxy)
-    net = {
-        "version": 2,
-        "ethernets": {
-            "lan": {
-                "match": {"macaddress": mac(data["name"], node["name"])},
-                "set-name": node["interface"],
-                "addresses": [f"{node['address']}/{plen}"],
-            }
-        },
+    # one LAN: no gateway, nothing leaves it (apt goes through the lab proxy); networks: a lab router
+    eth = {
+        "match": {"macaddress": mac(data["name"], node["name"])},
+        "set-name": node["interface"],
+        "addresses": [f"{node['address']}/{plen}"],
     }
+    if gateway:
+        eth["routes"] = [{"to": "default", "via": gateway}]
+    net = {"version": 2, "ethernets": {"lan": eth}}
     (src / "network-config").write_text(yaml.safe_dump(net, sort_keys=False))
     iso = node_dir / "seed.iso"
     iso.unlink(missing_ok=True)

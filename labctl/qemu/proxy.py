@@ -1,7 +1,9 @@
-"""The lab's package proxy: the distro's apt-cacher-ng, one per lab, listening on the LAN gateway
-only. The VMs have no route off the LAN (the host's ip_forward stays 0, no NAT): apt reaches the
-mirror through this proxy, and nothing else reaches anything. HTTPS (pkgs.k8s.io, registries)
-needs CONNECT, which is refused, so such a fetch fails at once naming the host, unless the
+"""The lab's package proxy: the distro's apt-cacher-ng, one per lab, listening on the host's address
+on each lab LAN only (the gateway of a one-LAN lab; with `networks:`, the host's address on each
+network's bridge). The VMs reach it as NAME, which each VM's /etc/hosts maps to the host's address on
+its own LAN: never through a router. The VMs have no route off the lab (the host's ip_forward stays
+0, no NAT): apt reaches the mirror through this proxy, and nothing else reaches anything. HTTPS
+(pkgs.k8s.io, registries) needs CONNECT, which is refused, so such a fetch fails at once naming the host, unless the
 topology sets qemu.internet (PassThroughPattern: used where the host has the internet).
 
 Its config is labctl's own (no remapping, no admin socket shared with a system instance); the
@@ -22,10 +24,11 @@ from labctl.errors import HostError
 
 DAEMON = "/usr/sbin/apt-cacher-ng"
 PORT = 3143  # not 3142: a system apt-cacher-ng (installed with the package) listens there on every address
+NAME = "labctl-proxy"  # in each VM's /etc/hosts: the host's address on that VM's LAN
 
 
-def url(gateway: str) -> str:
-    return f"http://{gateway}:{PORT}"
+def url(host: str = NAME) -> str:
+    return f"http://{host}:{PORT}"
 
 
 def running(run_dir: Path) -> int | None:
@@ -37,7 +40,8 @@ def running(run_dir: Path) -> int | None:
     return pid if str(run_dir).encode() in cmd else None
 
 
-def start(run_dir: Path, gateway: str, internet: bool = False, timeout: float = 10.0) -> int:
+def start(run_dir: Path, addresses: list[str], internet: bool = False, timeout: float = 10.0) -> int:
+    """apt-cacher-ng listening on `addresses` (the host's on each lab LAN); its pid."""
     pid = running(run_dir)
     if pid:
         return pid
@@ -57,7 +61,7 @@ def start(run_dir: Path, gateway: str, internet: bool = False, timeout: float = 
                 f"CacheDir: {cache}",
                 f"LogDir: {run_dir}",
                 "SupportDir: /usr/lib/apt-cacher-ng",
-                f"BindAddress: {gateway}",
+                f"BindAddress: {' '.join(addresses)}",
                 f"Port: {PORT}",
                 f"PidFile: {run_dir / 'acng.pid'}",
                 f"SocketPath: {run_dir / 'acng.socket'}",
@@ -82,12 +86,15 @@ def start(run_dir: Path, gateway: str, internet: bool = False, timeout: float = 
         pid = running(run_dir)
         if pid:
             try:
-                socket.create_connection((gateway, PORT), timeout=1).close()
+                for a in addresses:
+                    socket.create_connection((a, PORT), timeout=1).close()
                 return pid
             except OSError:
                 pass
         time.sleep(0.05)
-    raise HostError(f"apt-cacher-ng did not listen on {gateway}:{PORT}", f"see {run_dir}/apt-cacher.err")
+    raise HostError(
+        f"apt-cacher-ng did not listen on {', '.join(addresses)} port {PORT}", f"see {run_dir}/apt-cacher.err"
+    )
 
 
 def stop(run_dir: Path) -> None:

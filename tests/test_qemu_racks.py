@@ -1,0 +1,165 @@
+"""provider: qemu with `networks:` and `routers:`, for real: two VMs in two networks joined by one
+router, a namespace on the host as the netns provider builds it (labctl/routers.py). Traffic between
+the networks goes through the router, never the host (its ip_forward stays 0), each VM reaches the
+apt proxy on its own network, and `down` leaves nothing.
+
+Runs under the VM lock (flock /tmp/labctl-qemu.lock): LANs 10.192.1.0/24 and 10.192.2.0/24, lab
+names starting with qr."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import labctl
+
+pytestmark = pytest.mark.netns  # root, bridges, taps and namespaces
+IMAGES = Path(os.environ.get("LABCTL_TEST_IMAGES", "/var/tmp/labctl-test-images"))
+
+
+def racks(tmp_path: Path, name: str, **extra) -> Path:
+    d = {
+        "name": name,
+        "provider": "qemu",
+        "networks": {
+            "rack-a": {"lan": "10.192.1.0/24", "gateway": "10.192.1.254"},
+            "rack-b": {"lan": "10.192.2.0/24", "gateway": "10.192.2.254"},
+        },
+        "routers": {"core": {"interfaces": {"rack-a": "10.192.1.254", "rack-b": "10.192.2.254"}}},
+        "defaults": {"interface": "lan0"},
+        "qemu": {"control_plane": {"cpus": 1, "memory": 1024}, "worker": {"cpus": 1, "memory": 1024}},
+        "nodes": {
+            f"{name}-cp": {"role": "control-plane", "network": "rack-a", "address": "10.192.1.11"},
+            f"{name}-w1": {"role": "worker", "network": "rack-b", "address": "10.192.2.11"},
+        },
+    } | extra
+    p = tmp_path / f"{name}.yml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p
+
+
+@pytest.fixture
+def qhome(labhome, monkeypatch):
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("LABCTL_IMAGES", str(IMAGES))
+    return labhome
+
+
+def residue(home: Path, name: str) -> list[str]:
+    """QEMU or proxy processes of this home, the lab's links (taps, routers' veths, bridges), its
+    router namespaces, its lab dir."""
+    from labctl.qemu import machine
+
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(home) in cmd:
+            left.append(f"process {pid}: {cmd[:100]}")
+    left += [f"link {x}" for x in machine.lab_links(name)]
+    left += [f"netns {x}" for x in os.listdir("/run/netns") if x.startswith(f"lq-{name}.")]
+    if (home / name).exists():
+        left.append(f"lab dir {home / name}")
+    return left
+
+
+# ping for a VM without ping (the image is minbase): ICMP echo over a raw socket, prints each reply's TTL
+PING = """
+import os, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(10)
+ident = os.getpid() & 0xFFFF
+for seq in range(3):
+    msg = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"labctl"
+    total = sum(struct.unpack("!%dH" % (len(msg) // 2), msg))
+    total = (total >> 16) + (total & 0xFFFF)
+    msg = msg[:2] + struct.pack("!H", ~(total + (total >> 16)) & 0xFFFF) + msg[4:]
+    s.sendto(msg, (sys.argv[1], 0))
+    while True:
+        pkt = s.recv(1500)
+        hl = (pkt[0] & 15) * 4
+        kind, _, _, i, q = struct.unpack("!BBHHH", pkt[hl : hl + 8])
+        if kind == 0 and (i, q) == (ident, seq):
+            print("ttl=%d" % pkt[8])
+            break
+"""
+
+
+def router_forwarded(ns: str) -> int:
+    """Packets the router took in on its rack-a NIC."""
+    link = json.loads(subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", "rack-a"], capture_output=True,
+                                     text=True, check=True).stdout)[0]  # fmt: skip
+    return link["stats64"]["rx"]["packets"]
+
+
+def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
+    """Validation accepts them for qemu; each network gets its own bridge, the VMs their gateway."""
+    from labctl.qemu import machine
+
+    t = racks(tmp_path, "qrval")
+    p = labctl("validate", "-t", t, home=qhome)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "lab"
+    labctl("render", "-t", t, "-o", out, home=qhome, check=True)
+    data = json.loads((out / "topology-data.json").read_text())
+    bridges = {n: x["bridge"] for n, x in data["networks"].items()}
+    assert bridges == {n: machine.network_bridge_name("qrval", n) for n in ("rack-a", "rack-b")}
+    w1 = next(n for n in data["nodes"] if n["name"] == "qrval-w1")
+    assert w1["ssh"]["bridge"] == bridges["rack-b"]  # SSH checks its route leaves through rack-b's bridge
+    assert machine.lan(data, w1) == (24, "10.192.2.254", "10.192.2.253")
+
+
+def test_bgp_on_a_qemu_router_is_refused_before_anything_exists(tmp_path, qhome):
+    t = racks(tmp_path, "qrbgp")
+    d = yaml.safe_load(t.read_text())
+    d["routers"]["core"]["asn"] = 65000
+    t.write_text(yaml.safe_dump(d))
+    p = labctl("up", "-t", t, home=qhome)
+    assert p.returncode == 2 and "routers core: the qemu provider's routers forward but do not run BGP" in p.stderr
+    assert residue(qhome, "qrbgp") == []
+
+
+def test_two_vms_in_two_networks_talk_through_the_router_and_down_leaves_nothing(tmp_path, qhome):
+    from labctl.qemu import machine
+
+    t = racks(tmp_path, "qracks")
+    ns = machine.router_netns("qracks", "core")
+    try:
+        p = labctl("up", "-t", t, "--tags", "never", home=qhome, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        # the host reaches each VM over its own network's bridge (SSH), and routes for neither
+        r = labctl("exec", "-n", "qracks", "qracks-w1", "--", "hostname", home=qhome, check=True)
+        assert r.stdout.strip() == "qracks-w1"
+
+        def on_cp(cmd: str) -> str:
+            return labctl("exec", "-n", "qracks", "qracks-cp", "--", "sh", "-c", cmd, home=qhome, check=True).stdout
+
+        assert "via 10.192.1.254 dev lan0" in on_cp("ip route get 10.192.2.11")
+        before = router_forwarded(ns)
+        code = base64.b64encode(PING.encode()).decode()
+        out = on_cp(f"echo {code} | base64 -d | sudo python3 - 10.192.2.11")
+        # one hop: the reply left w1 with TTL 64 and the router took one off
+        assert re.findall(r"ttl=(\d+)", out) == ["63", "63", "63"], out
+        assert router_forwarded(ns) - before >= 3  # the echo requests went through the router's rack-a NIC
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+        # the router forwards in its own namespace only
+        fwd = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        assert fwd.strip() == "1"
+        # each VM's proxy is the host's address on its own network, not one behind the router
+        hosts = labctl("exec", "-n", "qracks", "qracks-w1", "--", "getent", "hosts", "labctl-proxy", home=qhome)
+        assert hosts.stdout.split()[0] == "10.192.2.253", hosts.stdout
+        got = labctl("exec", "-n", "qracks", "qracks-w1", "--", "bash", "-c",
+                     "exec 3<>/dev/tcp/labctl-proxy/3143 && echo open", home=qhome)  # fmt: skip
+        assert got.stdout.strip() == "open", got.stdout + got.stderr
+    finally:
+        d = labctl("down", "-t", t, home=qhome, timeout=600)
+    assert d.returncode == 0, d.stderr
+    assert residue(qhome, "qracks") == []
