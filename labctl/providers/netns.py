@@ -341,9 +341,25 @@ class NetnsProvider(Provider):
 
         d.known_hosts.write_text("".join(_each(host_key, data["nodes"] + data.get("routers", []))))
 
+    def _hosts_file(self, data: dict, n: dict) -> Path:
+        """The node's /etc/hosts (a bind mount of this file): every node's name as the lab is now, on
+        every up, so a node built before another was added or moved knows it. Written in place (same
+        inode: the node's bind mount keeps seeing it) and only when it differs. Here rather than in a
+        play: it is a file of the lab dir, and a play costs an SSH task per node."""
+        hosts = self.dir.node_dir(n["name"]) / "hosts"
+        want = "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
+        try:
+            same = hosts.read_text() == want
+        except OSError:
+            same = False
+        if not same:
+            hosts.write_text(want)
+        return hosts
+
     def _sshd(self, data: dict, n: dict, ns: str) -> int | None:
         """Start the node's sshd unless it runs: its pid, or None while it is starting."""
         nd = self.dir.node_dir(n["name"])
+        hosts = self._hosts_file(data, n)
         pidfile = nd / "sshd.pid"
         pid = _pid(pidfile)
         if pid and _alive(pid):
@@ -388,10 +404,6 @@ class NetnsProvider(Provider):
         # stays shared with the host, so pod namespaces created on the node are the host's to see
         # and `labctl down`'s to remove. "/" (and the two files, if they are mount points) are made
         # slaves first, so the bind mounts can never propagate onto the host's files.
-        hosts = nd / "hosts"
-        hosts.write_text(
-            "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
-        )
         resolv = nd / "resolv.conf"
         resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
         # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
