@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,7 +229,7 @@ class NetnsProvider(Provider):
         # nodes are independent of each other: a few at a time, so a big lab's thousands of short
         # `ip`/`nsenter` processes overlap instead of running one after another
         pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
-        return self._await_sshd(pids)
+        return self._await_sshd(_start_sshd(pids))
 
     def _bootstrap_racks(self, data: dict, progress) -> dict:
         """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
@@ -302,9 +303,9 @@ class NetnsProvider(Provider):
             batch += _lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
-        return self._await_sshd(pids)
+        return self._await_sshd(_start_sshd(pids))
 
-    def _await_sshd(self, pids: dict) -> dict:
+    def _await_sshd(self, pids: dict[str, int | None]) -> dict:
         """The sshd pids, waiting for those still starting (None). sshd writes its pid file once it listens: wait
         for all of them at once, not node by node."""
         deadline = time.monotonic() + 5.0
@@ -335,7 +336,7 @@ class NetnsProvider(Provider):
             nd.mkdir(parents=True, exist_ok=True, mode=0o700)
             hk = nd / "ssh_host_ed25519_key"
             if not hk.exists():
-                sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
+                _host_key(hk, n["name"])
             key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
             return f"{n['address']} {key_type} {key}\n"
 
@@ -356,8 +357,8 @@ class NetnsProvider(Provider):
             hosts.write_text(want)
         return hosts
 
-    def _sshd(self, data: dict, n: dict, ns: str) -> int | None:
-        """Start the node's sshd unless it runs: its pid, or None while it is starting."""
+    def _sshd(self, data: dict, n: dict, ns: str) -> int | dict:
+        """The pid of the node's sshd if it runs, else the job that starts it (see _start_sshd)."""
         nd = self.dir.node_dir(n["name"])
         hosts = self._hosts_file(data, n)
         pidfile = nd / "sshd.pid"
@@ -408,39 +409,16 @@ class NetnsProvider(Provider):
         resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
         # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
         (nd / "hostname").write_text(f"{n['name']}\n")
-        script = (
-            "mount --make-rprivate /sys && mount -t sysfs sysfs /sys && mount --make-slave / && "
-            "for f in /etc/hosts /etc/resolv.conf /etc/hostname; do "
-            'if mountpoint -q "$f"; then mount --make-slave "$f" || exit 1; fi; done && '
-            'mount --bind "$5" /etc/hosts && mount --bind "$6" /etc/resolv.conf && '
-            'mount --bind "$7" /etc/hostname && '
-            'hostname "$1" && exec "$2" -f "$3" -E "$4"'
-        )
-        sh.run(
-            [
-                "nsenter",
-                f"--net=/run/netns/{ns}",
-                "--",
-                "unshare",
-                "--uts",
-                "--mount",
-                "--propagation",
-                "unchanged",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-                "sh",
-                n["name"],
-                SSHD,
-                str(cfg),
-                str(nd / "sshd.log"),
-                str(hosts),
-                str(resolv),
-                str(nd / "hostname"),
-            ]
-        )
-        return None
+        return {
+            "netns": f"/run/netns/{ns}",
+            "hostname": n["name"],
+            "binds": [
+                ["/etc/hosts", str(hosts)],
+                ["/etc/resolv.conf", str(resolv)],
+                ["/etc/hostname", str(nd / "hostname")],
+            ],
+            "argv": [SSHD, "-f", str(cfg), "-E", str(nd / "sshd.log")],
+        }
 
     # -- tear down -------------------------------------------------------------------------
 
@@ -516,6 +494,31 @@ class NetnsProvider(Provider):
             return
         for sock in cp.iterdir():
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
+
+
+def _start_sshd(pids: dict[str, int | dict]) -> dict[str, int | None]:
+    """Start the sshds that _sshd returned a job for, all in one process (netns_start.py); their
+    pids are None until _await_sshd reads their pid files."""
+    jobs = [j for j in pids.values() if isinstance(j, dict)]
+    if jobs:
+        starter = Path(__file__).with_name("netns_start.py")
+        sh.run([sys.executable, "-I", "-S", str(starter)], input=json.dumps(jobs), timeout=60 + len(jobs))
+    return {k: None if isinstance(v, dict) else v for k, v in pids.items()}
+
+
+def _host_key(path: Path, comment: str) -> None:
+    """An ed25519 host key pair as `ssh-keygen -t ed25519 -N '' -C comment -f path` writes it, made
+    in this process: a program started per node was a tenth of a big lab's bootstrap."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption())
+    public = key.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    Path(f"{path}.pub").write_bytes(public + f" {comment}\n".encode())
 
 
 def _lab_spaces(lab: str) -> list[str]:
