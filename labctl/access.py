@@ -122,17 +122,12 @@ class Access:
 
     # -- the way out -----------------------------------------------------------------------
 
-    def check_route(self, address: str) -> None:
-        """Raise RouteError unless the host's route to `address` goes out the lab's bridge."""
+    def check_route(self, address: str, routes: dict[str, str | None] | None = None) -> None:
+        """Raise RouteError unless the host's route to `address` goes out the lab's bridge.
+        routes: route_devs() of many addresses at once, read beforehand."""
         if not self.bridge:
             return
-        r = subprocess.run(["ip", "-j", "route", "get", address], capture_output=True, text=True)
-        dev = None
-        if r.returncode == 0:
-            try:
-                dev = (json.loads(r.stdout) or [{}])[0].get("dev")
-            except (ValueError, AttributeError):
-                dev = None
+        dev = (routes if routes is not None and address in routes else route_devs([address])).get(address)
         if dev == self.bridge:
             return
         exists = subprocess.run(["ip", "link", "show", "dev", self.bridge], capture_output=True).returncode == 0
@@ -143,6 +138,34 @@ class Access:
             "refusing to connect",
             "another route to the lab's LAN shadows it: remove it, or run labctl down / up",
         )
+
+
+def route_devs(addresses: list[str]) -> dict[str, str | None]:
+    """The device of the host's route to each address, from one `ip -batch` (None: no route)."""
+    if len(addresses) == 1:
+        r = subprocess.run(["ip", "-j", "route", "get", addresses[0]], capture_output=True, text=True)
+    else:
+        batch = "".join(f"route get {a}\n" for a in addresses)
+        r = subprocess.run(["ip", "-j", "-batch", "-"], input=batch, capture_output=True, text=True)
+    out: dict[str, str | None] = dict.fromkeys(addresses)
+    dec, text, i = json.JSONDecoder(), r.stdout, 0
+    while True:  # one JSON array per line answered; a line that fails answers nothing
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            break
+        try:
+            rows, i = dec.raw_decode(text, i)
+        except ValueError:
+            break
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and row.get("dst") in out:
+                out[row["dst"]] = row.get("dev")
+    if len(addresses) > 1:
+        # a line ip could not answer spoils the rest of a JSON batch: ask for those one by one
+        for a in [a for a, dev in out.items() if dev is None]:
+            out[a] = route_devs([a])[a]
+    return out
 
 
 def parse_jump(jump: str | None, user: str, key: str) -> Jump | None:

@@ -15,9 +15,10 @@ from labctl.model import LabModel
 def targets(model: LabModel, lab: LabDir) -> list[list[str]]:
     """ssh arguments per node, as the inventory has ansible connect (labctl/access.py renders both)."""
     out = []
+    routes = access.route_devs([n.address for n in model.nodes])  # one `ip` for all, not one per node
     for n in model.nodes:
         acc = access.of_node(n)
-        acc.check_route(n.address)
+        acc.check_route(n.address, routes)
         out.append(acc.ssh_argv(lab.ssh_config, n.address)[1:])
     return out
 

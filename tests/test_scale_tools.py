@@ -90,3 +90,27 @@ def test_route_reflectors_live_and_ssh(labhome):
         labctl("down", "-t", RR, home=labhome)
         assert time.monotonic() - start < 30
     assert residue(before, host_snapshot(labhome)) == {}
+
+
+def test_route_devs_batch_answers_like_one_ip_per_address():
+    """sshmux checks every node's route with one `ip -batch`: the same devices as one `ip route get`
+    each, and an address ip cannot answer does not spoil the others."""
+    from labctl import access
+
+    addrs = ["127.0.0.1", "192.0.2.77", "not-an-address", "10.255.255.1"]
+    batch = access.route_devs(addrs)
+    assert batch == {a: access.route_devs([a])[a] for a in addrs}
+    assert batch["127.0.0.1"] == "lo" and batch["not-an-address"] is None
+
+
+def test_host_key_made_in_process_is_one_ssh_keygen_reads(tmp_path):
+    """netns nodes' host keys come from cryptography, not ssh-keygen: sshd must load them as its own."""
+    from labctl.providers.base import host_key_pair
+
+    key = tmp_path / "ssh_host_ed25519_key"
+    host_key_pair(key, "node-1")
+    assert key.stat().st_mode & 0o777 == 0o600
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True)
+    pub = (tmp_path / "ssh_host_ed25519_key.pub").read_text()
+    assert pub.split()[:2] == derived.stdout.split()[:2] and pub.split()[0] == "ssh-ed25519"
+    assert pub.endswith(" node-1\n")

@@ -124,10 +124,25 @@ def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
         nd.mkdir(parents=True, exist_ok=True, mode=0o700)
         hk = nd / "ssh_host_ed25519_key"
         if not hk.exists():
-            sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", n["name"], "-f", str(hk)])
+            host_key_pair(hk, n["name"])
         key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
         return f"{n['address']} {key_type} {key}\n"
 
     known = each(host_key, hosts) if each is not None else [host_key(n) for n in hosts]
     d.known_hosts.write_text("".join(known))
     os.chmod(d.known_hosts, 0o600)
+
+
+def host_key_pair(path: Path, comment: str) -> None:
+    """An ed25519 host key pair as `ssh-keygen -t ed25519 -N '' -C comment -f path` writes it, made
+    in this process: a program started per node was a tenth of a big lab's bootstrap."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption())
+    public = key.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    Path(f"{path}.pub").write_bytes(public + f" {comment}\n".encode())

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +231,7 @@ class NetnsProvider(Provider):
         # nodes are independent of each other: a few at a time, so a big lab's thousands of short
         # `ip`/`nsenter` processes overlap instead of running one after another
         pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
-        return self._await_sshd(pids)
+        return self._await_sshd(_start_sshd(pids))
 
     def _bootstrap_racks(self, data: dict, progress) -> dict:
         """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
@@ -273,9 +274,9 @@ class NetnsProvider(Provider):
             batch += _lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
-        return self._await_sshd(pids)
+        return self._await_sshd(_start_sshd(pids))
 
-    def _await_sshd(self, pids: dict) -> dict:
+    def _await_sshd(self, pids: dict[str, int | None]) -> dict:
         """The sshd pids, waiting for those still starting (None). sshd writes its pid file once it listens: wait
         for all of them at once, not node by node."""
         deadline = time.monotonic() + 5.0
@@ -295,9 +296,25 @@ class NetnsProvider(Provider):
         d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())  # every node's sshd reads it
         os.chmod(d.authorized_keys, 0o600)
 
-    def _sshd(self, data: dict, n: dict, ns: str) -> int | None:
-        """Start the node's sshd unless it runs: its pid, or None while it is starting."""
+    def _hosts_file(self, data: dict, n: dict) -> Path:
+        """The node's /etc/hosts (a bind mount of this file): every node's name as the lab is now, on
+        every up, so a node built before another was added or moved knows it. Written in place (same
+        inode: the node's bind mount keeps seeing it) and only when it differs. Here rather than in a
+        play: it is a file of the lab dir, and a play costs an SSH task per node."""
+        hosts = self.dir.node_dir(n["name"]) / "hosts"
+        want = "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
+        try:
+            same = hosts.read_text() == want
+        except OSError:
+            same = False
+        if not same:
+            hosts.write_text(want)
+        return hosts
+
+    def _sshd(self, data: dict, n: dict, ns: str) -> int | dict:
+        """The pid of the node's sshd if it runs, else the job that starts it (see _start_sshd)."""
         nd = self.dir.node_dir(n["name"])
+        hosts = self._hosts_file(data, n)
         pidfile = nd / "sshd.pid"
         pid = _pid(pidfile)
         if pid and _alive(pid):
@@ -342,47 +359,20 @@ class NetnsProvider(Provider):
         # stays shared with the host, so pod namespaces created on the node are the host's to see
         # and `labctl down`'s to remove. "/" (and the two files, if they are mount points) are made
         # slaves first, so the bind mounts can never propagate onto the host's files.
-        hosts = nd / "hosts"
-        hosts.write_text(
-            "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
-        )
         resolv = nd / "resolv.conf"
         resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
         # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
         (nd / "hostname").write_text(f"{n['name']}\n")
-        script = (
-            "mount --make-rprivate /sys && mount -t sysfs sysfs /sys && mount --make-slave / && "
-            "for f in /etc/hosts /etc/resolv.conf /etc/hostname; do "
-            'if mountpoint -q "$f"; then mount --make-slave "$f" || exit 1; fi; done && '
-            'mount --bind "$5" /etc/hosts && mount --bind "$6" /etc/resolv.conf && '
-            'mount --bind "$7" /etc/hostname && '
-            'hostname "$1" && exec "$2" -f "$3" -E "$4"'
-        )
-        sh.run(
-            [
-                "nsenter",
-                f"--net=/run/netns/{ns}",
-                "--",
-                "unshare",
-                "--uts",
-                "--mount",
-                "--propagation",
-                "unchanged",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-                "sh",
-                n["name"],
-                SSHD,
-                str(cfg),
-                str(nd / "sshd.log"),
-                str(hosts),
-                str(resolv),
-                str(nd / "hostname"),
-            ]
-        )
-        return None
+        return {
+            "netns": f"/run/netns/{ns}",
+            "hostname": n["name"],
+            "binds": [
+                ["/etc/hosts", str(hosts)],
+                ["/etc/resolv.conf", str(resolv)],
+                ["/etc/hostname", str(nd / "hostname")],
+            ],
+            "argv": [SSHD, "-f", str(cfg), "-E", str(nd / "sshd.log")],
+        }
 
     # -- tear down -------------------------------------------------------------------------
 
@@ -458,6 +448,16 @@ class NetnsProvider(Provider):
             return
         for sock in cp.iterdir():
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
+
+
+def _start_sshd(pids: dict[str, int | dict]) -> dict[str, int | None]:
+    """Start the sshds that _sshd returned a job for, all in one process (netns_start.py); their
+    pids are None until _await_sshd reads their pid files."""
+    jobs = [j for j in pids.values() if isinstance(j, dict)]
+    if jobs:
+        starter = Path(__file__).with_name("netns_start.py")
+        sh.run([sys.executable, "-I", "-S", str(starter)], input=json.dumps(jobs), timeout=60 + len(jobs))
+    return {k: None if isinstance(v, dict) else v for k, v in pids.items()}
 
 
 def _lab_spaces(lab: str) -> list[str]:
