@@ -51,7 +51,7 @@ class Calico(_M):
     rr_cluster_id: str = "244.0.0.1"
     tunnel_device: str | None = None  # decided by the host at up (IPIP falls back to vxlan.calico)
     bgp: str | None = None  # the BGP design, only when the topology has networks or calico.bgp
-    felix: bool | None = None  # Felix programs the VXLAN routes (only with bgp)
+    felix: bool | None = None  # Felix programs the routes: every VXLAN lab (set with bgp)
 
 
 class Jump(_M):

@@ -112,7 +112,8 @@ def build(plan: Plan, lab: LabDir, ipip: bool = True) -> LabModel:
             }
         )
     _peers(nodes, set(t.calico.route_reflectors))
-    routers = _racks(t, kind, lab, nodes, ipip) if t.networks or t.calico.bgp is not None else []
+    racks = t.networks or t.calico.bgp is not None or felix_programs(t, ipip)
+    routers = _racks(t, kind, lab, nodes, ipip) if racks else []
     # only routers labctl builds are the lab's to reach (vm: the user's, only peered with)
     routers = routers if kind.builds_routers else []
     for n in nodes:
@@ -209,8 +210,8 @@ def _peers(nodes: list[dict], reflectors: set[str]) -> None:
 
 def felix_programs(t, ipip: bool) -> bool:
     """VXLAN routes come from Felix (proto 80), not BIRD, as in Calico; IPIP emulated on vxlan.calico stays
-    BIRD's. Single-LAN labs that do not choose a `calico.bgp` keep labctl's former BIRD-programmed VXLAN."""
-    return t.calico.encapsulation.startswith("VXLAN") and (bool(t.networks) or t.calico.bgp is not None)
+    BIRD's (the kernel's ipip is missing, not Felix's VXLAN chosen)."""
+    return t.calico.encapsulation.startswith("VXLAN")
 
 
 def encapsulates(encapsulation: str, same_network: bool) -> bool:
@@ -400,7 +401,7 @@ def _topology_data(plan: Plan, nodes: list[dict], routers: list[dict], ipip: boo
             | {"pool": str(t.pool), "tunnel_device": tunnel_device(t.calico.encapsulation, ipip)}
             | (
                 {"bgp": t.calico.design, "felix": felix_programs(t, ipip)}
-                if t.networks or t.calico.bgp is not None
+                if t.networks or t.calico.bgp is not None or felix_programs(t, ipip)
                 else {}
             ),
             "nodes": nodes,

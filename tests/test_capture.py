@@ -174,6 +174,16 @@ def ping_a_to_b(home: Path) -> None:
 
 
 @pytest.mark.netns
+def test_single_lan_vxlan_routes_come_from_felix_not_bird(vxlab):
+    """As in Calico: with VXLAN, Felix programs the blocks' routes (proto 80); BIRD's kernel filter
+    rejects VXLAN pools, on one LAN as behind routers."""
+    home, _ = vxlab
+    routes = labctl("exec", "k8s-worker-1", "--", "ip", "-4", "route", home=home, check=True).stdout
+    assert "192.168.2.0/24 via 192.168.2.1 dev vxlan.calico proto 80 onlink" in routes, routes
+    assert "blackhole 192.168.1.0/24 proto 80" in routes and "proto bird" not in routes, routes
+
+
+@pytest.mark.netns
 def test_capture_cross_node_ping_decodes_vxlan_and_writes_pcap(vxlab, tmp_path):
     home, _ = vxlab
     f = tmp_path / "a.pcap"
