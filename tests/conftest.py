@@ -166,3 +166,36 @@ def downs(labhome):
         name = yaml.safe_load(t.read_text())["name"]
         if (labhome / name).exists():
             labctl("down", "--name", name, home=labhome)
+
+
+# --- qemu labs (test_qemu.py, test_qemu_racks.py) ----------------------------------------------------
+QEMU_IMAGES = Path(os.environ.get("LABCTL_TEST_IMAGES", "/var/tmp/labctl-test-images"))
+
+
+@pytest.fixture
+def qhome(labhome, monkeypatch):
+    """A throwaway home whose image cache is shared across runs: a cold image build costs a minute, once."""
+    QEMU_IMAGES.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("LABCTL_IMAGES", str(QEMU_IMAGES))
+    return labhome
+
+
+def qemu_residue(home: Path, name: str) -> list[str]:
+    """What a qemu lab under `home` could leave: QEMU or proxy processes of this home, the lab's links
+    (taps, routers' veths, bridges), its router namespaces, its lab dir."""
+    from labctl.qemu import machine
+
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(home) in cmd:
+            left.append(f"process {pid}: {cmd[:100]}")
+    left += [f"link {x}" for x in machine.lab_links(name)]
+    spaces = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    left += [f"netns {x}" for x in spaces if x.startswith(f"lq-{name}.")]
+    if (home / name).exists():
+        left.append(f"lab dir {home / name}")
+    return left

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from conftest import labctl
+from conftest import qemu_residue as residue
 
 pytestmark = pytest.mark.netns  # root, bridges and taps, like the netns tests
-IMAGES = Path(os.environ.get("LABCTL_TEST_IMAGES", "/var/tmp/labctl-test-images"))
 LAN = "10.207.0"
 
 
@@ -38,34 +38,6 @@ def topology(tmp_path: Path, name: str, lan: str = LAN, workers: int = 2, **qemu
     p = tmp_path / f"{name}.yml"
     p.write_text(yaml.safe_dump(d, sort_keys=False))
     return p
-
-
-@pytest.fixture
-def qhome(labhome, monkeypatch):
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("LABCTL_IMAGES", str(IMAGES))
-    return labhome
-
-
-def residue(home: Path, name: str) -> list[str]:
-    """What a qemu lab under `home` could leave: QEMU or proxy processes, taps, bridge, lab dir."""
-    from labctl.qemu import machine
-
-    left = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(home) in cmd:
-                left.append(f"process {pid}: {cmd[:100]}")
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    prefix = f"lq{machine.lab_id(name)}"
-    left += [f"link {x}" for x in re.findall(r"^\d+: ([^:@]+)", links, re.M) if prefix in x]
-    if (home / name).exists():
-        left.append(f"lab dir {home / name}")
-    return left
 
 
 def changed_tasks(stderr: str) -> list[str]:

@@ -8,7 +8,6 @@ names starting with qr."""
 
 import base64
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,9 +16,9 @@ import pytest
 import yaml
 
 from conftest import labctl
+from conftest import qemu_residue as residue
 
 pytestmark = pytest.mark.netns  # root, bridges, taps and namespaces
-IMAGES = Path(os.environ.get("LABCTL_TEST_IMAGES", "/var/tmp/labctl-test-images"))
 
 
 def racks(tmp_path: Path, name: str, **extra) -> Path:
@@ -41,33 +40,6 @@ def racks(tmp_path: Path, name: str, **extra) -> Path:
     p = tmp_path / f"{name}.yml"
     p.write_text(yaml.safe_dump(d, sort_keys=False))
     return p
-
-
-@pytest.fixture
-def qhome(labhome, monkeypatch):
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("LABCTL_IMAGES", str(IMAGES))
-    return labhome
-
-
-def residue(home: Path, name: str) -> list[str]:
-    """QEMU or proxy processes of this home, the lab's links (taps, routers' veths, bridges), its
-    router namespaces, its lab dir."""
-    from labctl.qemu import machine
-
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(home) in cmd:
-            left.append(f"process {pid}: {cmd[:100]}")
-    left += [f"link {x}" for x in machine.lab_links(name)]
-    left += [f"netns {x}" for x in os.listdir("/run/netns") if x.startswith(f"lq-{name}.")]
-    if (home / name).exists():
-        left.append(f"lab dir {home / name}")
-    return left
 
 
 # ping for a VM without ping (the image is minbase): ICMP echo over a raw socket, prints each reply's TTL

@@ -20,13 +20,19 @@ def racks(name="rk", octet=140, enc="IPIPCrossSubnet", bgp="tor", net_asn=True, 
     a = ", asn: 65001" if net_asn else ""
     b = ", asn: 65002" if net_asn else ""
     r = ", asn: 65000" if router_asn else ""
-    return f"""
-name: {name}
+    layout = f"""
 networks:
   rack-a: {{lan: 10.{octet}.1.0/24, gateway: 10.{octet}.1.254{a}}}
   rack-b: {{lan: 10.{octet}.2.0/24, gateway: 10.{octet}.2.254{b}}}
 routers:
-  core: {{interfaces: {{rack-a: 10.{octet}.1.254, rack-b: 10.{octet}.2.254}}{r}}}
+  core: {{interfaces: {{rack-a: 10.{octet}.1.254, rack-b: 10.{octet}.2.254}}{r}}}"""
+    return seed_in_racks(name, octet, layout, enc, bgp) + extra
+
+
+def seed_in_racks(name: str, octet: int, layout: str, enc: str, bgp: str) -> str:
+    """The seed's three nodes and pods, master and worker-1 in rack-a, worker-2 in rack-b of `layout`."""
+    return f"""
+name: {name}{layout}
 calico: {{encapsulation: {enc}, block_size: 24, bgp: {bgp}}}
 defaults: {{interface: ens192}}
 nodes:
@@ -37,7 +43,7 @@ workloads:
   - {{name: pod-a, node_selector: {{worker: no-1}}}}
   - {{name: pod-b, node_selector: {{worker: no-2}}}}
   - {{name: pod-m, node_selector: {{kubernetes.io/hostname: k8s-master}}}}
-{extra}"""
+"""
 
 
 def problems(text: str) -> list[str]:
@@ -343,26 +349,15 @@ def two_routers(name: str, octet: int, enc: str, bgp: str) -> str:
     asn = bgp == "tor"
     a, b = (", asn: 65001", ", asn: 65002") if asn else ("", "")
     r1, r2 = (", asn: 65000", ", asn: 65100") if asn else ("", "")
-    return f"""
-name: {name}
+    layout = f"""
 networks:
   rack-a: {{lan: 10.{octet}.1.0/24, gateway: 10.{octet}.1.254{a}}}
   transit: {{lan: 10.{octet}.0.0/24, gateway: 10.{octet}.0.1}}
   rack-b: {{lan: 10.{octet}.2.0/24, gateway: 10.{octet}.2.254{b}}}
 routers:
   r1: {{interfaces: {{rack-a: 10.{octet}.1.254, transit: 10.{octet}.0.1}}{r1}}}
-  r2: {{interfaces: {{transit: 10.{octet}.0.2, rack-b: 10.{octet}.2.254}}{r2}}}
-calico: {{encapsulation: {enc}, block_size: 24, bgp: {bgp}}}
-defaults: {{interface: ens192}}
-nodes:
-  k8s-master: {{role: control-plane, network: rack-a, address: 10.{octet}.1.1}}
-  k8s-worker-1: {{role: worker, network: rack-a, address: 10.{octet}.1.2, labels: {{worker: no-1}}}}
-  k8s-worker-2: {{role: worker, network: rack-b, address: 10.{octet}.2.3, labels: {{worker: no-2}}}}
-workloads:
-  - {{name: pod-a, node_selector: {{worker: no-1}}}}
-  - {{name: pod-b, node_selector: {{worker: no-2}}}}
-  - {{name: pod-m, node_selector: {{kubernetes.io/hostname: k8s-master}}}}
-"""
+  r2: {{interfaces: {{transit: 10.{octet}.0.2, rack-b: 10.{octet}.2.254}}{r2}}}"""
+    return seed_in_racks(name, octet, layout, enc, bgp)
 
 
 def test_routers_route_to_networks_behind_other_routers(tmp_path):
