@@ -63,7 +63,7 @@ def inspect_row(r: Router, got: dict) -> dict:
 def lan_members(data: dict, mac_of) -> dict[str, dict[str, str]]:
     """network -> address -> MAC of everything with a NIC on it: nodes (`mac_of(node)`: the provider's
     NIC MAC) and router interfaces (MACs derived from their addresses, as the bridges' are)."""
-    from labctl.providers.netns import lan_mac
+    from labctl.hostside import lan_mac
 
     out: dict[str, dict[str, str]] = {k: {} for k in data["networks"]}
     for n in data["nodes"]:
@@ -78,16 +78,16 @@ def ensure_bridges(data: dict, members: dict) -> None:
     """One bridge per network with an address of the host's on it, so SSH reaches every node directly;
     the host's permanent neighbour entries for what is on it. The host never forwards between them."""
     from labctl import sh
-    from labctl.providers.netns import _lan_neighbours, _link_exists, lan_mac
+    from labctl.hostside import lan_mac, lan_neighbours, link_exists
 
     for netname, net in data["networks"].items():
         br, plen = net["bridge"], ipaddress.IPv4Network(net["lan"]).prefixlen
-        if not _link_exists(br):
+        if not link_exists(br):
             # a MAC of our own, or the bridge takes its lowest port's and the routers' entries go stale
             sh.run(["ip", "link", "add", br, "address", lan_mac(net["host"]), "type", "bridge"])
             sh.run(["ip", "addr", "add", f"{net['host']}/{plen}", "dev", br])
         sh.run(["ip", "link", "set", br, "up"])
-        host = _lan_neighbours(None, br, members[netname], False)
+        host = lan_neighbours(None, br, members[netname], False)
         if host:
             sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
 
@@ -97,7 +97,7 @@ def build(data: dict, members: dict, netns_of, veth_of, checkpoint=lambda: None)
     that network's bridge through the host's veth `veth_of(router, network)`, and forwarding on inside
     it only: the host's ip_forward stays 0 and nothing is NATed. Idempotent."""
     from labctl import sh
-    from labctl.providers.netns import _lan_neighbours, _link_exists, lan_mac
+    from labctl.hostside import lan_mac, lan_neighbours, link_exists
 
     nets = data["networks"]
     for r in data.get("routers", []):
@@ -111,13 +111,13 @@ def build(data: dict, members: dict, netns_of, veth_of, checkpoint=lambda: None)
             net = nets[i["network"]]
             veth = veth_of(r["name"], i["network"])
             nic, mac = i["ifname"], lan_mac(i["address"])
-            if not _link_exists(veth):
+            if not link_exists(veth):
                 sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
             sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
             batch += [f"addr replace {i['address']}/{i['prefixlen']} dev {nic}", f"link set {nic} up"]
             want = {a: m for a, m in members[i["network"]].items() if a != i["address"]}
             want[net["host"]] = lan_mac(net["host"])
-            batch += _lan_neighbours(ns, nic, want, fresh)
+            batch += lan_neighbours(ns, nic, want, fresh)
         # networks behind another router (its connected networks are not passed on over BGP)
         batch += [f"route replace {x['lan']} via {x['via']} dev {x['dev']}" for x in r.get("routes", [])]
         sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")

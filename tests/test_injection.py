@@ -390,7 +390,7 @@ def test_labctl_home_with_shell_characters_is_refused(tmp_path, monkeypatch, hom
         raise AssertionError("preflight went on past an unsafe lab dir")
 
     monkeypatch.setattr(netns.sh, "run", never)
-    monkeypatch.setattr(netns, "_link_exists", never)
+    monkeypatch.setattr(netns, "link_exists", never)
     monkeypatch.setenv("LABCTL_HOME", str(tmp_path / home))
     t = topology.load(SEED)
     lab = Lab(layout.lab_dir(t.name))

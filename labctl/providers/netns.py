@@ -17,6 +17,7 @@ from pathlib import Path
 
 from labctl import sh
 from labctl.errors import HostError, UsageError
+from labctl.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid
 from labctl.layout import LabDir
 from labctl.providers.base import Provider, make_lab_keys
 
@@ -82,7 +83,7 @@ class NetnsProvider(Provider):
                 f"{self.dir.root} was removed",
                 f"run `labctl down --name {data['name']}` first",
             )
-        if _link_exists(bridge_name(data["name"])) and not self.dir.state.exists():
+        if link_exists(bridge_name(data["name"])) and not self.dir.state.exists():
             raise HostError(
                 f"a lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
@@ -189,7 +190,7 @@ class NetnsProvider(Provider):
         gw = data["network"]["gateway"]
         plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
         br_mac = lan_mac(gw)
-        if not _link_exists(br):
+        if not link_exists(br):
             # a MAC of our own, or the bridge takes its lowest port's and the nodes' entries go stale
             sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
             sh.run(["ip", "addr", "add", f"{gw}/{plen}", "dev", br])
@@ -199,7 +200,7 @@ class NetnsProvider(Provider):
         self._keys(data)
         # the host's side of SSH: each node's MAC on the bridge, fixed like the nodes' own entries below
         lan = [n["address"] for n in data["nodes"]]
-        host = _lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
+        host = lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
         if host:
             sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
@@ -222,7 +223,7 @@ class NetnsProvider(Provider):
                 # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
                 f"route replace default via {gw} dev {nic}",
             ]
-            batch += _lan_neighbours(
+            batch += lan_neighbours(
                 ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh or stale_mac
             )
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
@@ -271,7 +272,7 @@ class NetnsProvider(Provider):
             ]
             want = {a: m for a, m in members[n["network"]].items() if a != n["address"]}
             want[net["host"]] = lan_mac(net["host"])
-            batch += _lan_neighbours(ns, nic, want, fresh)
+            batch += lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
         return self._await_sshd(_start_sshd(pids))
@@ -284,7 +285,7 @@ class NetnsProvider(Provider):
             pidfile = self.dir.node_dir(node) / "sshd.pid"
             while not pid and time.monotonic() < deadline:
                 time.sleep(0.01)
-                pid = _pid(pidfile)
+                pid = read_pid(pidfile)
             if not pid:
                 raise HostError(f"sshd of {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
             pids[node] = pid
@@ -316,8 +317,8 @@ class NetnsProvider(Provider):
         nd = self.dir.node_dir(n["name"])
         hosts = self._hosts_file(data, n)
         pidfile = nd / "sshd.pid"
-        pid = _pid(pidfile)
-        if pid and _alive(pid):
+        pid = read_pid(pidfile)
+        if pid and alive(pid):
             return pid
         pidfile.unlink(missing_ok=True)  # a dead sshd's: the new one writes its own
         cfg = nd / "sshd_config"
@@ -394,7 +395,7 @@ class NetnsProvider(Provider):
         _kill_naming(self.dir.control_dir)
         self.lab.checkpoint()
         br = bridge_name(name)
-        if _link_exists(br):
+        if link_exists(br):
             attempt(sh.run, ["ip", "link", "del", br])
         # `networks:` labs: one bridge per network, named br-lc<id><4 hex>
         for link in sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(br)):
@@ -470,13 +471,6 @@ def _lab_spaces(lab: str) -> list[str]:
         return []
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
     """The namespaces (nodes and pods) of a lab named like this lab dir, as teardown's lab data,
     when the dir itself is gone; None if there are none, or if their processes name the same lab
@@ -489,7 +483,7 @@ def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
     mine, seen = f"{lab_dir.root}/", False
     for ns in spaces:
         for pid in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split():
-            cmd = _cmdline(int(pid))
+            cmd = cmdline(int(pid))
             if f"/{name}/nodes/" in cmd and mine not in cmd:
                 return None
             seen = seen or mine in cmd
@@ -528,7 +522,7 @@ def _kill_naming(parent: Path) -> None:
     master's names its ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]")."""
     mark = f"{parent}/"
     me = {os.getpid(), os.getppid()}
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in _cmdline(int(p))]
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in cmdline(int(p))]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -536,9 +530,9 @@ def _kill_naming(parent: Path) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.02)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if alive(p)]
         if not pids:
             break
 
@@ -575,33 +569,6 @@ def check_routes(data: dict, ours: str | set[str]) -> None:
 
 
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-
-
-def lan_mac(address: str) -> str:
-    """The MAC of the NIC holding `address` on a lab LAN (a node's NIC, the host's bridge): derived from
-    the address, so every neighbour entry can be written before anything talks."""
-    return "02:4c:" + ":".join(f"{int(o):02x}" for o in address.split("."))
-
-
-def _lan_neighbours(ns: str | None, dev: str, want: dict[str, str], fresh: bool) -> list[str]:
-    """`ip -batch` lines that make dev's permanent neighbours exactly `want` (IP -> MAC).
-
-    Permanent entries are what Felix writes for VTEPs and workloads: the kernel exempts them from the
-    neighbour table's garbage collection and from gc_thresh1/2/3 (net/core/neighbour.c, since Linux
-    4.19: neigh_add passes exempt_from_gc for NUD_PERMANENT and neigh_alloc skips the gc_entries
-    count and the gc_thresh3 check). The table is one for all namespaces, so a lab that let every
-    session and ping resolve by ARP overflowed it at 100 nodes; with these, it needs no dynamic entries
-    on the LAN at all."""
-    have: dict[str, str] = {}
-    if not fresh:
-        ipx = ["ip", "-4"] + (["-n", ns] if ns else [])
-        for e in json.loads(sh.run(ipx + ["-j", "neigh", "show", "dev", dev, "nud", "permanent"]).stdout or "[]"):
-            have[e.get("dst", "")] = e.get("lladdr", "")
-    lines = [
-        f"neigh replace {ip} lladdr {mac} dev {dev} nud permanent" for ip, mac in want.items() if have.get(ip) != mac
-    ]
-    lines += [f"neigh del {ip} dev {dev}" for ip in have if ip not in want]
-    return lines
 
 
 @dataclass(frozen=True)
@@ -660,10 +627,10 @@ def _plug(ns: str, veth: str, nic: str, mac: str, bridge: str) -> bool:
     fresh = not Path(f"/run/netns/{ns}").exists()
     if fresh:
         sh.run(["ip", "netns", "add", ns])
-    if _link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", nic]):
+    if link_exists(veth) and not sh.ok(["ip", "-n", ns, "link", "show", nic]):
         # the veth of a namespace deleted a moment ago: the kernel frees it asynchronously
         _wait_gone(veth, 10.0) or sh.run(["ip", "link", "del", veth], check=False)
-    if not _link_exists(veth):
+    if not link_exists(veth):
         sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
     sh.run(["ip", "link", "set", veth, "master", bridge, "up"])
     return fresh
@@ -674,33 +641,13 @@ def _link_mac(ns: str, dev: str) -> str:
     return (json.loads(p.stdout or "[{}]") or [{}])[0].get("address", "") if p.returncode == 0 else ""
 
 
-def _link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
-
-
 def _wait_gone(link: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _link_exists(link):
+    while link_exists(link):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie: a killed daemon stays a zombie until init reaps it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _pids_in(spaces: list[str]) -> list[int]:
@@ -739,5 +686,5 @@ def _kill_in(spaces: list[str]) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 1.0 + 0.01 * len(pids)
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.02)

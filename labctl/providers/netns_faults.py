@@ -15,13 +15,14 @@ from pathlib import Path
 
 from labctl import sh
 from labctl.errors import LabctlError
-from labctl.providers.netns import _alive, _cmdline, _pid, node_netns
+from labctl.hostside import alive, cmdline, read_pid
+from labctl.providers.netns import node_netns
 
 
 def _bird_pid(node: dict) -> int | None:
-    pid = _pid(Path(node["dir"]) / "bird.pid")
+    pid = read_pid(Path(node["dir"]) / "bird.pid")
     # a pid file outlives its process: only a BIRD started on this node's socket is ours to stop
-    return pid if pid and _alive(pid) and node["bird_socket"] in _cmdline(pid) else None
+    return pid if pid and alive(pid) and node["bird_socket"] in cmdline(pid) else None
 
 
 def _ns_pids(data: dict, node: dict) -> list[int]:
@@ -42,9 +43,9 @@ def fail(prov, data: dict, node: dict, kind: str) -> dict:
             raise LabctlError(f"BIRD is not running on {name}", f"`labctl repair {name} bird` starts it")
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5.0
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         return {"pid": pid}
     if kind == "link":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from labctl import layout, sh
 from labctl.errors import HostError
+from labctl.hostside import link_exists, read_pid
 from labctl.qemu import image, proxy
 
 QEMU = "qemu-system-x86_64"
@@ -64,10 +65,6 @@ def tap_name(lab: str, node: str) -> str:
 def mac(lab: str, node: str) -> str:
     h = hashlib.sha1(f"{lab}/{node}".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
-
-
-def link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
 
 
 # -- acceleration ---------------------------------------------------------------------------
@@ -330,7 +327,7 @@ def start(lab: str, node: dict, node_dir: Path, boot: list[str], accel: str, cpu
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         raise HostError(f"QEMU did not start node {node['name']}: {(p.stderr or p.stdout).strip()[-300:]}")
-    pid = _pid(pidfile)
+    pid = read_pid(pidfile)
     if not pid:
         raise HostError(f"QEMU of node {node['name']} wrote no pid file", f"see {node_dir / 'console.log'}")
     return pid
@@ -338,7 +335,7 @@ def start(lab: str, node: dict, node_dir: Path, boot: list[str], accel: str, cpu
 
 def running(node_dir: Path) -> int | None:
     """The pid of the node's QEMU if it is alive (and really QEMU on this node's disk)."""
-    pid = _pid(node_dir / "qemu.pid")
+    pid = read_pid(node_dir / "qemu.pid")
     if not pid:
         return None
     try:
@@ -401,13 +398,6 @@ def wait_ssh(nodes: list[dict], timeout: float, alive, cancel=None) -> list[str]
         if pending:
             time.sleep(0.5)
     return sorted(pending)
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def home_lock_dir() -> Path:
