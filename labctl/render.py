@@ -112,8 +112,7 @@ def build(plan: Plan, lab: LabDir, ipip: bool = True) -> LabModel:
             }
         )
     _peers(nodes, set(t.calico.route_reflectors))
-    racks = t.networks or t.calico.bgp is not None or felix_programs(t, ipip)
-    routers = _racks(t, kind, lab, nodes, ipip) if racks else []
+    routers = _racks(t, kind, lab, nodes, ipip) if _designed(t, ipip) else []
     # only routers labctl builds are the lab's to reach (vm: the user's, only peered with)
     routers = routers if kind.builds_routers else []
     for n in nodes:
@@ -206,6 +205,12 @@ def _peers(nodes: list[dict], reflectors: set[str]) -> None:
             elif p["name"] in reflectors:
                 peers.append({"name": p["name"], "address": p["address"], "protocol": "Node_" + proto, "type": "rr"})
         n["peers"] = peers
+
+
+def _designed(t, ipip: bool) -> bool:
+    """Whether the lab carries a routing design (networks, a BGP design, Felix's routes): then each node
+    gets its design data (_racks) and the lab's calico block its `bgp` and `felix`."""
+    return bool(t.networks) or t.calico.bgp is not None or felix_programs(t, ipip)
 
 
 def felix_programs(t, ipip: bool) -> bool:
@@ -399,11 +404,7 @@ def _topology_data(plan: Plan, nodes: list[dict], routers: list[dict], ipip: boo
             "kubernetes": t.kubernetes.model_dump(mode="json"),
             "calico": t.calico.model_dump(mode="json", exclude={"bgp"})
             | {"pool": str(t.pool), "tunnel_device": tunnel_device(t.calico.encapsulation, ipip)}
-            | (
-                {"bgp": t.calico.design, "felix": felix_programs(t, ipip)}
-                if t.networks or t.calico.bgp is not None or felix_programs(t, ipip)
-                else {}
-            ),
+            | ({"bgp": t.calico.design, "felix": felix_programs(t, ipip)} if _designed(t, ipip) else {}),
             "nodes": nodes,
             "workloads": [
                 {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
