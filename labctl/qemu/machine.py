@@ -18,7 +18,7 @@ from pathlib import Path
 
 from labctl import layout, sh
 from labctl.errors import HostError
-from labctl.hostside import link_exists, read_pid
+from labctl.hostside import alive, cmdline, link_exists, read_pid
 from labctl.qemu import image, proxy
 
 QEMU = "qemu-system-x86_64"
@@ -338,12 +338,7 @@ def running(node_dir: Path) -> int | None:
     pid = read_pid(node_dir / "qemu.pid")
     if not pid:
         return None
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    if stat.rsplit(")", 1)[1].split()[0] == "Z" or str(node_dir / "disk.qcow2").encode() not in cmd:
+    if not alive(pid) or str(node_dir / "disk.qcow2") not in cmdline(pid):
         return None
     return pid
 

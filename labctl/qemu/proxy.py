@@ -21,6 +21,7 @@ from pathlib import Path
 
 from labctl import layout
 from labctl.errors import HostError
+from labctl.hostside import cmdline, read_pid
 
 DAEMON = "/usr/sbin/apt-cacher-ng"
 PORT = 3143  # not 3142: a system apt-cacher-ng (installed with the package) listens there on every address
@@ -32,12 +33,8 @@ def url(host: str = NAME) -> str:
 
 
 def running(run_dir: Path) -> int | None:
-    try:
-        pid = int((run_dir / "acng.pid").read_text().strip())
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if str(run_dir).encode() in cmd else None
+    pid = read_pid(run_dir / "acng.pid")
+    return pid if pid and str(run_dir) in cmdline(pid) else None
 
 
 def start(run_dir: Path, addresses: list[str], internet: bool = False, timeout: float = 10.0) -> int:
