@@ -195,6 +195,12 @@ def for_node(provider, ssh, lab_dir, lab_name: str) -> Access:
     return Access.of(ssh.user, ssh.port, ssh.key, ssh.jump, bridge)
 
 
+def for_router(lab_dir, bridge: str | None) -> Access:
+    """A lab router's access: it is a namespace on this host with its own sshd (netns and qemu alike), which
+    lets in root with the lab key, whatever the nodes' login (qemu: a sudo user in the VMs)."""
+    return Access.of("root", 22, str(lab_dir.ssh_key), None, bridge)
+
+
 def of_node(node) -> Access:
     """The access of a node of the lab model (or its dict form)."""
     from labctl.model import as_node

@@ -6,7 +6,7 @@ BIRD is reached the provider's way (birdc on a netns node, birdcl inside calico-
 
 from __future__ import annotations
 
-from labctl import bird, fanout, iproute, output, providers
+from labctl import bird, fanout, iproute, output, providers, routers
 from labctl import nodes as live
 from labctl.errors import LabctlError, UsageError
 from labctl.model import Node, Router
@@ -71,7 +71,7 @@ def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
             )
     prov = providers.get(model.provider, lab)
     protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
-    rows = fanout.each(lambda n: node_row(lab.dir, n, prov.birdc(n), protocols), nodes)
+    rows = fanout.each(lambda n: node_row(lab.dir, n, routers.birdc(prov, n), protocols), nodes)
     # name the peer's lab node too, so a reader need not map addresses to nodes by hand
     by_addr = {n.address: n.name for n in model.nodes}
     by_addr |= {i.address: r.name for r in model.routers or [] for i in r.interfaces}

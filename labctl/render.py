@@ -132,7 +132,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True, model: LabModel | None =
     kind = providers.kind(t.provider)
     data = model.to_data()
     nodes, routers = data["nodes"], data.get("routers") or []
-    reach = {n["name"]: access.Access.from_data(n["ssh"]) for n in nodes}
+    reach = {n["name"]: access.Access.from_data(n["ssh"]) for n in nodes + routers}
     tunnel = model.calico.tunnel_device
     # CrossSubnet: every node here shares one LAN, so routes go straight over it
     cross = t.calico.encapsulation.endswith("CrossSubnet")
@@ -291,9 +291,7 @@ def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
             for net, addr in router.interfaces.items()
         ]
         first = ifaces[0]
-        reach = dataclasses.replace(
-            access.for_node(kind(), t.defaults.ssh, lab, t.name), bridge=first["bridge"]
-        ).to_data()
+        reach = access.for_router(lab, first["bridge"]).to_data()
         out.append(
             {
                 "name": r,
@@ -481,7 +479,8 @@ def render(
     if ctx["emulated"]:
         for n in ctx["nodes"]:
             put(lab.bird_conf(n["name"]), "bird.conf.j2", node=n, others=[p for p in ctx["nodes"] if p is not n])
-        for r in ctx["routers"]:
-            if r["asn"] is not None:
-                put(lab.bird_conf(r["name"]), "bird-router.conf.j2", router=r)
+    # the model holds only routers labctl builds on this host (netns, qemu): BIRD runs in them either way
+    for r in ctx["routers"]:
+        if r["asn"] is not None:
+            put(lab.bird_conf(r["name"]), "bird-router.conf.j2", router=r)
     return out

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from pathlib import Path
 
-from labctl import bird, fanout, iproute, providers
+from labctl import bird, fanout, iproute
 from labctl import nodes as live
 from labctl.errors import LabctlError
-from labctl.model import LabModel, Router
+from labctl.model import LabModel, Router, as_node
+
+
+def birdc(prov, node) -> str:
+    """The shell command that talks to a speaker's BIRD (append a CLI command): a node's the provider's way
+    (`prov.birdc`); a lab router's is a BIRD of this host in the router's namespace, whichever provider built
+    it (netns, qemu), its control socket in the lab dir."""
+    n = as_node(node)
+    return f"birdc -s {shlex.quote(n.bird_socket)}" if n.role == "router" else prov.birdc(node)
 
 
 def read(lab, r: Router) -> dict:
     """A lab router's kernel routes and, when it speaks BGP, its sessions (None: it runs no BIRD)."""
-    prov = providers.get("netns")
     try:
         with live.NodeShell(lab.dir, r) as s:
             _, out, _ = s.run("ip -j -4 route show")
             got = {"routes": iproute.loads(out), "sessions": None, "error": ""}
             if r.asn is not None:
-                _, out, _ = s.run(f"{prov.birdc(r)} show protocols")
+                _, out, _ = s.run(f"{birdc(None, r)} show protocols")
                 got["sessions"] = bird.sessions(out) if bird.running(out) else []
             return got
     except LabctlError as e:
@@ -123,3 +131,69 @@ def build(data: dict, members: dict, netns_of, veth_of, checkpoint=lambda: None)
         sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
         # the router forwards between its networks: in its own namespace only, never the host's
         sh.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+
+def ensure_bird(lab_dir, data: dict, netns_of) -> list[str]:
+    """BIRD in each router with an asn, started from this host inside the router's namespace `netns_of(router)`:
+    the netns_bird role's bird-up.sh, as the netns provider's play runs it over SSH (start BIRD if it is not
+    running, `birdc configure` when the rendered config changed). Its files are in the router's dir (config,
+    pid file, log), its socket is the model's bird_socket. Returns the routers where something changed."""
+    from labctl import layout, sh
+    from labctl.errors import HostError
+
+    script = (layout.shipped("playbooks") / "roles" / "netns_bird" / "files" / "bird-up.sh").read_text()
+    changed = []
+    for r in data.get("routers", []):
+        if r.get("asn") is None:
+            continue
+        nd = Path(r["dir"])
+        nd.mkdir(parents=True, exist_ok=True, mode=0o700)
+        q = lambda p: shlex.quote(str(p))  # noqa: E731
+        head = f"conf={q(nd / 'bird.conf')} sock={q(r['bird_socket'])} pidfile={q(nd / 'bird.pid')}\n"
+        head += f"new=$(cat {q(lab_dir.bird_conf(r['name']))})\n"
+        argv = ["nsenter", f"--net=/run/netns/{netns_of(r['name'])}", "bash", "-c", head + script]
+        p = sh.run(argv, check=False)
+        if p.returncode != 0:
+            err = (p.stderr or p.stdout).strip().splitlines()
+            raise HostError(
+                f"BIRD of router {r['name']} did not start: {err[-1] if err else f'exit {p.returncode}'}",
+                f"see {nd / 'bird.log'}",
+            )
+        if "CHANGED" in p.stdout:
+            changed.append(r["name"])
+    return changed
+
+
+def stop(routers: list[dict], netns_of, timeout: float = 3.0) -> list[int]:
+    """End what runs in the routers' namespaces, by pid, while they still exist: BIRD (its pid file, if the
+    process there still names the router's dir) and everything else the kernel places in the namespace (sshd
+    and its sessions). Never by program name: another lab's BIRD is a `bird` too. Returns the pids that
+    outlived SIGKILL."""
+    import os
+    import signal
+    import time
+
+    from labctl import sh
+    from labctl.hostside import alive, cmdline, read_pid
+
+    pids: set[int] = set()
+    for r in routers:
+        pid = read_pid(Path(r.get("dir") or "/nonexistent") / "bird.pid")
+        if pid and alive(pid) and f"{r['dir']}/" in cmdline(pid):
+            pids.add(pid)
+        ns = netns_of(r["name"])
+        if Path(f"/run/netns/{ns}").exists():
+            pids |= {int(x) for x in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split() if x.isdigit()}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout / 2
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.02)
+        pids = {p for p in pids if alive(p)}
+        if not pids:
+            break
+    return sorted(pids)

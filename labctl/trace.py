@@ -11,7 +11,7 @@ import ipaddress
 import json
 import shlex
 
-from labctl import bird, iproute, output, providers
+from labctl import bird, iproute, output, providers, routers
 from labctl import nodes as live
 from labctl.errors import LabctlError, UsageError
 from labctl.model import LabModel, Node, Pod, Router
@@ -204,7 +204,7 @@ class _Trace:
             )
         elif iproute.protocol(route) in self.protocols and not local_pod:
             node = self.nodes.get(cur) or self.routers[cur]
-            origin = _bgp_origin(self.sh, node, self.prov.birdc(node), self.d["ip"])
+            origin = _bgp_origin(self.sh, node, routers.birdc(self.prov, node), self.d["ip"])
             why = "learned over BGP"
             if origin:
                 name = self.name_of

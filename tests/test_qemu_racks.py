@@ -8,6 +8,7 @@ names starting with qr."""
 
 import base64
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -21,15 +22,20 @@ from conftest import qemu_residue as residue
 pytestmark = pytest.mark.netns  # root, bridges, taps and namespaces
 
 
-def racks(tmp_path: Path, name: str, **extra) -> Path:
+def racks(tmp_path: Path, name: str, tor: bool = False, **extra) -> Path:
+    """tor: each network's AS and the router's (it runs BIRD), `calico.bgp: tor` (Calico's AS per rack)."""
     d = {
         "name": name,
         "provider": "qemu",
         "networks": {
-            "rack-a": {"lan": "10.192.1.0/24", "gateway": "10.192.1.254"},
-            "rack-b": {"lan": "10.192.2.0/24", "gateway": "10.192.2.254"},
+            "rack-a": {"lan": "10.192.1.0/24", "gateway": "10.192.1.254"} | ({"asn": 65001} if tor else {}),
+            "rack-b": {"lan": "10.192.2.0/24", "gateway": "10.192.2.254"} | ({"asn": 65002} if tor else {}),
         },
-        "routers": {"core": {"interfaces": {"rack-a": "10.192.1.254", "rack-b": "10.192.2.254"}}},
+        "routers": {
+            "core": {"interfaces": {"rack-a": "10.192.1.254", "rack-b": "10.192.2.254"}}
+            | ({"asn": 65000} if tor else {})
+        },
+        **({"calico": {"bgp": "tor"}} if tor else {}),
         "defaults": {"interface": "lan0"},
         "qemu": {"control_plane": {"cpus": 1, "memory": 1024}, "worker": {"cpus": 1, "memory": 1024}},
         "nodes": {
@@ -88,24 +94,69 @@ def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     assert machine.lan(data, w1) == (24, "10.192.2.254", "10.192.2.253")
 
 
-def test_bgp_on_a_qemu_router_is_refused_before_anything_exists(tmp_path, qhome):
-    t = racks(tmp_path, "qrbgp")
-    d = yaml.safe_load(t.read_text())
-    d["routers"]["core"]["asn"] = 65000
-    t.write_text(yaml.safe_dump(d))
-    p = labctl("up", "-t", t, home=qhome)
-    assert p.returncode == 2 and "routers core: the qemu provider's routers forward but do not run BGP" in p.stderr
-    assert residue(qhome, "qrbgp") == []
+def test_a_qemu_tor_router_gets_a_bird_config_and_a_root_login(tmp_path, qhome):
+    """bgp: tor on qemu: the router labctl builds on this host gets BIRD's config (one eBGP session per node of its
+    networks, in the node's network AS, from its own address there) and, like a netns router, its own sshd's
+    root login with the lab key, whatever the VMs' login is."""
+    t = racks(tmp_path, "qrval", tor=True)
+    p = labctl("validate", "-t", t, home=qhome)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "lab"
+    labctl("render", "-t", t, "-o", out, home=qhome, check=True)
+    conf = (out / "bird" / "core.conf").read_text()
+    sessions = re.findall(r"local (\S+) as (\d+);\s+neighbor (\S+) as (\d+);", conf)
+    assert sorted(sessions) == [("10.192.1.254", "65000", "10.192.1.11", "65001"),
+                                ("10.192.2.254", "65000", "10.192.2.11", "65002")]  # fmt: skip
+    data = json.loads((out / "topology-data.json").read_text())
+    core = data["routers"][0]
+    assert core["ssh"]["user"] == "root" and core["ssh"]["key"] == str(out / "ssh" / "id_ed25519")
+    assert {n["ssh"]["user"] for n in data["nodes"]} == {"labctl"}
+    assert "Host 10.192.1.254\n  User root\n" in (out / "ssh" / "ssh_config").read_text()
+
+
+def bird_pid(home: Path) -> int:
+    return int((home / "qracks" / "nodes" / "core" / "bird.pid").read_text())
 
 
 def test_two_vms_in_two_networks_talk_through_the_router_and_down_leaves_nothing(tmp_path, qhome):
+    """Also ToR peering (`calico.bgp: tor`): the router runs BIRD in its namespace with one eBGP session per VM,
+    and `labctl bgp`, `inspect` and `exec` reach it. The sessions stay down: the VMs run no Calico here (only
+    labctl's bootstrap runs, `--tags never`); the router's side is what is checked."""
+    from labctl.hostside import alive, cmdline
     from labctl.qemu import machine
 
-    t = racks(tmp_path, "qracks")
+    t = racks(tmp_path, "qracks", tor=True)
     ns = machine.router_netns("qracks", "core")
+    pid = None
     try:
         p = labctl("up", "-t", t, "--tags", "never", home=qhome, timeout=900)
         assert p.returncode == 0, p.stderr[-3000:]
+        # BIRD runs in the router's namespace, on the config rendered for it
+        pid = bird_pid(qhome)
+        assert alive(pid) and f"{qhome}/qracks/nodes/core/bird.conf" in cmdline(pid)
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
+        conf = (qhome / "qracks" / "nodes" / "core" / "bird.conf").read_text()
+        assert sorted(re.findall(r"neighbor (\S+) as (\d+);", conf)) == [("10.192.1.11", "65001"),
+                                                                            ("10.192.2.11", "65002")]  # fmt: skip
+        # `labctl bgp core` reads it over the router's own sshd: BIRD answers with both sessions configured
+        rows = json.loads(labctl("bgp", "-n", "qracks", "core", "-f", "json", home=qhome, check=True).stdout)
+        assert [r["node"] for r in rows] == ["core"] and rows[0]["error"] == ""
+        got = {s["name"]: (s["peer_address"], s["peer_node"]) for s in rows[0]["sessions"]}
+        assert got == {
+            "Node_10_192_1_11": ("10.192.1.11", "qracks-cp"),
+            "Node_10_192_2_11": ("10.192.2.11", "qracks-w1"),
+        }
+        rows = json.loads(labctl("inspect", "-n", "qracks", "-f", "json", home=qhome).stdout)
+        core = next(r for r in rows if r["name"] == "core")
+        assert core["state"] == "running" and core["error"] == "", core
+        assert core["bgp"]["expected"] == 2
+        assert {x["name"] for x in core["bgp"]["peers"]} == {"Node_10_192_1_11", "Node_10_192_2_11"}
+        r = labctl("exec", "-n", "qracks", "core", "--", "hostname", home=qhome, check=True)
+        assert r.stdout.strip() == "core"
+        # a second up leaves the running BIRD alone (same config: nothing to reload)
+        p = labctl("up", "-t", t, "--tags", "never", home=qhome, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert bird_pid(qhome) == pid and alive(pid)
         # the host reaches each VM over its own network's bridge (SSH), and routes for neither
         r = labctl("exec", "-n", "qracks", "qracks-w1", "--", "hostname", home=qhome, check=True)
         assert r.stdout.strip() == "qracks-w1"
@@ -134,4 +185,5 @@ def test_two_vms_in_two_networks_talk_through_the_router_and_down_leaves_nothing
     finally:
         d = labctl("down", "-t", t, home=qhome, timeout=600)
     assert d.returncode == 0, d.stderr
+    assert pid is not None and not alive(pid)  # the router's BIRD went with the lab
     assert residue(qhome, "qracks") == []

@@ -451,6 +451,17 @@ class NetnsProvider(Provider):
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
 
+def namespace_sshd(lab, data: dict, hosts: list[dict], netns_of) -> dict[str, int]:
+    """sshd in each of these namespaces of this host (`netns_of(name)`), started as the nodes' are here and
+    letting in root with the lab key: the qemu provider's lab routers are such namespaces too. Their pids."""
+    p = NetnsProvider(lab)
+    d = p.dir
+    d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())
+    os.chmod(d.authorized_keys, 0o600)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    return p._await_sshd(_start_sshd({h["name"]: p._sshd(data, h, netns_of(h["name"])) for h in hosts}))
+
+
 def _start_sshd(pids: dict[str, int | dict]) -> dict[str, int | None]:
     """Start the sshds that _sshd returned a job for, all in one process (netns_start.py); their
     pids are None until _await_sshd reads their pid files."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from labctl import sh
 from labctl.errors import HostError, UsageError
 from labctl.providers.base import make_lab_keys
-from labctl.providers.netns import SAFE_PATH, check_routes
+from labctl.providers.netns import SAFE_PATH, SSHD, check_routes, namespace_sshd
 from labctl.providers.vm import VmProvider
 from labctl.qemu import image, machine, proxy
 from labctl.topology import Proxy, Qemu
@@ -90,11 +90,22 @@ class QemuProvider(VmProvider):
             )
         if os.geteuid() != 0:
             raise HostError("the qemu provider needs root (bridge and taps)", "run it with sudo")
-        missing = [t for t in (*machine.TOOLS, proxy.DAEMON) if shutil.which(t) is None]
+        routers = data.get("routers", [])
+        # lab routers are namespaces of this host with their own sshd and, with an asn, BIRD (as netns's)
+        need = [*machine.TOOLS, proxy.DAEMON, *(("nsenter", SSHD) if routers else ())]
+        need += ["bird", "birdc"] if any(r.get("asn") is not None for r in routers) else []
+        missing = [t for t in need if shutil.which(t) is None]
         if missing:
             raise HostError(
                 f"missing tools: {', '.join(missing)}",
-                "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng (`make qemu-deps`)",
+                "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng bird2 "
+                "openssh-server (`make qemu-deps`)",
+            )
+        long = [r["bird_socket"] for r in routers if len(r["bird_socket"]) > 107]
+        if long:
+            raise HostError(
+                f"the lab dir {self.dir.root} is too deep for Unix socket paths ({long[0]})",
+                "set LABCTL_HOME to a shorter directory",
             )
         cfg = self._cfg(data)
         if cfg.image not in image.RECIPES and shutil.which(machine.SEED_TOOL) is None:
@@ -106,12 +117,6 @@ class QemuProvider(VmProvider):
             raise HostError(
                 f"a qemu lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
-            )
-        bgp = [r["name"] for r in data.get("routers", []) if r.get("asn") is not None]
-        if bgp:
-            raise UsageError(
-                f"routers {', '.join(bgp)}: the qemu provider's routers forward but do not run BGP yet",
-                "remove their asn (and use calico.bgp: mesh), or use the netns provider",
             )
         check_routes(data, set(self._bridges(data)))
         return []
@@ -184,19 +189,25 @@ class QemuProvider(VmProvider):
 
     def _networks(self, data: dict) -> None:
         """`networks:`: a bridge per network with the host's address on it (SSH and the proxy), routers as
-        namespaces joined to the bridges, forwarding inside them only (labctl/routers.py, as for netns)."""
+        namespaces joined to the bridges, forwarding inside them only, each with its sshd (`labctl exec`, `ssh`
+        and the live reads reach it like a node) and, with an asn, BIRD (ToR peering): labctl/routers.py and
+        the netns provider's sshd, as for netns."""
         from labctl import routers
 
         name = data["name"]
+        netns_of = lambda r: machine.router_netns(name, r)  # noqa: E731
         members = routers.lan_members(data, lambda n: machine.mac(name, n["name"]))
         routers.ensure_bridges(data, members)
         routers.build(
             data,
             members,
-            lambda r: machine.router_netns(name, r),
+            netns_of,
             lambda r, net: machine.router_veth(name, r, net),
             self.lab.checkpoint,
         )
+        if data.get("routers"):
+            namespace_sshd(self.lab, data, data["routers"], netns_of)
+            routers.ensure_bird(self.dir, data, netns_of)
 
     def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
         """`base`: labctl's image, whose kernel the KVM probe boots (a cloud image has no loose kernel:
@@ -214,8 +225,8 @@ class QemuProvider(VmProvider):
         return "tcg"
 
     def _keys(self, data: dict) -> None:
-        """The lab key and one host key per node, pinned in known_hosts before any VM boots."""
-        make_lab_keys(self.dir, data["name"], data["nodes"])
+        """The lab key and one host key per node and router, pinned in known_hosts before any VM boots."""
+        make_lab_keys(self.dir, data["name"], data["nodes"] + data.get("routers", []))
 
     # -- tear down -------------------------------------------------------------------------
 
@@ -231,7 +242,9 @@ class QemuProvider(VmProvider):
         except HostError as e:
             errors.append(str(e))
         if self._owns_links():  # else they are another home's lab of this name (or none at all)
-            machine.remove_routers(data["name"], data.get("routers", []))
+            stuck = machine.remove_routers(data["name"], data.get("routers", []))
+            if stuck:
+                errors.append(f"processes {', '.join(map(str, stuck))} in the routers' namespaces did not stop")
             machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
             for link in machine.lab_links(data["name"]):  # `networks:` labs: a bridge per network
                 sh.run(["ip", "link", "del", link], check=False)

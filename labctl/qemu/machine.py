@@ -156,9 +156,13 @@ def remove_links(lab: str, nodes: list[str]) -> None:
             sh.run(["ip", "link", "del", link], check=False)
 
 
-def remove_routers(lab: str, routers: list[dict]) -> None:
-    """The routers' namespaces, their NICs' host ends first (a veth deleted with its namespace is
-    freed by the kernel later, after `down` returned)."""
+def remove_routers(lab: str, routers: list[dict]) -> list[int]:
+    """The routers' namespaces: what runs in them first (BIRD, sshd: by pid, labctl/routers.py), then
+    their NICs' host ends (a veth deleted with its namespace is freed by the kernel later, after `down`
+    returned). Returns the pids that would not stop."""
+    from labctl import routers as lab_routers
+
+    stuck = lab_routers.stop(routers, lambda r: router_netns(lab, r))
     for r in routers:
         for i in r["interfaces"]:
             veth = router_veth(lab, r["name"], i["network"])
@@ -166,6 +170,7 @@ def remove_routers(lab: str, routers: list[dict]) -> None:
                 sh.run(["ip", "link", "del", veth], check=False)
         if Path(f"/run/netns/{router_netns(lab, r['name'])}").exists():
             sh.run(["ip", "netns", "del", router_netns(lab, r["name"])], check=False)
+    return stuck
 
 
 def lab_links(lab: str) -> list[str]:
