@@ -23,4 +23,4 @@ def timed(argv: list[str], env: dict | None = None) -> float:
 def lab_env() -> tuple[Path, dict, list[str]]:
     """A fresh work dir (short: sockets live under it), the env whose LABCTL_HOME is inside it, labctl's argv."""
     work = Path(tempfile.mkdtemp(prefix="lcb", dir="/tmp"))
-    return work, dict(os.environ, LABCTL_HOME=str(work / "h"), NO_COLOR="1"), [sys.executable, "-m", "labctl"]
+    return work, dict(os.environ, LABCTL_HOME=str(work / "h")), [sys.executable, "-m", "labctl"]

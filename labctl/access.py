@@ -242,7 +242,11 @@ def paramiko():
     traceback paramiko logs from its transport thread ("Error reading SSH protocol banner")."""
     global _silenced
     import logging
+    import sys
 
+    # paramiko imports invoke (a third of its import time, unittest.mock with it) only to run an
+    # ssh_config's `Match exec`; labctl hands paramiko its arguments and never parses an ssh_config
+    sys.modules.setdefault("invoke", None)
     import paramiko as p
 
     if not _silenced:

@@ -118,6 +118,25 @@ def _message(res: dict, known_hosts: str = "known_hosts") -> str:
     return "failed" + where
 
 
+def _no_close_delay() -> None:
+    """ansible-runner closes ansible-playbook's pty after its loop saw the process end, and ptyprocess
+    then sleeps 0.1 s "to give the kernel time to update process status" before checking it: every
+    `up` paid that for a process already reaped. Skipped only then; a live child gets the sleep."""
+    import ptyprocess
+
+    close = ptyprocess.PtyProcess.close
+    if getattr(close, "labctl", False):
+        return
+
+    def close_reaped(self, force=True):
+        if self.terminated:
+            self.delayafterclose = 0
+        return close(self, force)
+
+    close_reaped.labctl = True
+    ptyprocess.PtyProcess.close = close_reaped
+
+
 def run_playbook(
     lab: LabDir,
     playbook: str,
@@ -130,6 +149,7 @@ def run_playbook(
 ) -> Result:
     import ansible_runner  # heavy: imported only when a playbook runs
 
+    _no_close_delay()
     playbooks = layout.shipped("playbooks")
     env = {
         "ANSIBLE_CONFIG": str(lab.ansible_cfg),

@@ -280,3 +280,42 @@ def test_gc_thresh_limits_apply_only_where_the_kernel_counts_permanent_entries(t
         prov.check_neighbours(big)  # 100 + 10000 + 2 * 100
     assert "needs 10300 neighbour entries" in str(e.value) and "gc_thresh3 = 1024" in str(e.value)
     assert "gc_thresh3=41200" in e.value.hint
+
+
+def test_bird_starts_with_the_node_and_the_bgp_play_programs_what_the_kernel_refused(env, tmp_path):
+    """BIRD starts in bootstrap, as calico-node starts it with its pod, so its 1 s connect delay passes
+    while ansible-playbook starts. Its routes then arrive before the node play made the tunnel device
+    (the kernel refuses a route through a device that does not exist): the BGP play must find and
+    program them, and a second `up` changes nothing."""
+    home, before, tops = env
+    t = seedlike(tmp_path, "lcbird", 89)
+    tops.append(t)
+    # bootstrap only: nodes, sshd and BIRD, none of the playbook's tasks
+    assert labctl("up", "-t", t, "--tags", "never", home=home).returncode == 0
+    nodes = home / "lcbird" / "nodes"
+    for n in ("k8s-master", "k8s-worker-1", "k8s-worker-2"):
+        pid = int((nodes / n / "bird.pid").read_text())
+        assert os.path.exists(f"/proc/{pid}")
+        ns = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.split()
+        assert ns == [f"lc-lcbird.{n}"]
+    sock = str(nodes / "k8s-master" / "bird.ctl")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = subprocess.run(["birdc", "-s", sock, "show", "protocols"], capture_output=True, text=True).stdout
+        if out.count("Established") == 2:
+            break
+        time.sleep(0.1)
+    assert out.count("Established") == 2, out
+    # no tunnel device yet: the blocks BIRD learned are not in the kernel
+    routes = subprocess.run(["ip", "-n", "lc-lcbird.k8s-master", "route", "show", "proto", "bird"],
+                            capture_output=True, text=True).stdout  # fmt: skip
+    assert "192.168.1.0/24" not in routes and "192.168.2.0/24" not in routes, routes
+
+    up = labctl("up", "-t", t, home=home)
+    assert up.returncode == 0, up.stderr
+    code, got = checks(home, "lcbird")
+    assert code == 0, [c for c in got if c["status"] != "pass"]
+    bgp_play = up.stderr.split("BIRD configured and running")[1].split("==>")[0]
+    assert bgp_play.count("changed") == 3, up.stderr  # every node: its refused routes programmed
+    again = labctl("up", "-t", t, home=home)
+    assert again.returncode == 0 and " changed " not in again.stderr, again.stderr

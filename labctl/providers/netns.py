@@ -232,7 +232,7 @@ class NetnsProvider(Provider):
         # nodes are independent of each other: a few at a time, so a big lab's thousands of short
         # `ip`/`nsenter` processes overlap instead of running one after another
         pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
-        return self._await_sshd(_start_sshd(pids))
+        return self._await_sshd(_start_sshd(pids, self._bird_jobs(data)))
 
     def _bootstrap_racks(self, data: dict, progress) -> dict:
         """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
@@ -275,7 +275,7 @@ class NetnsProvider(Provider):
             batch += lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
             pids[n["name"]] = self._sshd(data, n, ns)
-        return self._await_sshd(_start_sshd(pids))
+        return self._await_sshd(_start_sshd(pids, self._bird_jobs(data)))
 
     def _await_sshd(self, pids: dict[str, int | None]) -> dict:
         """The sshd pids, waiting for those still starting (None). sshd writes its pid file once it listens: wait
@@ -290,6 +290,29 @@ class NetnsProvider(Provider):
                 raise HostError(f"sshd of {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
             pids[node] = pid
         return pids
+
+    def _bird_jobs(self, data: dict) -> list[dict]:
+        """BIRD on each node where it does not run yet, started with the node as calico-node starts it
+        with its pod: BIRD's 1 s connect delay then passes while ansible-playbook starts, not after its
+        BGP play. That play still owns BIRD: it reloads a changed config (never done here: only a
+        stopped BIRD gets the rendered one) and re-exports a route the kernel refused while the node's
+        tunnel device did not exist yet."""
+        if data["calico"].get("bgp") == "none":  # VXLAN with BGP off: no BIRD at all
+            return []
+        from labctl.providers.netns_faults import bird_pid
+
+        jobs = []
+        for n in data["nodes"]:
+            if bird_pid(n) is not None:
+                continue
+            nd = Path(n["dir"])
+            (nd / "bird.pid").unlink(missing_ok=True)
+            shutil.copyfile(self.dir.bird_conf(n["name"]), nd / "bird.conf")
+            bird = shutil.which("bird") or "/usr/sbin/bird"
+            argv = [bird, "-c", str(nd / "bird.conf"), "-s", n["bird_socket"], "-P", str(nd / "bird.pid")]
+            ns = f"/run/netns/{node_netns(data['name'], n['name'])}"
+            jobs.append({"name": n["name"], "netns": ns, "argv": argv})
+        return jobs
 
     def _keys(self, data: dict) -> None:
         d = self.dir
@@ -365,6 +388,7 @@ class NetnsProvider(Provider):
         # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
         (nd / "hostname").write_text(f"{n['name']}\n")
         return {
+            "name": n["name"],
             "netns": f"/run/netns/{ns}",
             "hostname": n["name"],
             "binds": [
@@ -462,10 +486,10 @@ def namespace_sshd(lab, data: dict, hosts: list[dict], netns_of) -> dict[str, in
     return p._await_sshd(_start_sshd({h["name"]: p._sshd(data, h, netns_of(h["name"])) for h in hosts}))
 
 
-def _start_sshd(pids: dict[str, int | dict]) -> dict[str, int | None]:
-    """Start the sshds that _sshd returned a job for, all in one process (netns_start.py); their
-    pids are None until _await_sshd reads their pid files."""
-    jobs = [j for j in pids.values() if isinstance(j, dict)]
+def _start_sshd(pids: dict[str, int | dict], more: list[dict] = ()) -> dict[str, int | None]:
+    """Start the sshds that _sshd returned a job for, and `more` jobs (BIRD), all in one process
+    (netns_start.py); the sshds' pids are None until _await_sshd reads their pid files."""
+    jobs = [j for j in pids.values() if isinstance(j, dict)] + list(more)
     if jobs:
         starter = Path(__file__).with_name("netns_start.py")
         sh.run([sys.executable, "-I", "-S", str(starter)], input=json.dumps(jobs), timeout=60 + len(jobs))

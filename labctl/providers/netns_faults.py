@@ -19,7 +19,7 @@ from labctl.hostside import alive, cmdline, read_pid
 from labctl.providers.netns import node_netns
 
 
-def _bird_pid(node: dict) -> int | None:
+def bird_pid(node: dict) -> int | None:
     pid = read_pid(Path(node["dir"]) / "bird.pid")
     # a pid file outlives its process: only a BIRD started on this node's socket is ours to stop
     return pid if pid and alive(pid) and node["bird_socket"] in cmdline(pid) else None
@@ -38,7 +38,7 @@ def _ns_pids(data: dict, node: dict) -> list[int]:
 def fail(prov, data: dict, node: dict, kind: str) -> dict:
     name = node["name"]
     if kind == "bird":
-        pid = _bird_pid(node)
+        pid = bird_pid(node)
         if pid is None:
             raise LabctlError(f"BIRD is not running on {name}", f"`labctl repair {name} bird` starts it")
         os.kill(pid, signal.SIGTERM)
@@ -78,7 +78,7 @@ def repair(prov, data: dict, node: dict, kind: str, record: dict) -> None:
         sh.run(["ip", "-n", node_netns(data["name"], node["name"]), "link", "set", node["interface"], "up"])
         prov.bootstrap(data, Progress(None, quiet=True))
     elif kind == "bird":
-        if _bird_pid(node) is None:
+        if bird_pid(node) is None:
             _start_bird(prov, node)
     else:
         raise LabctlError(f"unknown fault {kind!r}")

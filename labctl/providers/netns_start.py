@@ -1,5 +1,6 @@
 """Start each node's sshd in its namespaces: run by the netns provider as `python -I -S THIS_FILE`
-with a JSON list of jobs on stdin, one process for every node of the lab.
+with a JSON list of jobs on stdin, one process for every node of the lab. A job without a hostname
+(BIRD) only joins the node's network namespace.
 
 Per node (a forked child): join the node's network namespace, take a UTS and a mount namespace of
 its own, mount a sysfs of the node's network namespace, make "/" (and /etc/hosts, resolv.conf and
@@ -40,6 +41,8 @@ def _child(job: dict) -> None:
     fd = os.open(job["netns"], os.O_RDONLY)
     _call(libc.setns(fd, CLONE_NEWNET), "setns " + job["netns"])
     os.close(fd)
+    if "hostname" not in job:  # BIRD: the node's network is all it needs
+        os.execv(job["argv"][0], job["argv"])
     _call(libc.unshare(CLONE_NEWUTS | CLONE_NEWNS), "unshare")
     _mount("none", "/sys", None, MS_REC | MS_PRIVATE, "make /sys private")
     _mount("sysfs", "/sys", "sysfs", 0, "mount sysfs")
@@ -60,7 +63,7 @@ def main() -> int:
     def reap_one() -> None:
         pid, status = os.wait()
         name = running.pop(pid)
-        # sshd forks into the background once it listens: its first process exits 0
+        # sshd (BIRD) forks into the background once it listens: its first process exits 0
         if os.waitstatus_to_exitcode(status) != 0:
             failed.append(f"{name}: exit {os.waitstatus_to_exitcode(status)}")
 
@@ -72,13 +75,13 @@ def main() -> int:
             try:
                 _child(job)
             except BaseException as e:  # noqa: BLE001 - the child reports and ends, whatever it was
-                print(f"{job['hostname']}: {e}", file=sys.stderr, flush=True)
+                print(f"{job['name']}: {e}", file=sys.stderr, flush=True)
             os._exit(1)
-        running[pid] = job["hostname"]
+        running[pid] = f"{job['name']} {os.path.basename(job['argv'][0])}"
     while running:
         reap_one()
     if failed:
-        print(f"sshd did not start on {len(failed)} node(s): {', '.join(failed)}", file=sys.stderr)
+        print(f"did not start on {len(failed)} node(s): {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
