@@ -61,3 +61,26 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def terminate(pids, timeout: float = 2.0) -> list[int]:
+    """SIGTERM these processes, then SIGKILL the ones still there after half the timeout; returns the
+    pids that outlived both. Always by pid: callers find them by pid file, namespace or path."""
+    import os
+    import signal
+    import time
+
+    left = set(pids)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout / 2
+        while time.monotonic() < deadline and any(alive(p) for p in left):
+            time.sleep(0.02)
+        left = {p for p in left if alive(p)}
+        if not left:
+            break
+    return sorted(left)

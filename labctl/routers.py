@@ -169,12 +169,8 @@ def stop(routers: list[dict], netns_of, timeout: float = 3.0) -> list[int]:
     process there still names the router's dir) and everything else the kernel places in the namespace (sshd
     and its sessions). Never by program name: another lab's BIRD is a `bird` too. Returns the pids that
     outlived SIGKILL."""
-    import os
-    import signal
-    import time
-
     from labctl import sh
-    from labctl.hostside import alive, cmdline, read_pid
+    from labctl.hostside import alive, cmdline, read_pid, terminate
 
     pids: set[int] = set()
     for r in routers:
@@ -184,16 +180,4 @@ def stop(routers: list[dict], netns_of, timeout: float = 3.0) -> list[int]:
         ns = netns_of(r["name"])
         if Path(f"/run/netns/{ns}").exists():
             pids |= {int(x) for x in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split() if x.isdigit()}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout / 2
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.02)
-        pids = {p for p in pids if alive(p)}
-        if not pids:
-            break
-    return sorted(pids)
+    return terminate(pids, timeout)

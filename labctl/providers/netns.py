@@ -17,7 +17,7 @@ from pathlib import Path
 
 from labctl import sh
 from labctl.errors import HostError, UsageError
-from labctl.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid
+from labctl.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.layout import LabDir
 from labctl.providers.base import Provider, make_lab_keys
 
@@ -292,17 +292,17 @@ class NetnsProvider(Provider):
         return pids
 
     def _bird_jobs(self, data: dict) -> list[dict]:
-        """BIRD on each node where it does not run yet, started with the node as calico-node starts it
-        with its pod: BIRD's 1 s connect delay then passes while ansible-playbook starts, not after its
-        BGP play. That play still owns BIRD: it reloads a changed config (never done here: only a
-        stopped BIRD gets the rendered one) and re-exports a route the kernel refused while the node's
-        tunnel device did not exist yet."""
-        if data["calico"].get("bgp") == "none":  # VXLAN with BGP off: no BIRD at all
-            return []
+        """BIRD on each node (and BGP router) where it does not run yet, started with the node as
+        calico-node starts it with its pod: BIRD's 1 s connect delay then passes while ansible-playbook
+        starts, not after its BGP play. That play still owns BIRD: it reloads a changed config (never
+        done here: only a stopped BIRD gets the rendered one) and re-exports a route the kernel refused
+        while the node's tunnel device did not exist yet."""
         from labctl.providers.netns_faults import bird_pid
 
+        # bgp: none (VXLAN only): no BIRD on the nodes; a router with an asn runs it whatever the design
+        nodes = [] if data["calico"].get("bgp") == "none" else data["nodes"]
         jobs = []
-        for n in data["nodes"]:
+        for n in nodes + [r for r in data.get("routers", []) if r.get("asn") is not None]:
             if bird_pid(n) is not None:
                 continue
             nd = Path(n["dir"])
@@ -557,19 +557,7 @@ def _kill_naming(parent: Path) -> None:
     master's names its ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]")."""
     mark = f"{parent}/"
     me = {os.getpid(), os.getppid()}
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in cmdline(int(p))]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.02)
-        pids = [p for p in pids if alive(p)]
-        if not pids:
-            break
+    terminate([int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in cmdline(int(p))])
 
 
 def check_routes(data: dict, ours: str | set[str]) -> None:

@@ -11,14 +11,13 @@ import json
 import os
 import select
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from labctl import layout, sh
 from labctl.errors import HostError
-from labctl.hostside import alive, cmdline, link_exists, read_pid
+from labctl.hostside import alive, cmdline, link_exists, read_pid, terminate
 from labctl.qemu import image, proxy
 
 QEMU = "qemu-system-x86_64"
@@ -359,20 +358,8 @@ def booted(node_dir: Path) -> bool:
 
 def stop(node_dirs: list[Path], timeout: float = 10.0) -> list[str]:
     """Kill every node's QEMU (by its pid); returns the nodes whose QEMU outlived SIGKILL."""
-    pids = {d: p for d in node_dirs if (p := running(d))}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids.values():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout / 2
-        while time.monotonic() < deadline and any(running(d) for d in pids):
-            time.sleep(0.05)
-        pids = {d: p for d, p in pids.items() if running(d)}
-        if not pids:
-            break
-    return [d.name for d in pids]
+    pids = {p: d for d in node_dirs if (p := running(d))}
+    return [pids[p].name for p in terminate(pids, timeout)]
 
 
 def wait_ssh(nodes: list[dict], timeout: float, alive, cancel=None) -> list[str]:
