@@ -203,7 +203,6 @@ class NetnsProvider(Provider):
         host = lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
         if host:
             sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
 
         def one(n: dict) -> int | None:
             self.lab.checkpoint()  # a big lab takes a while: Ctrl-C is answered between nodes
@@ -246,7 +245,6 @@ class NetnsProvider(Provider):
         members = lab_routers.lan_members(data, lambda n: lan_mac(n["address"]))
         lab_routers.ensure_bridges(data, members)
         self._keys(data)
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         lab_routers.build(
             data,
             members,
@@ -301,14 +299,13 @@ class NetnsProvider(Provider):
 
         # bgp: none (VXLAN only): no BIRD on the nodes; a router with an asn runs it whatever the design
         nodes = [] if data["calico"].get("bgp") == "none" else data["nodes"]
-        jobs = []
+        jobs, bird = [], shutil.which("bird") or "/usr/sbin/bird"
         for n in nodes + [r for r in data.get("routers", []) if r.get("asn") is not None]:
             if bird_pid(n) is not None:
                 continue
             nd = Path(n["dir"])
             (nd / "bird.pid").unlink(missing_ok=True)
             shutil.copyfile(self.dir.bird_conf(n["name"]), nd / "bird.conf")
-            bird = shutil.which("bird") or "/usr/sbin/bird"
             argv = [bird, "-c", str(nd / "bird.conf"), "-s", n["bird_socket"], "-P", str(nd / "bird.pid")]
             ns = f"/run/netns/{node_netns(data['name'], n['name'])}"
             jobs.append({"name": n["name"], "netns": ns, "argv": argv})
@@ -317,6 +314,10 @@ class NetnsProvider(Provider):
     def _keys(self, data: dict) -> None:
         d = self.dir
         make_lab_keys(d, data["name"], data["nodes"] + data.get("routers", []), _each)
+        self._authorized_keys()
+
+    def _authorized_keys(self) -> None:
+        d = self.dir
         d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())  # every node's sshd reads it
         os.chmod(d.authorized_keys, 0o600)
 
@@ -479,10 +480,7 @@ def namespace_sshd(lab, data: dict, hosts: list[dict], netns_of) -> dict[str, in
     """sshd in each of these namespaces of this host (`netns_of(name)`), started as the nodes' are here and
     letting in root with the lab key: the qemu provider's lab routers are such namespaces too. Their pids."""
     p = NetnsProvider(lab)
-    d = p.dir
-    d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())
-    os.chmod(d.authorized_keys, 0o600)
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    p._authorized_keys()
     return p._await_sshd(_start_sshd({h["name"]: p._sshd(data, h, netns_of(h["name"])) for h in hosts}))
 
 
@@ -491,6 +489,7 @@ def _start_sshd(pids: dict[str, int | dict], more: list[dict] = ()) -> dict[str,
     (netns_start.py); the sshds' pids are None until _await_sshd reads their pid files."""
     jobs = [j for j in pids.values() if isinstance(j, dict)] + list(more)
     if jobs:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         starter = Path(__file__).with_name("netns_start.py")
         sh.run([sys.executable, "-I", "-S", str(starter)], input=json.dumps(jobs), timeout=60 + len(jobs))
     return {k: None if isinstance(v, dict) else v for k, v in pids.items()}
