@@ -37,6 +37,7 @@ class LivePod:
     pod: str = ""  # the Kubernetes pod (cluster labs)
     namespace: str = ""
     sudo: str = ""  # the node's sudo prefix for entering the namespace
+    error: str = ""  # why its sandbox could not be read (then netns is "")
 
     def enter(self) -> str:
         """Shell prefix that runs a node's tool (ip, ping) inside the pod's network namespace, on its node."""
@@ -45,7 +46,7 @@ class LivePod:
         return f"{self.sudo}ip netns exec {shlex.quote(self.netns)} "
 
     def public(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "sudo" and v != ""}
+        return {k: v for k, v in asdict(self).items() if k not in ("sudo", "error") and v != ""}
 
 
 def in_cluster(model: LabModel) -> bool:
@@ -156,10 +157,18 @@ def read(model: LabModel, run: Run) -> list[LivePod]:
     out = []
     for name, group in by_node.items():
         s = live.sudo(model.node(name))
-        sandboxes = _json(run, name, f"{s}crictl pods -o json")
+        try:  # one node's runtime not answering must not hide the other nodes' pods
+            sandboxes, error = _json(run, name, f"{s}crictl pods -o json"), ""
+        except LabctlError as e:
+            sandboxes, error = {}, str(e)
         for p in group:
             sid = sandbox_id(sandboxes, p["pod"], p["namespace"])
-            netns = netns_path(_json(run, name, f"{s}crictl inspectp {shlex.quote(sid)}")) if sid else ""
+            netns, why = "", error or f"{name}: no ready sandbox of pod {p['namespace']}/{p['pod']} in `crictl pods`"
+            if sid:
+                try:
+                    netns = netns_path(_json(run, name, f"{s}crictl inspectp {shlex.quote(sid)}"))
+                except LabctlError as e:
+                    why = str(e)
             dev = route_dev(iproute.loads(run(name, f"ip -j route get {shlex.quote(p['ip'])}")[1]))
-            out.append(LivePod(p["name"], p["ip"], name, netns, dev, p["pod"], p["namespace"], s))
+            out.append(LivePod(p["name"], p["ip"], name, netns, dev, p["pod"], p["namespace"], s, "" if netns else why))
     return sorted(out, key=lambda p: p.name)

@@ -54,6 +54,13 @@ def resolve(model: LabModel, x: str, pods: list[LivePod] | None = None) -> dict:
     return {"kind": "external", "name": x, "ip": x, "node": None}
 
 
+def _names_pod(model: LabModel, *xs: str) -> bool:
+    try:
+        return any(resolve(model, x, [])["kind"] not in ("node", "tunnel") for x in xs)
+    except LabctlError:
+        return True
+
+
 class _Shells:
     """One SSH connection per node, opened when the trace first reaches it."""
 
@@ -114,8 +121,9 @@ def trace(lab, src: str, dst: str) -> dict:
     model = lab.model()
     sh = _Shells(lab.dir, model)
     try:
-        # netns labs: the plan, no I/O; clusters: the API server, the nodes' runtime and routes
-        pods = podinfo.read(model, sh.run)
+        # netns labs: the plan, no I/O; clusters: the API server, the nodes' runtime and routes (not
+        # asked when both ends are nodes: a node-to-node trace works with the API server down)
+        pods = podinfo.read(model, sh.run) if _names_pod(model, src, dst) else []
         s, d = resolve(model, src, pods), resolve(model, dst, pods)
         if s["kind"] not in ("pod", "node"):
             raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
@@ -159,7 +167,7 @@ class _Trace:
         s, d, cur = self.s, self.d, self.s["node"]
         pod: LivePod = s["pod"]
         if not pod.netns:
-            raise LabctlError(f"{cur}: no running sandbox (network namespace) for {pod.name}'s pod {pod.pod}")
+            raise LabctlError(f"cannot enter {pod.name}'s network namespace: {pod.error}")
         get, route, _ = _lookup(self.sh, cur, d["ip"], None, None, prefix=pod.enter())
         gw = get.get("gateway", "")
         why = f"the pod's table: {route_line(route)}"

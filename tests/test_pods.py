@@ -346,6 +346,34 @@ def test_trace_names_a_workload_without_a_running_pod(monkeypatch):
         trace.trace(FakeLab(model), "pod-c", "pod-b")
 
 
+def test_one_nodes_runtime_failing_hides_only_its_pods_namespace(monkeypatch):
+    from labctl.errors import LabctlError
+
+    cluster = FakeCluster("bird")
+    cluster.answers["w2"]["crictl pods -o json"] = (1, "")  # e.g. containerd's socket is gone
+    monkeypatch.setattr(trace.live, "NodeShell", cluster.shell)
+    # pod-b's sandbox is not needed to reach it: its veth comes from w2's route
+    assert trace.trace(FakeLab(cluster_model("v3.32.1")), "pod-a", "pod-b")["reached"]
+    with pytest.raises(LabctlError, match="cannot enter pod-b's network namespace: w2: crictl pods -o json: exit 1"):
+        trace.trace(FakeLab(cluster_model("v3.32.1")), "pod-b", "pod-a")
+
+
+def test_a_node_to_node_trace_does_not_ask_the_api_server(monkeypatch):
+    cluster = FakeCluster("bird")
+    cluster.answers["w1"] |= {
+        "ip -j route get 10.12.22.3": (0, [{"dst": "10.12.22.3", "dev": "ens192", "prefsrc": "10.12.22.2"}]),
+        "ip -j route show match 10.12.22.3": (0, [{"dst": "10.12.0.0/16", "dev": "ens192", "protocol": "kernel"}]),
+        "ip -d -j link show ens192": (0, [{"ifname": "ens192"}]),
+        "ping -c1 -W1 10.12.22.3": (0, "1 packets transmitted, 1 received\n"),
+    }
+    cluster.answers["w2"]["ip -j route get 10.12.22.3"] = (0, [{"dst": "10.12.22.3", "type": "local", "dev": "lo"}])
+    cluster.answers["w2"]["ip -j route show match 10.12.22.3"] = (0, [])
+    monkeypatch.setattr(trace.live, "NodeShell", cluster.shell)
+    res = trace.trace(FakeLab(cluster_model("v3.32.1")), "w1", "w2")
+    assert res["reached"] and res["ping"]["ok"]
+    assert "m" not in {node for node, _ in cluster.asked}
+
+
 # -- who programs the pod routes, by version -------------------------------------------------------
 
 
