@@ -201,3 +201,44 @@ def test_the_healthy_cluster_reads_pods_from_the_api_and_resolves_through_the_cl
 )
 def test_nslookup_answers(text, want):
     assert answers(text) == want
+
+
+def test_collect_pings_and_resolves_from_the_pods_own_namespace(lab, monkeypatch):
+    """The commands verify sends through the control plane: kubectl exec into the pod in its namespace."""
+    from labctl import verify
+
+    obs = observed(lab)
+    for item in obs.facts["k8s-master"].k8s["items"]:
+        if item["kind"] == "Pod":
+            item["metadata"]["namespace"] = "labs"
+    sent = []
+
+    class Shell:
+        def __init__(self, lab_dir, node):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def run(self, command, timeout=30.0):
+            sent.append(command)
+            return (1, NSLOOKUP.format(ip="10.96.0.1"), "") if "nslookup" in command else (0, "", "")
+
+    class Lab:
+        dir = None
+
+        def model(self):
+            return lab
+
+    monkeypatch.setattr(verify.live, "gather_lab", lambda *a, **k: list(obs.facts.values()))
+    monkeypatch.setattr(verify.live, "NodeShell", Shell)
+    model, got = verify.collect(Lab())
+    k = "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf"  # vm-cloud logs in as ubuntu
+    assert sent == [
+        f"{k} exec -n labs labctl-pod-a -- ping -c1 -W2 -q 192.168.201.9 2>&1",
+        f"{k} exec -n labs labctl-pod-a -- nslookup kubernetes.default.svc.cluster.local 2>&1",
+    ]
+    assert {(c.check, c.ok) for c in evaluate(model, got) if c.check == "dns"} == {("dns", True)}
