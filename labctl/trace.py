@@ -131,7 +131,7 @@ def trace(lab, src: str, dst: str) -> dict:
             raise UsageError(
                 f"{dst!r} is not an address of lab {lab.name}", "trace only to its workloads, nodes and blocks"
             )
-        t = _Trace(model, s, d, sh, pods)
+        t = _Trace(lab, model, s, d, sh, pods)
         cur, iif = s["node"], None
         if s["kind"] == "pod":
             iif = t.leave_pod()
@@ -145,7 +145,7 @@ def trace(lab, src: str, dst: str) -> dict:
 class _Trace:
     """One trace's state: the shells, the hops so far, and how to reach BIRD on each node."""
 
-    def __init__(self, model: LabModel, s: dict, d: dict, sh: _Shells, pods: list[LivePod]):
+    def __init__(self, lab, model: LabModel, s: dict, d: dict, sh: _Shells, pods: list[LivePod]):
         self.model, self.s, self.d, self.pods = model, s, d, pods
         self.sh = sh  # nodes and lab routers (`networks:`): a packet may cross them
         self.nodes = {n.name: n for n in model.nodes}
@@ -153,7 +153,7 @@ class _Trace:
         self.routers = {r.name: r for r in model.routers or []}
         self.router_addr = {i.address: r.name for r in self.routers.values() for i in r.interfaces}
         self.hops: list[dict] = []
-        self.prov = providers.get(model.provider)
+        self.prov = providers.get(model.provider, lab)
         self.protocols = iproute.lab_protocols(model)
 
     def add(self, at: str, kind: str, text: str, why: str, **raw) -> None:

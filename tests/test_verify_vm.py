@@ -49,7 +49,7 @@ def pod_json(workload, node, ip):
 VETH = {"k8s-worker-1": "calib3b20792982", "k8s-worker-2": "cali71293c7c2a2"}
 
 # busybox 1.36 `nslookup kubernetes.default.svc.cluster.local` in a pod (kube-dns at 10.96.0.10): the A
-# answer, then no AAAA answer, for which busybox exits 1
+# answer, then none for AAAA, with exit code 1 (the worst case: the answer must decide, not the code)
 NSLOOKUP = """Server:\t\t10.96.0.10
 Address:\t10.96.0.10:53
 
