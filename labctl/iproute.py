@@ -9,8 +9,9 @@ from labctl import providers
 # Who programs the pod network's routes (the peers' blocks and the node's own blackhole). On a real
 # Calico node exactly one component does, and confd's kernel filter keeps the other out (the pool is
 # rejected "VXLAN routes are handled by Felix" / "Cluster routes are handled by Felix":
-# confd/pkg/backends/calico/bgp_processor.go, processIPPool). Felix tags its routes protocol 80
-# (felix/dataplane/linux/dataplanedefs: DefaultRouteProto), BIRD `proto bird`. By version:
+# confd/pkg/backends/calico/bgp_processor.go, processIPPool, at v3.32.1). Felix tags its routes protocol
+# 80 (felix/dataplane/linux/dataplanedefs/dataplane_defs.go: VXLANDefaultProto up to v3.30,
+# DefaultRouteProto since), BIRD `proto bird`. By version:
 # - VXLAN pools: Felix, every version.
 # - IPIP and unencapsulated pools up to v3.32: BIRD. v3.31 added FelixConfiguration.programClusterRoutes
 #   and v3.32 the operator's Installation.calicoNetwork.clusterRoutingMode, both defaulting to BIRD
@@ -18,7 +19,9 @@ from labctl import providers
 #   operator-crds.yaml at v3.32.1: "[Default: BIRD]"); labctl sets neither.
 # - IPIP pools from v3.33: Felix. programClusterRoutes defaults to EnabledIPIPOnly (projectcalico/calico
 #   PR #13470, merge 7283007332, "Felix programs IPIP cluster routes by default; deprecate BIRD doing so";
-#   felix/config/config_params.go on release-v3.33); unencapsulated pools stay BIRD's.
+#   felix/config/config_params.go on release-v3.33); unencapsulated pools stay BIRD's. (v3.33 is not
+#   released yet, only v3.33.0-0.dev is tagged, and topology validation stops at v3.32: the rule is here
+#   so that raising that limit is the only change.) The eBPF dataplane (BPFEnabled) changes none of this.
 # On netns labs labctl's BIRD emulates the dataplane: its routes stay `proto bird` whatever the version,
 # and with VXLAN the Felix routes render.py programs are proto 80, so both count there.
 BIRD = "bird"

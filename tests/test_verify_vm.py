@@ -180,7 +180,7 @@ def test_the_healthy_cluster_reads_pods_from_the_api_and_resolves_through_the_cl
         ("pod-b", "labctl-pod-b", "default", "k8s-worker-2", "192.168.201.9"),
     ]
     checks = {(c.check, c.target): c for c in evaluate(lab, obs)}
-    # busybox exits 1 (no AAAA answer) although the A answer is right: the answer decides
+    # exit code 1 (no AAAA answer) although the A answer is right: the answer decides
     assert checks[("dns", "kubernetes.default")].ok, checks[("dns", "kubernetes.default")]
     assert "10.96.0.1" in checks[("dns", "kubernetes.default")].detail
     assert checks[("pod-route", "pod-b")].ok and "cali71293c7c2a2" in checks[("pod-route", "pod-b")].detail
