@@ -335,6 +335,29 @@ def test_trace_on_a_cluster_follows_the_real_pods(monkeypatch, version, proto):
     assert not [c for _, c in cluster.asked if "lc-x." in c or "cali1111" in c or "cali2222" in c]
 
 
+def test_a_sudo_user_reads_the_runtime_and_enters_namespaces_with_sudo():
+    cluster = FakeCluster("bird")
+    for node, answers in cluster.answers.items():  # kubectl and crictl need root; ip route get does not
+        cluster.answers[node] = {
+            (f"sudo -n {c}" if c.startswith(("kubectl", "crictl")) else c): a for c, a in answers.items()
+        }
+    model = cluster_model("v3.32.1")
+    for n in model.nodes:
+        n.ssh.user = "labctl"
+    shells = {n.name: cluster.shell(None, n) for n in model.nodes}
+    got = {p.name: p for p in pods.read(model, lambda node, cmd: shells[node].run(cmd))}
+    assert got["pod-a"].enter() == f"sudo -n nsenter --net={NETNS['pod-a']} "
+    assert (got["pod-a"].ip, got["pod-a"].node, got["pod-a"].veth) == ("192.168.77.5", "w1", VETH["pod-a"])
+    assert (got["pod-b"].ip, got["pod-b"].node, got["pod-b"].veth) == ("192.168.201.9", "w2", VETH["pod-b"])
+    assert "pod-c" not in got  # Pending: no node, no address
+    node, cmd = pods.ping_command(model, got["pod-a"], "192.168.201.9")
+    assert (node, cmd) == (
+        "m",
+        "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf exec -n default labctl-pod-a -- "
+        "ping -c1 -W1 192.168.201.9",
+    )
+
+
 def test_trace_names_a_workload_without_a_running_pod(monkeypatch):
     from labctl.errors import LabctlError
 
