@@ -15,7 +15,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from labctl import iproute, providers
 from labctl import nodes as live
@@ -44,9 +44,6 @@ class LivePod:
         if self.netns.startswith("/"):
             return f"{self.sudo}nsenter --net={shlex.quote(self.netns)} "
         return f"{self.sudo}ip netns exec {shlex.quote(self.netns)} "
-
-    def public(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("sudo", "error") and v != ""}
 
 
 def in_cluster(model: LabModel) -> bool:
