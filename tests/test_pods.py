@@ -186,6 +186,9 @@ def test_route_dev_and_calicos_veth_name():
     got = [{"dst": "192.168.201.9", "dev": VETH["pod-b"], "prefsrc": "10.12.22.3", "flags": [], "uid": 0, "cache": []}]
     assert pods.route_dev(got) == VETH["pod-b"]
     assert pods.route_dev([]) == ""
+    # upstream's own vector: libcalico-go/lib/backend/k8s/conversion/conversion_test.go (v3.32.1), pod
+    # default/podA -> InterfaceName "cali7f94ce7c295"
+    assert pods.calico_veth("default", "podA") == "cali7f94ce7c295"
     assert pods.calico_veth("default", "labctl-pod-a") == VETH["pod-a"]
     assert pods.calico_veth("default", "labctl-pod-b") == VETH["pod-b"]
 
