@@ -373,15 +373,19 @@ def _placement_checks(v: View) -> list[Check]:
     return out
 
 
+def _veth(w: dict) -> str:
+    """The veth a workload's /32 must use: the planned one labctl made (netns workloads carry it), or the
+    one Calico's CNI plugin named for the API's pod (cali + hash of namespace.pod); another one is stale."""
+    if w.get("veth"):
+        return w["veth"]
+    return podinfo.calico_veth(w.get("namespace") or "default", w["pod"]) if w.get("pod") else ""
+
+
 def _pod_route_checks(v: View) -> list[Check]:
     """Each pod's node routes its /32 to it: without it nothing reaches the pod."""
     out = []
-    # netns: labctl made the veths, so the route must use the planned one; on a cluster the one Calico's
-    # CNI plugin named for the pod (cali + hash of namespace.pod): a /32 to another veth is a stale route
-    veths = {} if v.cluster else {w.name: w.veth for w in v.model.workloads}
     for w in v.obs.workloads:
-        if v.cluster and w.get("pod"):
-            veths[w["name"]] = podinfo.calico_veth(w.get("namespace") or "default", w["pod"])
+        veth = _veth(w)
         node = w.get("node")
         if not node or node not in v.obs.facts or not w.get("ip"):
             continue  # placement says "not running"
@@ -389,7 +393,6 @@ def _pod_route_checks(v: View) -> list[Check]:
             out.append(skip("pod-route", w["name"], node))
             continue
         r = iproute.host_route(v.obs.facts[node].routes, w["ip"])
-        veth = veths.get(w["name"])
         if r is None:
             out.append(Check("pod-route", w["name"], False, f"no /32 route for {w['name']} {w['ip']} on {node}"))
         elif veth and r.get("dev") != veth:
