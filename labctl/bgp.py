@@ -70,7 +70,7 @@ def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
                 f"no node {node_name!r} in lab {lab.name}", f"nodes: {', '.join(n.name for n in model.nodes)}"
             )
     prov = providers.get(model.provider, lab)
-    protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
+    protocols = iproute.lab_protocols(model)
     rows = fanout.each(lambda n: node_row(lab.dir, n, routers.birdc(prov, n), protocols), nodes)
     # name the peer's lab node too, so a reader need not map addresses to nodes by hand
     by_addr = {n.address: n.name for n in model.nodes}

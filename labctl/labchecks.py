@@ -83,7 +83,7 @@ def _round(lab, model: LabModel, specs: list[tuple[int, LabCheck]]) -> dict[int,
         extra,
         model.provider,
         prov.birdc,
-        iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device),
+        iproute.lab_protocols(model),
     )
     by_node = {f.name: f for f in facts}
     out = {}

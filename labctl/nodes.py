@@ -204,7 +204,7 @@ def parse_names(text: str) -> dict[str, str]:
 
 def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -> NodeFacts:
     """Fill facts from the probe's output; `protocols` are the route protocols of the pod network
-    (iproute.dataplane_protocols of the lab: bird, and Felix's 80 with VXLAN)."""
+    (iproute.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
     sections: dict[str, str] = {}
     key = None
     for line in out.splitlines():
@@ -278,5 +278,5 @@ def gather_lab(
     from labctl import providers
 
     prov = providers.get(model.provider, lab)
-    protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
+    protocols = iproute.lab_protocols(model)
     return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names)

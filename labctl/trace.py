@@ -13,31 +13,52 @@ import shlex
 
 from labctl import bird, iproute, output, providers, routers
 from labctl import nodes as live
+from labctl import pods as podinfo
 from labctl.errors import LabctlError, UsageError
-from labctl.model import LabModel, Node, Pod, Router
+from labctl.model import LabModel, Node, Router
+from labctl.pods import LivePod
 
 
-def resolve(model: LabModel, x: str) -> dict:
-    """A workload/node name or an IP -> what it is and which node holds it (None: outside the lab)."""
+def resolve(model: LabModel, x: str, pods: list[LivePod] | None = None) -> dict:
+    """A workload/node name or an IP -> what it is and which node holds it (None: outside the lab).
+    `pods`: where the workloads really are (labctl.pods.read); default: the plan (netns labs)."""
+    pods = podinfo.planned(model) if pods is None else pods
+    for p in pods:
+        if x in (p.name, p.ip):
+            return {"kind": "pod", "name": p.name, "ip": p.ip, "node": p.node, "pod": p}
     for n in model.nodes:
-        for p in n.pods:
-            if x in (p.name, p.ip):
-                return {"kind": "pod", "name": p.name, "ip": p.ip, "node": n.name, "pod": p}
         if x in (n.name, n.address):
             return {"kind": "node", "name": n.name, "ip": n.address, "node": n.name}
         if x == n.tunnel_ip:
             return {"kind": "tunnel", "name": f"{n.name} tunnel", "ip": x, "node": n.name}
+    if x in {w.name for w in model.workloads}:
+        raise LabctlError(
+            f"workload {x!r} has no running pod with an address in lab {model.name}",
+            f"see `labctl exec {model.control_plane.name} -- kubectl --kubeconfig /etc/kubernetes/admin.conf "
+            f"get pods -o wide -l {podinfo.WORKLOAD_LABEL}={x}`",
+        )
     try:
         ip = ipaddress.ip_address(x)
     except ValueError:
-        names = [p.name for n in model.nodes for p in n.pods] + [n.name for n in model.nodes]
+        names = list(dict.fromkeys([p.name for p in pods] + [w.name for w in model.workloads]))
+        names += [n.name for n in model.nodes]
         raise UsageError(
             f"{x!r} is not a workload, node or IP of this lab", f"try one of: {', '.join(names)}"
         ) from None
     for n in model.nodes:
         if n.block and ip in ipaddress.ip_network(n.block):
             return {"kind": "ip", "name": x, "ip": x, "node": n.name}
+    if podinfo.in_cluster(model) and ip in ipaddress.ip_network(model.calico.pool):
+        # a cluster's blocks are Calico IPAM's, not the plan's: the pool is the lab's, its node unknown here
+        return {"kind": "ip", "name": x, "ip": x, "node": None}
     return {"kind": "external", "name": x, "ip": x, "node": None}
+
+
+def _names_pod(model: LabModel, *xs: str) -> bool:
+    try:
+        return any(resolve(model, x, [])["kind"] not in ("node", "tunnel") for x in xs)
+    except LabctlError:
+        return True
 
 
 class _Shells:
@@ -98,15 +119,19 @@ def _bgp_origin(sh: _Shells, node: Node | Router, birdc: str, dst: str) -> dict 
 
 def trace(lab, src: str, dst: str) -> dict:
     model = lab.model()
-    s, d = resolve(model, src), resolve(model, dst)
-    if s["kind"] not in ("pod", "node"):
-        raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
-    if d["kind"] == "external":  # a packet for it would leave the lab (the safety rule): refused, nothing sent
-        raise UsageError(
-            f"{dst!r} is not an address of lab {lab.name}", "trace only to its workloads, nodes and blocks"
-        )
-    t = _Trace(lab, model, s, d)
+    sh = _Shells(lab.dir, model)
     try:
+        # netns labs: the plan, no I/O; clusters: the API server, the nodes' runtime and routes (not
+        # asked when both ends are nodes: a node-to-node trace works with the API server down)
+        pods = podinfo.read(model, sh.run) if _names_pod(model, src, dst) else []
+        s, d = resolve(model, src, pods), resolve(model, dst, pods)
+        if s["kind"] not in ("pod", "node"):
+            raise UsageError(f"source {src!r} must be a workload or a node of lab {lab.name}")
+        if d["kind"] == "external":  # a packet for it would leave the lab (the safety rule): refused, nothing sent
+            raise UsageError(
+                f"{dst!r} is not an address of lab {lab.name}", "trace only to its workloads, nodes and blocks"
+            )
+        t = _Trace(lab, model, s, d, sh, pods)
         cur, iif = s["node"], None
         if s["kind"] == "pod":
             iif = t.leave_pod()
@@ -114,35 +139,36 @@ def trace(lab, src: str, dst: str) -> dict:
                 return t.result(True)
         return t.result(t.walk(cur, iif))
     finally:
-        t.sh.close()
+        sh.close()
 
 
 class _Trace:
     """One trace's state: the shells, the hops so far, and how to reach BIRD on each node."""
 
-    def __init__(self, lab, model: LabModel, s: dict, d: dict):
-        self.model, self.s, self.d = model, s, d
-        self.sh = _Shells(lab.dir, model)  # nodes and lab routers (`networks:`): a packet may cross them
+    def __init__(self, lab, model: LabModel, s: dict, d: dict, sh: _Shells, pods: list[LivePod]):
+        self.model, self.s, self.d, self.pods = model, s, d, pods
+        self.sh = sh  # nodes and lab routers (`networks:`): a packet may cross them
         self.nodes = {n.name: n for n in model.nodes}
         self.by_addr = {n.address: n.name for n in model.nodes}
         self.routers = {r.name: r for r in model.routers or []}
         self.router_addr = {i.address: r.name for r in self.routers.values() for i in r.interfaces}
         self.hops: list[dict] = []
         self.prov = providers.get(model.provider, lab)
-        self.protocols = iproute.dataplane_protocols(model.calico.encapsulation, model.calico.tunnel_device)
+        self.protocols = iproute.lab_protocols(model)
 
     def add(self, at: str, kind: str, text: str, why: str, **raw) -> None:
         self.hops.append({"hop": len(self.hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})
 
     def result(self, reached: bool) -> dict:
-        return _result(self.sh, self.s, self.d, self.hops, reached)
+        return _result(self.sh, self.model, self.s, self.d, self.hops, reached)
 
     def leave_pod(self) -> str | None:
         """The pod's own decision and the veth it enters the node on; None if it stays in the pod."""
         s, d, cur = self.s, self.d, self.s["node"]
-        pod = s["pod"]
-        ns = f"ip netns exec {shlex.quote(pod.netns)} "
-        get, route, _ = _lookup(self.sh, cur, d["ip"], None, None, prefix=ns)
+        pod: LivePod = s["pod"]
+        if not pod.netns:
+            raise LabctlError(f"cannot enter {pod.name}'s network namespace: {pod.error}")
+        get, route, _ = _lookup(self.sh, cur, d["ip"], None, None, prefix=pod.enter())
         gw = get.get("gateway", "")
         why = f"the pod's table: {route_line(route)}"
         if gw == "169.254.1.1":
@@ -170,8 +196,7 @@ class _Trace:
                 self.arrive(cur, get)
                 return True
             dev, gw = get.get("dev", ""), get.get("gateway", "")
-            here = self.nodes.get(cur)
-            local_pod = next((p for p in here.pods if p.veth == dev), None) if here else None
+            local_pod = next((p for p in self.pods if p.node == cur and p.veth == dev), None)
             self.route_hop(cur, get, route, note, local_pod)
             if local_pod:
                 text = f"{dev} -> {local_pod.name} eth0 {local_pod.ip}"
@@ -195,7 +220,7 @@ class _Trace:
     def name_of(self, addr: str) -> str | None:
         return self.by_addr.get(addr) or self.router_addr.get(addr)
 
-    def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: Pod | None) -> None:
+    def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: LivePod | None) -> None:
         dev, gw = get.get("dev", ""), get.get("gateway", "")
         if iproute.protocol(route) == iproute.FELIX and not local_pod:
             why = (
@@ -311,10 +336,10 @@ class _Trace:
         return nxt, iface
 
 
-def _result(sh: _Shells, s: dict, d: dict, hops: list[dict], reached: bool) -> dict:
+def _result(sh: _Shells, model: LabModel, s: dict, d: dict, hops: list[dict], reached: bool) -> dict:
     if d["node"] and reached and hops[-1]["at"] not in (d["node"], d["name"]):
         reached = False  # delivered, but not where the topology says the destination lives
-    ping = _ping(sh, s, d["ip"])
+    ping = _ping(sh, model, s, d["ip"])
     return {"src": _public(s), "dst": _public(d), "hops": hops, "reached": reached, "ping": ping}
 
 
@@ -363,10 +388,10 @@ def _encap(sh: _Shells, cur: str, node: Node, kind: str, dev: str, gw: str, src:
     return outer_dst
 
 
-def _ping(sh: _Shells, s: dict, dst: str) -> dict:
-    ns = f"ip netns exec {shlex.quote(s['pod'].netns)} " if s["kind"] == "pod" else ""
-    cmd = f"{ns}ping -c1 -W1 {dst}"
-    rc, out, err = sh.run(s["node"], cmd)
+def _ping(sh: _Shells, model: LabModel, s: dict, dst: str) -> dict:
+    node, cmd = podinfo.ping_command(model, s["pod"], dst) if s["kind"] == "pod" else (s["node"], "")
+    cmd = cmd or f"ping -c1 -W1 {shlex.quote(dst)}"
+    rc, out, err = sh.run(node, cmd)
     summary = [ln.strip() for ln in out.splitlines() if "transmitted" in ln or ln.startswith("rtt")]
     return {"command": cmd, "from": s["name"], "ok": rc == 0, "rc": rc, "summary": "; ".join(summary) or err.strip()}
 

@@ -6,15 +6,20 @@ wherever the lab works the same way."""
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
 
 from labctl import iproute, output, providers, routers
 from labctl import nodes as live
+from labctl import pods as podinfo
 from labctl.model import LabModel, Node
 
-WORKLOAD_LABEL = "labctl.io/workload"
+WORKLOAD_LABEL = podinfo.WORKLOAD_LABEL
+# what verify asks the cluster DNS from a pod: the API server's Service, whose ClusterIP is the first
+# address of the service subnet (kube-apiserver allocates it so)
+DNS_NAME = "kubernetes.default.svc.cluster.local"
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Observed:
     workloads: list[dict]  # name, node, ip: where each workload really is
     pings: dict[str, str] = field(default_factory=dict)  # "a->b" -> command output ending in rc=N
     dns: str | None = None  # vm: output of a cluster DNS lookup from a pod
+    dns_from: str = ""  # the workload it ran in
     routers: dict = field(default_factory=dict)  # lab router (`networks:`) -> routes, sessions or error
 
 
@@ -61,20 +67,7 @@ def _ping_pairs(workloads: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-def _api_workloads(k8s: dict) -> list[dict]:
-    out = []
-    for item in k8s.get("items", []):
-        labels = item.get("metadata", {}).get("labels") or {}
-        if item.get("kind") == "Pod" and WORKLOAD_LABEL in labels:
-            out.append(
-                {
-                    "name": labels[WORKLOAD_LABEL],
-                    "pod": item["metadata"]["name"],
-                    "node": item.get("spec", {}).get("nodeName", ""),
-                    "ip": item.get("status", {}).get("podIP", ""),
-                }
-            )
-    return sorted(out, key=lambda w: w["name"])
+_api_workloads = podinfo.api_pods  # the pods labctl made, as the API server places and addresses them
 
 
 def collect(lab) -> tuple[LabModel, Observed]:
@@ -105,12 +98,18 @@ def _collect_cluster(lab, model: LabModel) -> Observed:
     if not (facts[cp.name].reachable and workloads):
         return obs
     k = f"{live.sudo(cp)}{live.KUBECTL}"
-    ping = "{} exec {} -- ping -c1 -W2 -q {}"
+
+    def in_pod(w: dict, cmd: str) -> str:  # inside the pod's own container (its image has ping and nslookup)
+        return f"{k} exec -n {shlex.quote(w.get('namespace') or 'default')} {shlex.quote(w['pod'])} -- {cmd}"
+
     cmds = {
-        f"{a['name']}->{b['name']}": ping.format(k, shlex.quote(a["pod"]), shlex.quote(b["ip"]))
+        f"{a['name']}->{b['name']}": in_pod(a, f"ping -c1 -W2 -q {shlex.quote(b['ip'])}")
         for a, b in _ping_pairs(workloads)
     }
-    cmds["dns"] = f"{k} exec {shlex.quote(workloads[0]['pod'])} -- nslookup kubernetes.default.svc.cluster.local"
+    # through the pod's resolv.conf, i.e. the cluster DNS (kube-dns Service) as every pod uses it
+    running = next((w for w in workloads if w["node"] and w["ip"]), None)
+    if running:
+        cmds["dns"], obs.dns_from = in_pod(running, f"nslookup {DNS_NAME}"), running["name"]
     with live.NodeShell(lab.dir, cp) as s:
         for key, cmd in cmds.items():
             rc, out, err = s.run(f"{cmd} 2>&1", timeout=30)
@@ -168,9 +167,38 @@ def evaluate(model: LabModel, obs: Observed) -> list[Check]:
     out += _pod_route_checks(v)
     out += _ping_checks(v)
     if v.cluster and obs.workloads:
-        ok = obs.dns is not None and "rc=0" in obs.dns
-        out.append(Check("dns", "kubernetes.default", ok, "resolved from a pod" if ok else "lookup failed"))
+        out.append(_dns_check(v))
     return out
+
+
+def answers(nslookup: str) -> list[str]:
+    """The addresses an `nslookup NAME` printed for NAME (busybox and bind9 both print them as
+    `Address: IP` or `Address N: IP` lines after `Name:`), not its server's `Address: IP#53` / `IP:53`."""
+    out, named = [], False
+    for line in nslookup.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() == "Name":
+            named = True
+        elif named and key.strip().startswith("Address") and val.strip():
+            out.append(val.split()[0])
+    return out
+
+
+def _dns_check(v: View) -> Check:
+    """kubernetes.default resolves, from a pod through the cluster DNS, to the API server's ClusterIP
+    (the exit code alone says little: busybox's nslookup also asks AAAA, and an empty answer to that
+    can fail it while the A answer is right)."""
+    if v.api_down:
+        return skip("dns", "kubernetes.default", v.api_from)
+    want = str(next(ipaddress.ip_network(v.model.kubernetes.service_subnet).hosts()))
+    text = v.obs.dns or ""
+    got = answers(text)
+    src = v.obs.dns_from or "a pod"
+    if want in got:
+        return Check("dns", "kubernetes.default", True, f"{DNS_NAME} -> {want} from {src}")
+    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip() and not ln.startswith("rc=")), "")
+    why = f"answered {', '.join(got)}, not {want}" if got else f"no answer ({last or 'no output'})"
+    return Check("dns", "kubernetes.default", False, f"{DNS_NAME} from {src}: {why}")
 
 
 def _node_checks(v: View, n: Node) -> list[Check]:
@@ -345,12 +373,19 @@ def _placement_checks(v: View) -> list[Check]:
     return out
 
 
+def _veth(w: dict) -> str:
+    """The veth a workload's /32 must use: the planned one labctl made (netns workloads carry it), or the
+    one Calico's CNI plugin named for the API's pod (cali + hash of namespace.pod); another one is stale."""
+    if w.get("veth"):
+        return w["veth"]
+    return podinfo.calico_veth(w.get("namespace") or "default", w["pod"]) if w.get("pod") else ""
+
+
 def _pod_route_checks(v: View) -> list[Check]:
     """Each pod's node routes its /32 to it: without it nothing reaches the pod."""
     out = []
-    # netns: labctl made the veths, so the route must use the planned one; Calico names its own
-    veths = {} if v.cluster else {w.name: w.veth for w in v.model.workloads}
     for w in v.obs.workloads:
+        veth = _veth(w)
         node = w.get("node")
         if not node or node not in v.obs.facts or not w.get("ip"):
             continue  # placement says "not running"
@@ -358,7 +393,6 @@ def _pod_route_checks(v: View) -> list[Check]:
             out.append(skip("pod-route", w["name"], node))
             continue
         r = iproute.host_route(v.obs.facts[node].routes, w["ip"])
-        veth = veths.get(w["name"])
         if r is None:
             out.append(Check("pod-route", w["name"], False, f"no /32 route for {w['name']} {w['ip']} on {node}"))
         elif veth and r.get("dev") != veth:

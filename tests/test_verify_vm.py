@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 from labctl import layout, render, topology
 from labctl.nodes import NodeFacts, parse_probe
-from labctl.verify import Observed, evaluate
+from labctl.verify import Observed, _api_workloads, answers, evaluate
 
 # `birdcl show protocols` inside calico-node (Calico's BIRD 1.6 fork), as calicoctl shows it
 BIRD = """BIRD v0.3.3+birdv1.6.8 ready.
@@ -29,12 +29,37 @@ def node_json(name, labels, ready="True"):
 
 
 def pod_json(workload, node, ip):
+    """A Pod as `kubectl get -o json` prints it (trimmed to the fields a reader may touch)."""
     return {
+        "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"labctl-{workload}", "labels": {"labctl.io/workload": workload}},
-        "spec": {"nodeName": node},
-        "status": {"podIP": ip},
+        "metadata": {
+            "name": f"labctl-{workload}",
+            "namespace": "default",
+            "labels": {"labctl.io/workload": workload, "app.kubernetes.io/managed-by": "labctl"},
+            "annotations": {"cni.projectcalico.org/podIP": f"{ip}/32", "cni.projectcalico.org/podIPs": f"{ip}/32"},
+        },
+        "spec": {"nodeName": node, "nodeSelector": {}, "containers": [{"name": "net", "image": "busybox:1.36"}]},
+        "status": {"phase": "Running", "hostIP": "10.12.22.2", "podIP": ip, "podIPs": [{"ip": ip}]},
     }
+
+
+# the host-side veths Calico's CNI plugin names for default/labctl-pod-a and -pod-b:
+# "cali" + sha1("default.labctl-pod-a").hexdigest()[:11], worked out by hand
+VETH = {"k8s-worker-1": "calib3b20792982", "k8s-worker-2": "cali71293c7c2a2"}
+
+# busybox 1.36 `nslookup kubernetes.default.svc.cluster.local` in a pod (kube-dns at 10.96.0.10): the A
+# answer, then none for AAAA, with exit code 1 (the worst case: the answer must decide, not the code)
+NSLOOKUP = """Server:\t\t10.96.0.10
+Address:\t10.96.0.10:53
+
+Name:\tkubernetes.default.svc.cluster.local
+Address: {ip}
+
+*** Can't find kubernetes.default.svc.cluster.local: No answer
+
+rc=1
+"""
 
 
 @pytest.fixture
@@ -45,7 +70,7 @@ def lab(tmp_path):
     return render.build(ctx_plan, layout.LabDir(tmp_path / "lab"))
 
 
-def observed(model, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0):
+def observed(model, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns="10.96.0.1", veth=VETH):
     nodes = [n.to_data() for n in model.nodes]
     base = {"kubernetes.io/hostname": None, "kubernetes.io/os": "linux"}
     items = [node_json(n["name"], {**base, "kubernetes.io/hostname": n["name"], **n["labels"]}) for n in nodes]
@@ -76,7 +101,7 @@ def observed(model, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0
         # Calico's /32 to each local pod, on its cali* veth
         pods = {"k8s-worker-1": "192.168.77.5", "k8s-worker-2": "192.168.201.9"}
         if n["name"] in pods:
-            routes.append({"dst": pods[n["name"]], "dev": "cali1234", "scope": "link"})
+            routes.append({"dst": pods[n["name"]], "dev": veth[n["name"]], "scope": "link", "flags": []})
         out = "\n".join(
             [
                 "=====labctl:hostname",
@@ -100,14 +125,16 @@ def observed(model, labels2=None, ready2="True", ds_ready=3, ping_rc=0, dns_rc=0
             )
         )
         facts[n["name"]] = parse_probe(NodeFacts(n["name"], n["address"], reachable=True), out)
-    workloads = [
-        {"name": "pod-a", "pod": "labctl-pod-a", "node": "k8s-worker-1", "ip": "192.168.77.5"},
-        {"name": "pod-b", "pod": "labctl-pod-b", "node": "k8s-worker-2", "ip": "192.168.201.9"},
-    ]
+    workloads = _api_workloads(facts["k8s-master"].k8s)
     pings = {
         "pod-a->pod-b": f"1 packets transmitted, 1 received\nround-trip min/avg/max = 0.4/0.5/0.6 ms\nrc={ping_rc}\n"
     }
-    return Observed(facts, workloads, pings, dns=f"Name: kubernetes.default\nrc={dns_rc}\n")
+    text = (
+        NSLOOKUP.format(ip=dns)
+        if dns
+        else "nslookup: can't connect to remote host (10.96.0.10): Network unreachable\nrc=1\n"
+    )
+    return Observed(facts, workloads, pings, dns=text)
 
 
 def failing(checks):
@@ -130,7 +157,10 @@ def test_a_healthy_cluster_passes_every_check(lab):
         ({"ready2": "False"}, {("ready", "k8s-worker-2")}),
         ({"ds_ready": 2}, {("calico-node", "calico-system")}),
         ({"ping_rc": 1}, {("ping", "pod-a->pod-b")}),
-        ({"dns_rc": 1}, {("dns", "kubernetes.default")}),
+        ({"dns": None}, {("dns", "kubernetes.default")}),
+        ({"dns": "10.96.0.99"}, {("dns", "kubernetes.default")}),
+        # a /32 left on another veth (a stale route): the pod is not reached through its own
+        ({"veth": VETH | {"k8s-worker-2": "cali0000aaaabbb"}}, {("pod-route", "pod-b")}),
     ],
 )
 def test_each_fault_is_named(lab, kwargs, want):
@@ -141,3 +171,74 @@ def test_bgp_down_on_one_node(lab):
     obs = observed(lab)
     obs.facts["k8s-master"].sessions[0].info = "Connect"
     assert failing(evaluate(lab, obs)) == {("bgp", "k8s-master")}
+
+
+def test_the_healthy_cluster_reads_pods_from_the_api_and_resolves_through_the_cluster_dns(lab):
+    obs = observed(lab)
+    assert [(w["name"], w["pod"], w["namespace"], w["node"], w["ip"]) for w in obs.workloads] == [
+        ("pod-a", "labctl-pod-a", "default", "k8s-worker-1", "192.168.77.5"),
+        ("pod-b", "labctl-pod-b", "default", "k8s-worker-2", "192.168.201.9"),
+    ]
+    checks = {(c.check, c.target): c for c in evaluate(lab, obs)}
+    # exit code 1 (no AAAA answer) although the A answer is right: the answer decides
+    assert checks[("dns", "kubernetes.default")].ok, checks[("dns", "kubernetes.default")]
+    assert "10.96.0.1" in checks[("dns", "kubernetes.default")].detail
+    assert checks[("pod-route", "pod-b")].ok and "cali71293c7c2a2" in checks[("pod-route", "pod-b")].detail
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        (NSLOOKUP.format(ip="10.96.0.1"), ["10.96.0.1"]),
+        # bind9's nslookup (a Debian image): the server's address carries #53
+        (
+            "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10#53\n\nName:\tkubernetes.default.svc.cluster.local\n"
+            "Address: 10.96.0.1\n",
+            ["10.96.0.1"],
+        ),
+        (";; connection timed out; no servers could be reached\n", []),
+    ],
+)
+def test_nslookup_answers(text, want):
+    assert answers(text) == want
+
+
+def test_collect_pings_and_resolves_from_the_pods_own_namespace(lab, monkeypatch):
+    """The commands verify sends through the control plane: kubectl exec into the pod in its namespace."""
+    from labctl import verify
+
+    obs = observed(lab)
+    for item in obs.facts["k8s-master"].k8s["items"]:
+        if item["kind"] == "Pod":
+            item["metadata"]["namespace"] = "labs"
+    sent = []
+
+    class Shell:
+        def __init__(self, lab_dir, node):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def run(self, command, timeout=30.0):
+            sent.append(command)
+            return (1, NSLOOKUP.format(ip="10.96.0.1"), "") if "nslookup" in command else (0, "", "")
+
+    class Lab:
+        dir = None
+
+        def model(self):
+            return lab
+
+    monkeypatch.setattr(verify.live, "gather_lab", lambda *a, **k: list(obs.facts.values()))
+    monkeypatch.setattr(verify.live, "NodeShell", Shell)
+    model, got = verify.collect(Lab())
+    k = "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf"  # vm-cloud logs in as ubuntu
+    assert sent == [
+        f"{k} exec -n labs labctl-pod-a -- ping -c1 -W2 -q 192.168.201.9 2>&1",
+        f"{k} exec -n labs labctl-pod-a -- nslookup kubernetes.default.svc.cluster.local 2>&1",
+    ]
+    assert {(c.check, c.ok) for c in evaluate(model, got) if c.check == "dns"} == {("dns", True)}

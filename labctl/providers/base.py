@@ -30,7 +30,9 @@ class Provider:
     lab_key = False  # labctl makes the lab's SSH key and the nodes trust only it (user lab_user, port 22)
     takes_qemu_block = False  # the topology's `qemu:` block configures this provider's machines
     lab_user = "root"  # the login on nodes with the lab key (non-root: sudo)
-    emulated = False  # labctl emulates the dataplane: BIRD configs, node dirs and pod namespaces per node
+    # labctl emulates the dataplane: BIRD configs, node dirs and pod namespaces per node. False: real
+    # Calico in a real cluster, whose pods labctl.pods reads live (IPAM addresses, runtime sandboxes)
+    emulated = False
     labels_in_kubernetes = False  # node labels live in the Kubernetes API (else in the lab state and node dir)
     route_reflector_label = False  # reflectors carry `route-reflector=true` (Calico's BGPPeer selects them)
     builds_routers = False  # `networks:` and `routers:` (several LANs) are built by this provider
