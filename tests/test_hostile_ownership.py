@@ -134,3 +134,15 @@ def test_list_shows_a_failed_bootstrap(tmp_path, labhome, monkeypatch):
     assert row["phase"] == "failed", row
     st = json.loads((labhome / "lcbfail" / "state.json").read_text())
     assert st["stopped_at"].startswith("bootstrap") and "did not start" in st["error"]
+
+
+# -- low: one problem, one exit code -------------------------------------------------------------
+
+
+def test_render_into_a_file_is_bad_input(tmp_path, labhome):
+    f = tmp_path / "file"
+    f.write_text("keep\n")
+    for target in ("/dev/null", f):
+        r = invoke("render", "-o", target)
+        assert r.exit_code == 2 and "is not a directory" in r.stderr, r.output
+    assert f.read_text() == "keep\n"

@@ -5,6 +5,7 @@ processes whose namespace was deleted by hand; `up` rebuilds such a node."""
 import contextlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from labctl.hostside import alive, read_pid
 from labctl.providers import netns
 
 pytestmark = pytest.mark.netns
+SLEEP = "import time; time.sleep(600)"
 
 
 def ip(*args, check=True):
@@ -39,7 +41,8 @@ def host_lab(root: Path, nodes: list[str]):
             ip("netns", "add", ns)
             ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
             ip("link", "set", veth, "master", br, "up")
-            argv = ["nsenter", f"--net=/run/netns/{ns}", "sh", "-c", "sleep 600; :", f"{root}/nodes/{n}/sshd_config"]
+            # one process (no child to outlive it) whose command line names the node dir
+            argv = ["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-c", SLEEP, f"{root}/nodes/{n}/sshd_config"]
             procs.append(subprocess.Popen(argv, start_new_session=True))
         yield procs
     finally:

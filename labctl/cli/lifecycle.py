@@ -95,6 +95,8 @@ def _render_target(lab) -> None:
             f"{root} belongs to a lab that is up ({why}): rendering would replace its data",
             "render elsewhere, or `labctl down` that lab first",
         )
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is not a directory", "render -o a new or empty directory")
     try:
         unrelated = root.is_dir() and not lab.is_lab() and any(root.iterdir())
     except OSError as e:
