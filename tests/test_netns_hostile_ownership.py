@@ -181,3 +181,24 @@ def test_a_node_namespace_deleted_by_hand_is_rebuilt_by_up_and_its_processes_end
     assert d.returncode == 0, d.stderr
     assert not any(alive(p) for p in new)
     assert residue(before, host_snapshot(home)) == {}
+
+
+# -- 10. a router's asn changed in place ---------------------------------------------------------------
+
+
+def test_a_routers_new_asn_converges_in_one_up():
+    from test_racks import Lab, racks
+
+    text = racks(name="rk-asn", octet=182)
+    with Lab(text, "rk-asn") as lab:
+        lab.file.write_text(text.replace("rack-b: 10.182.2.254}, asn: 65000}", "rack-b: 10.182.2.254}, asn: 65010}"))
+        dry = lab.run("up", "-t", lab.file, "--dry-run")
+        assert "~ router core: asn 65000 -> 65010" in dry.stdout, dry.stdout
+        assert "bgp        k8s-master, k8s-worker-1, k8s-worker-2" in dry.stdout, dry.stdout
+        up = lab.run("up", "-t", lab.file, check=False)
+        assert up.returncode == 0, up.stderr
+        v = lab.verify()
+        assert v["rc"] == 0, v
+        assert v["checks"][("bgp", "core")]["detail"] == "3/3 Established"
+        bgp = json.loads(lab.run("bgp", "k8s-worker-2", "--format", "json").stdout)[0]
+        assert {s["peer_as"] for s in bgp["sessions"]} == {"65010"}, bgp
