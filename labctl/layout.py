@@ -81,7 +81,7 @@ class LabDir:
         raise UsageError(
             f"{self.root} is not a labctl lab (no {self.mark.name}, state.json or topology-data.json in it): "
             "refusing to touch it",
-            "pick another lab name; labctl only removes directories it made",
+            "labctl writes and removes only the lab directories it made; name the lab differently",
         )
 
     def is_live(self) -> bool:

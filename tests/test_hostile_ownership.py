@@ -132,6 +132,7 @@ def test_list_shows_a_failed_bootstrap(tmp_path, labhome, monkeypatch):
     assert r.exit_code == 1 and "did not start" in r.stderr, r.output
     (row,) = json.loads(invoke("list", "-f", "json").stdout)
     assert row["phase"] == "failed", row
+    assert LabDir(labhome / "lcbfail").mark.is_file()  # `up` marks the lab dir it makes
     st = json.loads((labhome / "lcbfail" / "state.json").read_text())
     assert st["stopped_at"].startswith("bootstrap") and "did not start" in st["error"]
 
