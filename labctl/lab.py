@@ -91,7 +91,7 @@ class Lab:
     def lock(self, progress: Progress | None = None):
         """One up/down at a time per lab. The kernel drops the flock when its holder dies, so a
         pid still written in the file means the last holder died without releasing it."""
-        self.dir.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir.claim()
         fd = os.open(self.dir.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
@@ -140,6 +140,7 @@ class Lab:
 
     def up(self, topo: topology.Topology, source: Path | None, progress: Progress, **options) -> dict:
         """Build the lab, or bring a running one to the topology (see _up for the options)."""
+        self.dir.refuse_unmarked()  # before `fresh` may remove it: a directory not labctl's stays as it is
         fresh = not self.dir.topology_data.exists()  # the lab dir holds at most this run's log
         try:
             return self._up(topo, source, progress, **options)
@@ -259,6 +260,10 @@ class Lab:
                     stopped_at=progress.last_phase,
                 )
                 raise Interrupted(e.signum, progress.last_phase) from None
+            except LabctlError as e:
+                # bootstrap, host keys, faults: `list` shows the failure, not the phase it stopped in
+                self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
+                raise
 
     def checkpoint(self) -> None:
         """Raise Interrupted if SIGINT/SIGTERM came during `up` or `down` (which record where);
@@ -273,7 +278,20 @@ class Lab:
         # only ever a lab's own directory: a bad name must never turn into rmtree of anything else
         if root.parent != layout.home() or not topology.LAB_NAME.fullmatch(root.name):
             raise UsageError(f"refusing to remove {root}: not a lab directory under {layout.home()}")
-        if data is None and not self.dir.topology_data.exists():
+        self.dir.refuse_unmarked()  # `down --name images`: never a directory labctl did not make
+        if other := providers.other_home(self):
+            raise HostError(
+                f"lab {self.name!r} on this host is another labctl home's ({other}), not this one's "
+                f"({layout.home()}): refusing to take it down",
+                f"take it down from there: LABCTL_HOME={Path(other).parent} labctl down --name {self.name}",
+            )
+        if data is None and self.dir.topology_data.exists():
+            try:
+                data = self.data()
+            except LabctlError as e:  # a corrupt data file: what the state and the host show is removed
+                progress.warn(f"{e.message}: removing what the lab's state and this host show")
+                data = self._salvage()
+        if data is None:
             # the directory was removed by hand (or a down of such a lab was interrupted): what
             # the lab left on the host is still named after it
             data = providers.orphan(self)
@@ -286,7 +304,6 @@ class Lab:
             progress.warn(
                 f"lab {self.name!r} has no directory under {layout.home()}: removing what it left on the host"
             )
-        data = data or self.data()
         prov = providers.get(data["provider"], self)
         with self.lock(progress), _signals() as cancel:
             self._cancel = (cancel, progress)
@@ -311,6 +328,17 @@ class Lab:
             shutil.rmtree(self.dir.root)
         self._record_removed()
         return True
+
+    def _salvage(self) -> dict:
+        """Teardown's lab data when topology-data.json cannot be read: the provider from state.json,
+        the nodes from their dirs and (netns) the lab's namespaces on this host."""
+        provider = self.state().get("provider", "netns")
+        data = providers.orphan(self) if provider == "netns" else None
+        nodes = {n["name"]: n for n in (data or {}).get("nodes", [])}
+        if self.dir.root.joinpath("nodes").is_dir():
+            for d in sorted(self.dir.root.joinpath("nodes").iterdir()):
+                nodes.setdefault(d.name, {"name": d.name, "pods": []})
+        return {"name": self.name, "provider": provider, "nodes": list(nodes.values())}
 
     def _record_removed(self) -> None:
         """Remember the name: `down --name` of it again is a no-op, while an unknown name is an error."""

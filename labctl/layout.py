@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl.errors import UsageError
+
 _PKG = Path(__file__).resolve().parent
 
 
@@ -48,6 +50,39 @@ class LabDir:
     def is_lab(self) -> bool:
         """render writes topology-data.json first: a directory holding it is (or was) a lab's."""
         return self.topology_data.is_file()
+
+    # labctl's mark on a lab dir: the only kind of directory `down` removes. render and every
+    # up/down (the lab lock) write it. A lab dir from before the mark is known by the files labctl
+    # alone writes there (state.json, topology-data.json); the next up or down marks it.
+    MARK_TEXT = "labctl lab directory: `labctl down` removes it\n"
+
+    @property
+    def mark(self) -> Path:
+        return self.root / ".labctl-lab"
+
+    def is_marked(self) -> bool:
+        return self.mark.is_file() or self.topology_data.is_file() or self.state.is_file()
+
+    def claim(self) -> None:
+        """Make the lab dir (0700) and mark it labctl's; a directory of that name that is not a lab's
+        (LABCTL_HOME/images, say) is refused, never taken over."""
+        self.refuse_unmarked()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.mark.is_file():
+            self.mark.write_text(self.MARK_TEXT)
+
+    def refuse_unmarked(self) -> None:
+        """Raise if the directory exists with something in it and without labctl's mark."""
+        try:
+            if self.is_marked() or not self.root.exists() or not any(self.root.iterdir()):
+                return
+        except OSError as e:
+            raise UsageError(f"cannot read {self.root}: {e.strerror}") from None
+        raise UsageError(
+            f"{self.root} is not a labctl lab (no {self.mark.name}, state.json or topology-data.json in it): "
+            "refusing to touch it",
+            "labctl writes and removes only the lab directories it made; name the lab differently",
+        )
 
     def is_live(self) -> bool:
         """`up` writes state.json before it creates anything on a host, `down` removes it last."""

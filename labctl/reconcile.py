@@ -117,7 +117,8 @@ def diff(old: LabModel | None, new: LabModel) -> Diff:
     per_peer = bool(fresh or gone) and new.calico.tunnel_device == "vxlan.calico"
 
     def peers(n: Node) -> set[tuple]:
-        return {(p.name, p.address, p.type) for p in n.peers}
+        # the peer's AS too: a router's new asn is in its peers' BIRD config ("Bad peer AS" otherwise)
+        return {(p.name, p.address, p.type, p.asn) for p in n.peers}
 
     old_peers = {n: peers(before[n]) if n in before and n not in fresh else set() for n in after}
 

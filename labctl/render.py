@@ -462,6 +462,7 @@ def render(
     if source is not None and source.resolve() != lab.topology.resolve():
         shutil.copyfile(source, lab.topology)
         out.append(lab.topology)
+    _write(lab.mark, lab.MARK_TEXT)
     _write(lab.topology_data, model.dump_json())
     out.append(lab.topology_data)
     put(lab.inventory, "ansible-inventory.yml.j2")

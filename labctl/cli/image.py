@@ -64,9 +64,13 @@ def list_(format: Annotated[TableFormat, typer.Option("--format", "-f")] = Table
 
 
 @_command()
-def rm(name: Annotated[str | None, typer.Argument(help="image name; default: every image")] = None) -> None:
-    """Remove cached images (every recipe version of NAME, or all of them)."""
+def rm(
+    name: Annotated[str | None, typer.Argument(help="image name; default: every image")] = None,
+    force: Annotated[bool, typer.Option("--force", help="remove an image a lab's disks are based on too")] = False,
+) -> None:
+    """Remove cached images (every recipe version of NAME, or all of them); an image in use by a lab is
+    refused unless --force."""
     from labctl.qemu import image
 
-    for d in image.remove(name):
+    for d in image.remove(name, force):
         typer.echo(f"removed {d}", err=True)

@@ -85,12 +85,18 @@ def render(
 def _render_target(lab) -> None:
     """render replaces files and makes the directory 0700: only a new or empty directory, or a
     lab directory of a lab that is not up (its own earlier render, say)."""
+    from labctl import providers
+
     root = lab.root
-    if lab.is_live():
+    running = providers.running_from(lab)
+    if lab.is_live() or running:
+        why = f"{lab.state.name} is there" if lab.is_live() else f"pid {running[0]} runs from it"
         raise UsageError(
-            f"{root} belongs to a lab that is up ({lab.state.name} is there): rendering would replace its data",
+            f"{root} belongs to a lab that is up ({why}): rendering would replace its data",
             "render elsewhere, or `labctl down` that lab first",
         )
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is not a directory", "render -o a new or empty directory")
     try:
         unrelated = root.is_dir() and not lab.is_lab() and any(root.iterdir())
     except OSError as e:
@@ -153,6 +159,7 @@ def up(
             raise refused
         return
     lab = Lab(layout.lab_dir(t.name))
+    lab.dir.claim()  # before its log goes there: never into a directory that is not a lab's
     progress = _progress(lab.dir, "up")
     try:
         st = lab.up(
@@ -184,18 +191,13 @@ def down(
 ) -> None:
     """Remove everything the lab created; a lab that is already gone is not an error."""
     from labctl import layout, providers, topology
-    from labctl import render as r
     from labctl.lab import Lab
     from labctl.progress import Progress
 
-    data = None
     if name is None and topology_file is not None:
-        t = topology.load(topology_file)
-        lab = Lab(layout.lab_dir(t.name))
-        if not lab.dir.topology_data.exists():
-            # the lab dir is gone: tear down by the names the topology implies
-            plan = topology.plan(t)
-            data = r.build(plan, lab.dir).to_data()
+        # the topology names the lab; what exists of it is this home's lab dir, or what its lab left
+        # on the host (never what the topology's names would be: another home's lab has the same)
+        lab = Lab(layout.lab_dir(topology.load(topology_file).name))
     else:
         try:
             lab = Lab.find(name, None)
@@ -219,7 +221,7 @@ def down(
                 f"labs: {', '.join(known)}" if known else "there are no labs",
             )
     progress = Progress(None)
-    removed = lab.down(progress, data, purge=purge)
+    removed = lab.down(progress, purge=purge)
     typer.echo(f"lab {lab.name} removed" if removed else f"lab {lab.name}: nothing to remove", err=True)
 
 

@@ -46,3 +46,17 @@ def orphans() -> list[str]:
     from labctl.providers import netns
 
     return netns.orphans()
+
+
+def other_home(lab) -> str | None:
+    """The lab dir of another labctl home whose lab of this lab's name runs on this host, if any."""
+    from labctl.providers import netns
+
+    return netns.other_home(lab.dir)
+
+
+def running_from(lab_dir) -> list[int]:
+    """The processes of this host that run from the lab dir's node dirs (a lab that is up)."""
+    from labctl.providers import netns
+
+    return netns.running_from(lab_dir)

@@ -83,7 +83,7 @@ class NetnsProvider(Provider):
                 f"{self.dir.root} was removed",
                 f"run `labctl down --name {data['name']}` first",
             )
-        if link_exists(bridge_name(data["name"])) and not self.dir.state.exists():
+        if link_exists(bridge_name(data["name"])) and not self.dir.state.exists() and not running_from(self.dir):
             raise HostError(
                 f"a lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
@@ -96,6 +96,11 @@ class NetnsProvider(Provider):
         `validate`, `up --dry-run` and `up`'s preflight refuse alike. Returns warnings."""
         # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
         # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
+        if other := other_home(self.dir):
+            raise HostError(
+                f"a lab named {data['name']!r} is already running from another labctl home ({other})",
+                f"take it down there (LABCTL_HOME={Path(other).parent} labctl down), or rename this lab",
+            )
         if not SAFE_PATH.fullmatch(str(self.dir.root)):
             raise UsageError(
                 f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
@@ -183,6 +188,7 @@ class NetnsProvider(Provider):
 
     def bootstrap(self, data: dict, progress) -> dict:
         """Bridge, namespaces, NICs, keys and sshd; idempotent. Returns pids per node."""
+        self._end_detached(data["name"])
         if data.get("networks"):
             return self._bootstrap_racks(data, progress)
         name = data["name"]
@@ -400,6 +406,23 @@ class NetnsProvider(Provider):
             "argv": [SSHD, "-f", str(cfg), "-E", str(nd / "sshd.log")],
         }
 
+    def _end_detached(self, lab: str) -> None:
+        """A node's namespace deleted by hand (`ip netns del`) lives on while processes hold it: its
+        sshd and BIRD (recorded in their pid files) and their sessions. Stop everything in such a
+        namespace, by pid, so the node is built afresh (and its veth goes with the namespace)."""
+        nodes = self.dir.root / "nodes"
+        gone = set()
+        for nd in nodes.iterdir() if nodes.is_dir() else ():
+            ours = _netns_id(Path(f"/run/netns/{node_netns(lab, nd.name)}"))
+            for pidfile in ("sshd.pid", "bird.pid"):
+                pid = read_pid(nd / pidfile)
+                if pid and alive(pid) and f"{nd}/" in cmdline(pid):
+                    held = _netns_id(Path(f"/proc/{pid}/ns/net"))
+                    if held is not None and held != ours:
+                        gone.add(held)
+        if gone:
+            terminate(_pids_in_ids(gone))
+
     # -- tear down -------------------------------------------------------------------------
 
     def teardown(self, data: dict, progress) -> None:
@@ -415,7 +438,12 @@ class NetnsProvider(Provider):
 
         attempt(self._close_masters)
         self.lab.checkpoint()
+        self._end_detached(name)
         attempt(self._remove_nodes, name, data["nodes"] + data.get("routers", []), self.lab.checkpoint)
+        # what the host has beyond the lab data (a node of a data file written over, its pods): by the
+        # lab's namespace names (another home's lab of this name is refused before teardown)
+        attempt(self._remove_nodes, name, _host_nodes(name), self.lab.checkpoint)
+        terminate(running_from(self.dir))  # a node's sshd or BIRD left outside any namespace of the lab
         # ssh masters `-O exit` could not reach: their control socket went with a lab dir removed by hand
         _kill_naming(self.dir.control_dir)
         self.lab.checkpoint()
@@ -505,6 +533,25 @@ def _lab_spaces(lab: str) -> list[str]:
         return []
 
 
+def other_home(lab_dir: LabDir) -> str | None:
+    """The lab dir of another labctl home whose lab of this name runs on this host (the processes in
+    the lab's namespaces run from there: sshd and BIRD name their node dir), else None. The names on
+    the host (namespaces, links) come from the lab name alone: they never tell whose lab it is."""
+    name = lab_dir.root.name
+    node_dir = re.compile(rf"(/[^\s]*/{re.escape(name)})/nodes/")
+    for pid in _pids_in(_lab_spaces(name)):
+        m = node_dir.search(cmdline(pid))
+        if m and m[1] != str(lab_dir.root):
+            return m[1]
+    return None
+
+
+def running_from(lab_dir: LabDir) -> list[int]:
+    """The processes of this host that run from the lab dir's node dirs (sshd, BIRD; in their node's
+    namespace or, if it was deleted by hand, in none left): the lab's own, by pid."""
+    return _naming(lab_dir.root / "nodes")
+
+
 def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
     """The namespaces (nodes and pods) of a lab named like this lab dir, as teardown's lab data,
     when the dir itself is gone; None if there are none, or if their processes name the same lab
@@ -523,13 +570,18 @@ def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
             seen = seen or mine in cmd
     if sure and not seen:
         return None
+    return {"name": name, "provider": "netns", "nodes": _host_nodes(name, spaces)}
+
+
+def _host_nodes(name: str, spaces: list[str] | None = None) -> list[dict]:
+    """The lab's nodes (and routers) as its namespaces on this host show them, with their pods'."""
     nodes: dict[str, dict] = {}
-    for ns in spaces:
+    for ns in _lab_spaces(name) if spaces is None else spaces:
         node, _, pod = ns[len(f"lc-{name}.") :].partition(".")
         nodes.setdefault(node, {"name": node, "pods": []})
         if pod:
             nodes[node]["pods"].append({"netns": ns})
-    return {"name": name, "provider": "netns", "nodes": list(nodes.values())}
+    return list(nodes.values())
 
 
 def orphans() -> list[str]:
@@ -551,12 +603,17 @@ def orphans() -> list[str]:
     return out
 
 
-def _kill_naming(parent: Path) -> None:
-    """Stop the processes whose command line names a path in this directory (by pid): an ssh
-    master's names its ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]")."""
+def _naming(parent: Path) -> list[int]:
+    """The processes whose command line names a path in this directory: an ssh master's names its
+    ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]"), a node's sshd and BIRD their node dir."""
     mark = f"{parent}/"
     me = {os.getpid(), os.getppid()}
-    terminate([int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in cmdline(int(p))])
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in cmdline(int(p))]
+
+
+def _kill_naming(parent: Path) -> None:
+    """Stop (by pid) the processes whose command line names a path in this directory."""
+    terminate(_naming(parent))
 
 
 def check_routes(data: dict, ours: str | set[str]) -> None:
@@ -672,26 +729,25 @@ def _wait_gone(link: str, seconds: float) -> bool:
     return True
 
 
+def _netns_id(path: Path) -> tuple[int, int] | None:
+    """A network namespace's identity: the inode of its /run/netns mount or of /proc/PID/ns/net."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _pids_in(spaces: list[str]) -> list[int]:
     """The processes in these namespaces, as `ip netns pids` finds them (the namespace inode of
     /proc/PID/ns/net against the /run/netns mount's), in one pass over /proc for all of them."""
-    want = set()
-    for ns in spaces:
-        try:
-            st = os.stat(f"/run/netns/{ns}")
-        except OSError:
-            continue
-        want.add((st.st_dev, st.st_ino))
-    pids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                st = os.stat(f"/proc/{p}/ns/net")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in want:
-                pids.append(int(p))
-    return pids
+    return _pids_in_ids({i for ns in spaces if (i := _netns_id(Path(f"/run/netns/{ns}"))) is not None})
+
+
+def _pids_in_ids(want: set[tuple[int, int]]) -> list[int]:
+    if not want:
+        return []
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _netns_id(Path(f"/proc/{p}/ns/net")) in want]
 
 
 def _kill_in(spaces: list[str]) -> None:

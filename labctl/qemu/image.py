@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from labctl import layout
-from labctl.errors import HostError, UsageError
+from labctl.errors import HostError, LabctlError, UsageError
 
 USER = "labctl"
 
@@ -286,17 +286,83 @@ def listing() -> list[dict]:
     return out
 
 
-def remove(name: str | None) -> list[str]:
-    """Remove the images of `name` (every recipe version), or every image; returns the dirs."""
+def remove(name: str | None, force: bool = False) -> list[str]:
+    """Remove the images of `name` (every recipe version), or every image; returns the dirs. Only a
+    directory with an image.json (what a build leaves) is an image: anything else in the images
+    directory (LABCTL_IMAGES may be a shared folder) is not labctl's to remove. An image a lab's disks
+    are based on is refused unless `force`."""
     d = images_dir()
-    gone = []
-    if not d.is_dir():
-        return gone
-    for p in sorted(d.iterdir()):
-        if p.is_dir() and (name is None or p.name.rsplit("-", 1)[0] == name or p.name == name):
-            shutil.rmtree(p)
-            gone.append(str(p))
-    return gone
+    images = [p for p in sorted(d.iterdir()) if (p / "image.json").is_file()] if d.is_dir() else []
+    if name is not None:
+        images = [p for p in images if p.name == name or p.name.rsplit("-", 1)[0] == name]
+        if not images:
+            have = sorted({p.name.rsplit("-", 1)[0] for p in (x for x in d.iterdir() if (x / "image.json").is_file())})
+            raise UsageError(
+                f"no image {name!r} in {d}", f"images there: {', '.join(have)}" if have else "there are none"
+            )
+    used = users(images)
+    if used and not force:
+        p, labs = next(iter(used.items()))
+        raise LabctlError(
+            f"image {p} is in use by {', '.join(labs)}: its disks are based on it",
+            "take that lab down first, or `labctl image rm --force` (its VMs then cannot boot again)",
+        )
+    for p in images:
+        shutil.rmtree(p)
+    return [str(p) for p in images]
+
+
+def users(images: list[Path]) -> dict[Path, list[str]]:
+    """Which labs use these image dirs: a running QEMU of any home (its kernel is booted from the
+    image, or its qcow2 disk names the image as its backing file) and this home's qemu labs (their
+    state, their nodes' disks)."""
+    disks: dict[Path, str] = {}  # disk -> who
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        for a in argv:
+            for part in a.split(","):
+                if part.startswith("file=") and part.endswith(".qcow2"):
+                    disk = Path(part[5:])
+                    lab = disk.parents[2] if len(disk.parents) > 2 else disk.parent  # <lab>/nodes/<node>/disk.qcow2
+                    disks[disk] = f"the lab in {lab} (QEMU pid {pid})"
+                elif any(part.startswith(f"{p}/") for p in images):
+                    disks[Path(part)] = f"QEMU pid {pid}"
+    home = layout.home()
+    for lab in sorted(home.iterdir()) if home.is_dir() else ():
+        for disk in sorted(lab.glob("nodes/*/disk.qcow2")):
+            disks.setdefault(disk, f"lab {lab.name}")
+        try:
+            state = json.loads((lab / "state.json").read_text())
+            disks.setdefault(Path(state["qemu"]["image"]) / "base.raw", f"lab {lab.name}")
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    out: dict[Path, list[str]] = {}
+    for disk, who in disks.items():
+        base = disk if disk.suffix != ".qcow2" else backing_file(disk)
+        for p in images:
+            if base is not None and (base == p or p in base.parents) and who not in out.get(p, []):
+                out.setdefault(p, []).append(who)
+    return out
+
+
+def backing_file(disk: Path) -> Path | None:
+    """The backing file a qcow2 overlay names (its header: magic, version, offset and size of the name)."""
+    try:
+        with open(disk, "rb") as f:
+            head = f.read(20)
+            if len(head) < 20 or head[:4] != b"QFI\xfb":
+                return None
+            offset, size = int.from_bytes(head[8:16], "big"), int.from_bytes(head[16:20], "big")
+            if not offset or not 0 < size < 4096:
+                return None
+            f.seek(offset)
+            name = f.read(size).decode(errors="replace")
+    except OSError:
+        return None
+    return (disk.parent / name).resolve()
 
 
 def check_path(path: str, sha256: str | None) -> list[tuple[tuple, str, str | None]]:
