@@ -7,11 +7,14 @@ both headers of a tunnelled packet: VXLAN (UDP 4789) and IPIP (IP protocol 4).""
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
 from labctl.model import LabModel, Node
@@ -165,7 +168,12 @@ def target(model: LabModel, spec: str) -> dict:
         for p in n.pods:
             if p.name == name:
                 return {"node": n, "netns": p.netns, "iface": iface or "eth0", "label": f"{name}:{iface or 'eth0'}"}
+    for r in model.routers or []:  # a lab router's interfaces, as `labctl impair` reaches them
+        if r.name == name:
+            iface = iface or r.interface
+            return {"node": r, "netns": None, "iface": iface, "label": f"{name}:{iface}"}
     names = [n.name for n in model.nodes] + [p.name for n in model.nodes for p in n.pods]
+    names += [r.name for r in model.routers or []]
     raise UsageError(f"no node or workload {name!r} in lab {model.name}", f"one of: {', '.join(names)}")
 
 
@@ -200,7 +208,8 @@ def check_command(t: dict, bpf: str | None) -> str:
     """Run before anything starts: the interface exists, tcpdump is there and accepts the filter;
     prints the SSH connection last."""
     s = sudo(t["node"])
-    link = _in_ns(t, ["ip", "-o", "link", "show", "dev", t["iface"]])
+    # `any`: tcpdump's pseudo-device for every interface, which `ip link` does not know
+    link = "true" if t["iface"] == "any" else _in_ns(t, ["ip", "-o", "link", "show", "dev", t["iface"]])
     compile_ = _in_ns(t, ["tcpdump", "-d", "-i", t["iface"]] + ([bpf] if bpf else []))
     return (
         f"command -v tcpdump >/dev/null || {{ echo 'NOTCPDUMP'; exit 3; }}; "
@@ -344,3 +353,54 @@ def stream_packets(caps: list[Capture], seconds: float) -> Iterator[tuple[Captur
             chunk = c.read(0.02)
             for p in c.packets(chunk or b""):
                 yield c, p
+
+
+class PcapFile:
+    """`capture -w FILE`: the pcap goes to a new file beside FILE, renamed over it once tcpdump has sent
+    its stream. A capture that fails to start leaves an old FILE as it was, and a symlink (labctl runs
+    as root) is refused, never followed."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.tmp: Path | None = None
+        self.f = None
+        self.written = 0
+        p, parent = self.path, self.path.parent
+        if p.is_symlink():
+            raise UsageError(f"-w {p}: is a symbolic link: refusing to write through it", "name the file itself")
+        if p.is_dir():
+            raise UsageError(f"-w {p}: is a directory", f"name a file in it, e.g. {p / 'capture.pcap'}")
+        if p.exists() and not p.is_file():
+            raise UsageError(f"-w {p}: is not a regular file", "name a new file, or '-' for stdout")
+        if not parent.is_dir():
+            raise UsageError(f"-w {p}: no directory {parent}", "name a file in an existing directory")
+
+    def open(self) -> None:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+        except OSError as e:
+            raise UsageError(f"-w {self.path}: cannot write in {self.path.parent}: {e.strerror}") from None
+        self.tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        self.f = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.f.write(data)
+            self.f.flush()
+        except OSError as e:
+            raise LabctlError(f"cannot write {self.path}: {e.strerror}") from None
+        self.written += len(data)
+
+    def close(self) -> None:
+        """Rename the new file over FILE if tcpdump sent anything (its pcap header at least); else drop it."""
+        if self.f is None:
+            return
+        self.f.close()
+        self.f = None
+        if self.written:
+            os.replace(self.tmp, self.path)  # rename(2) replaces a symlink made meanwhile, never its target
+        else:
+            self.tmp.unlink(missing_ok=True)

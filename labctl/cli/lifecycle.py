@@ -56,6 +56,10 @@ def init(
 
     if route_reflectors > nodes:
         raise UsageError(f"--route-reflectors {route_reflectors} is more than --nodes {nodes}")
+    if output is not None and output.is_dir():
+        raise UsageError(f"-o {output}: is a directory", f"name a file, e.g. {output / 'topology.yml'}")
+    if output is not None and not output.parent.is_dir():
+        raise UsageError(f"-o {output}: no directory {output.parent}", "name a file in an existing directory")
     text = generate.topology(nodes, route_reflectors, name)
     topology.loads(text, "<generated>")  # what init writes, validate accepts
     if output is None:
@@ -86,6 +90,8 @@ def _render_target(lab) -> None:
     """render replaces files and makes the directory 0700: only a new or empty directory, or a
     lab directory of a lab that is not up (its own earlier render, say)."""
     root = lab.root
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is not a directory", "render into a new or empty directory")
     if lab.is_live():
         raise UsageError(
             f"{root} belongs to a lab that is up ({lab.state.name} is there): rendering would replace its data",
