@@ -232,6 +232,9 @@ def stop_command(node: Node, pid: int) -> str:
 def preflight(shell, t: dict, bpf: str | None) -> str | None:
     """Refuse bad input before anything starts; returns the filter to run (the user's, minus the
     capture's own SSH connection)."""
+    if bpf is not None and bpf.lstrip().startswith("-"):
+        # tcpdump would take it as its own options (`-w FILE` as root on the node)
+        raise UsageError(f"--filter {bpf!r}: a BPF expression, not tcpdump options", "e.g. --filter 'icmp or arp'")
     rc, out, err = shell.run(check_command(t, bpf), timeout=15)
     if rc == 0:
         ssh = next((x[4:] for x in out.splitlines() if x.startswith("SSH=")), "")

@@ -178,7 +178,10 @@ def test_non_root_against_a_root_owned_home_is_one_line(args):
         (home / "seed").mkdir()
         import site
 
-        path = os.pathsep.join([*site.getsitepackages(), str(ROOT)])
+        import labctl
+
+        # the labctl under test first (the checkout's, as `python -m labctl` in it would find)
+        path = os.pathsep.join([str(Path(labctl.__file__).parent.parent), *site.getsitepackages()])
         env = {"PATH": os.environ["PATH"], "LABCTL_HOME": str(home), "PYTHONPATH": path, "NO_COLOR": "1"}
         p = subprocess.run(
             NOBODY + [_python_for_nobody(), "-m", "labctl", *args], capture_output=True, text=True, env=env, timeout=60
