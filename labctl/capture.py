@@ -265,19 +265,24 @@ class Capture:
         deadline = time.monotonic() + ready_timeout
         # stderr: first the pid, then tcpdump's "listening on ..." once the socket is open
         while "listening on" not in self.err and time.monotonic() < deadline:
-            if self.chan.recv_stderr_ready():
-                self.err += self.chan.recv_stderr(4096).decode(errors="replace")
-                if self.pid is None and "\n" in self.err:
-                    first = self.err.split("\n", 1)[0].strip()
-                    self.pid = int(first) if first.isdigit() else None
-            elif self.chan.exit_status_ready():
-                break
-            else:
+            if not self._read_stderr():
+                if self.chan.exit_status_ready():
+                    break
                 time.sleep(0.01)
         if "listening on" not in self.err:
             self.stop()
             tail = [x for x in self.err.splitlines() if x.startswith("tcpdump:")]
             raise LabctlError(f"tcpdump on {self.t['label']} did not start: {tail[-1] if tail else self.err.strip()}")
+
+    def _read_stderr(self) -> bool:
+        """Take what tcpdump's shell wrote to stderr (its pid first); False if nothing was there."""
+        if not self.chan.recv_stderr_ready():
+            return False
+        self.err += self.chan.recv_stderr(4096).decode(errors="replace")
+        if self.pid is None and "\n" in self.err:
+            first = self.err.split("\n", 1)[0].strip()
+            self.pid = int(first) if first.isdigit() else None
+        return True
 
     def read(self, timeout: float = 0.2) -> bytes | None:
         """A chunk of pcap, b"" if nothing came in `timeout`, None once tcpdump has exited."""
@@ -297,6 +302,13 @@ class Capture:
         if self.stopped:
             return
         self.stopped = True
+        # stopped while starting (Ctrl-C, TERM): the pid may be on its way still
+        deadline = time.monotonic() + 2.0
+        while self.pid is None and self.chan is not None and not self.chan.exit_status_ready():
+            if time.monotonic() > deadline:
+                break
+            if not self._read_stderr():
+                time.sleep(0.01)
         if self.pid is not None and self.chan is not None and not self.chan.exit_status_ready():
             try:
                 self.shell.run(stop_command(self.t["node"], self.pid), timeout=10)
