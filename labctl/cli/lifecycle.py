@@ -90,8 +90,10 @@ def _render_target(lab) -> None:
     """render replaces files and makes the directory 0700: only a new or empty directory, or a
     lab directory of a lab that is not up (its own earlier render, say)."""
     root = lab.root
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"{root} is not a directory", "render into a new or empty directory")
+    # the directory itself, or the nearest part of its path that exists, is a file: bad input, as validate's
+    there = next((p for p in (root, *root.parents) if p.exists()), root)
+    if not there.is_dir():
+        raise UsageError(f"{there} is not a directory", "render into a new or empty directory")
     if lab.is_live():
         raise UsageError(
             f"{root} belongs to a lab that is up ({lab.state.name} is there): rendering would replace its data",
