@@ -61,6 +61,11 @@ def node_row(lab_dir, node: Node | Router, birdc: str = "", protocols: set[str] 
 
 def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
     model = lab.model()
+    if model.calico.bgp == "none" and not any(r.asn for r in model.routers or []):
+        raise UsageError(
+            f"lab {lab.name} runs no BGP (calico.bgp: none): Felix programs every route",
+            "see the routes with `labctl exec NODE -- ip route` or `labctl trace`",
+        )
     nodes: list[Node | Router] = list(model.nodes)
     if node_name is not None:
         # a lab router (`networks:`) answers too: `labctl bgp core`

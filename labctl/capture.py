@@ -7,11 +7,14 @@ both headers of a tunnelled packet: VXLAN (UDP 4789) and IPIP (IP protocol 4).""
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
 from labctl.model import LabModel, Node
@@ -165,7 +168,12 @@ def target(model: LabModel, spec: str) -> dict:
         for p in n.pods:
             if p.name == name:
                 return {"node": n, "netns": p.netns, "iface": iface or "eth0", "label": f"{name}:{iface or 'eth0'}"}
+    for r in model.routers or []:  # a lab router's interfaces, as `labctl impair` reaches them
+        if r.name == name:
+            iface = iface or r.interface
+            return {"node": r, "netns": None, "iface": iface, "label": f"{name}:{iface}"}
     names = [n.name for n in model.nodes] + [p.name for n in model.nodes for p in n.pods]
+    names += [r.name for r in model.routers or []]
     raise UsageError(f"no node or workload {name!r} in lab {model.name}", f"one of: {', '.join(names)}")
 
 
@@ -200,7 +208,8 @@ def check_command(t: dict, bpf: str | None) -> str:
     """Run before anything starts: the interface exists, tcpdump is there and accepts the filter;
     prints the SSH connection last."""
     s = sudo(t["node"])
-    link = _in_ns(t, ["ip", "-o", "link", "show", "dev", t["iface"]])
+    # `any`: tcpdump's pseudo-device for every interface, which `ip link` does not know
+    link = "true" if t["iface"] == "any" else _in_ns(t, ["ip", "-o", "link", "show", "dev", t["iface"]])
     compile_ = _in_ns(t, ["tcpdump", "-d", "-i", t["iface"]] + ([bpf] if bpf else []))
     return (
         f"command -v tcpdump >/dev/null || {{ echo 'NOTCPDUMP'; exit 3; }}; "
@@ -223,6 +232,9 @@ def stop_command(node: Node, pid: int) -> str:
 def preflight(shell, t: dict, bpf: str | None) -> str | None:
     """Refuse bad input before anything starts; returns the filter to run (the user's, minus the
     capture's own SSH connection)."""
+    if bpf is not None and bpf.lstrip().startswith("-"):
+        # tcpdump would take it as its own options (`-w FILE` as root on the node)
+        raise UsageError(f"--filter {bpf!r}: a BPF expression, not tcpdump options", "e.g. --filter 'icmp or arp'")
     rc, out, err = shell.run(check_command(t, bpf), timeout=15)
     if rc == 0:
         ssh = next((x[4:] for x in out.splitlines() if x.startswith("SSH=")), "")
@@ -253,19 +265,24 @@ class Capture:
         deadline = time.monotonic() + ready_timeout
         # stderr: first the pid, then tcpdump's "listening on ..." once the socket is open
         while "listening on" not in self.err and time.monotonic() < deadline:
-            if self.chan.recv_stderr_ready():
-                self.err += self.chan.recv_stderr(4096).decode(errors="replace")
-                if self.pid is None and "\n" in self.err:
-                    first = self.err.split("\n", 1)[0].strip()
-                    self.pid = int(first) if first.isdigit() else None
-            elif self.chan.exit_status_ready():
-                break
-            else:
+            if not self._read_stderr():
+                if self.chan.exit_status_ready():
+                    break
                 time.sleep(0.01)
         if "listening on" not in self.err:
             self.stop()
             tail = [x for x in self.err.splitlines() if x.startswith("tcpdump:")]
             raise LabctlError(f"tcpdump on {self.t['label']} did not start: {tail[-1] if tail else self.err.strip()}")
+
+    def _read_stderr(self) -> bool:
+        """Take what tcpdump's shell wrote to stderr (its pid first); False if nothing was there."""
+        if not self.chan.recv_stderr_ready():
+            return False
+        self.err += self.chan.recv_stderr(4096).decode(errors="replace")
+        if self.pid is None and "\n" in self.err:
+            first = self.err.split("\n", 1)[0].strip()
+            self.pid = int(first) if first.isdigit() else None
+        return True
 
     def read(self, timeout: float = 0.2) -> bytes | None:
         """A chunk of pcap, b"" if nothing came in `timeout`, None once tcpdump has exited."""
@@ -285,6 +302,13 @@ class Capture:
         if self.stopped:
             return
         self.stopped = True
+        # stopped while starting (Ctrl-C, TERM): the pid may be on its way still
+        deadline = time.monotonic() + 2.0
+        while self.pid is None and self.chan is not None and not self.chan.exit_status_ready():
+            if time.monotonic() > deadline:
+                break
+            if not self._read_stderr():
+                time.sleep(0.01)
         if self.pid is not None and self.chan is not None and not self.chan.exit_status_ready():
             try:
                 self.shell.run(stop_command(self.t["node"], self.pid), timeout=10)
@@ -344,3 +368,54 @@ def stream_packets(caps: list[Capture], seconds: float) -> Iterator[tuple[Captur
             chunk = c.read(0.02)
             for p in c.packets(chunk or b""):
                 yield c, p
+
+
+class PcapFile:
+    """`capture -w FILE`: the pcap goes to a new file beside FILE, renamed over it once tcpdump has sent
+    its stream. A capture that fails to start leaves an old FILE as it was, and a symlink (labctl runs
+    as root) is refused, never followed."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.tmp: Path | None = None
+        self.f = None
+        self.written = 0
+        p, parent = self.path, self.path.parent
+        if p.is_symlink():
+            raise UsageError(f"-w {p}: is a symbolic link: refusing to write through it", "name the file itself")
+        if p.is_dir():
+            raise UsageError(f"-w {p}: is a directory", f"name a file in it, e.g. {p / 'capture.pcap'}")
+        if p.exists() and not p.is_file():
+            raise UsageError(f"-w {p}: is not a regular file", "name a new file, or '-' for stdout")
+        if not parent.is_dir():
+            raise UsageError(f"-w {p}: no directory {parent}", "name a file in an existing directory")
+
+    def open(self) -> None:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+        except OSError as e:
+            raise UsageError(f"-w {self.path}: cannot write in {self.path.parent}: {e.strerror}") from None
+        self.tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        self.f = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.f.write(data)
+            self.f.flush()
+        except OSError as e:
+            raise LabctlError(f"cannot write {self.path}: {e.strerror}") from None
+        self.written += len(data)
+
+    def close(self) -> None:
+        """Rename the new file over FILE if tcpdump sent anything (its pcap header at least); else drop it."""
+        if self.f is None:
+            return
+        self.f.close()
+        self.f = None
+        if self.written:
+            os.replace(self.tmp, self.path)  # rename(2) replaces a symlink made meanwhile, never its target
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -11,9 +11,10 @@ import re
 import shlex
 from pathlib import Path
 
+from labctl import fanout
 from labctl.errors import LabctlError, UsageError
 from labctl.model import LabModel, Node, Router
-from labctl.nodes import sudo
+from labctl.nodes import NodeShell, sudo
 
 TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
 RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$")
@@ -157,6 +158,28 @@ def describe(tc_json: str) -> str:
     return " ".join(parts)
 
 
+SHOW_ALL = "tc -j qdisc show"
+
+
+def describe_all(tc_json: str, main: str) -> str:
+    """Every interface's impairment from `tc -j qdisc show` (all devices): the `main` interface's
+    as describe() says it, any other's prefixed with its name ("vxlan.calico: delay 50ms")."""
+    try:
+        qdiscs = json.loads(tc_json or "[]")
+    except ValueError:
+        return ""
+    by_dev: dict[str, list] = {}
+    for q in qdiscs if isinstance(qdiscs, list) else []:
+        if isinstance(q, dict):
+            by_dev.setdefault(q.get("dev", ""), []).append(q)
+    parts = []
+    for dev in sorted(by_dev, key=lambda d: (d != main, d)):
+        text = describe(json.dumps(by_dev[dev]))
+        if text:
+            parts.append(text if dev == main else f"{dev}: {text}")
+    return "; ".join(parts)
+
+
 def _rate(bytes_per_s: float) -> str:
     bits = bytes_per_s * 8
     for unit, f in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
@@ -177,12 +200,18 @@ def summary(s: dict) -> str:
     return " ".join(parts)
 
 
-def reconcile(lab_dir, model: LabModel, previous: list[str]) -> list[str]:
+def shell(prov, lab_dir, node: Node | Router):
+    """Where an impairment is set, read and cleared: from the host where the provider can enter the
+    node (netns nodes, lab routers), as the node's own link may be the impaired one (50% loss makes its
+    SSH time out); else over SSH, tried again with longer timeouts."""
+    host = prov.host_shell(node) if prov is not None else None
+    return host if host is not None else NodeShell.patient(lab_dir, node)
+
+
+def reconcile(lab_dir, model: LabModel, previous: list[str], prov=None) -> list[str]:
     """`up`: give every node interface the topology's impairment and clear the ones a previous `up`
     set that the topology no longer has (impairments set by `labctl impair` are left alone).
     Returns the impaired NODE:IFACE list to record in the lab state."""
-    from labctl import fanout, nodes
-
     want = {(i.node, i.interface): i.spec for i in model.impairments or []}
     by_name = {n.name: n for n in model.nodes}
     todo: dict[str, list] = {}
@@ -196,14 +225,14 @@ def reconcile(lab_dir, model: LabModel, previous: list[str]) -> list[str]:
     def one(item) -> None:
         name, items = item
         n = by_name[name]
-        with nodes.NodeShell(lab_dir, n) as shell:
+        with shell(prov, lab_dir, n) as sh:
             for iface, s in items:
-                _, out, _ = shell.run(sudo(n) + show_command(iface), timeout=15)
+                _, out, _ = sh.run(sudo(n) + show_command(iface), timeout=15)
                 if s is not None and describe(out) == summary(s):
                     continue  # already so: a second `up` changes nothing
                 if s is None and not describe(out):
                     continue
-                apply(shell, n, iface, s)
+                apply(sh, n, iface, s)
 
     fanout.each(one, list(todo.items()))
     return [f"{node}:{iface}" for node, iface in want]

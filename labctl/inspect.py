@@ -15,8 +15,8 @@ READ_OVER_SSH = ("hostname", "interface", "physical_ip", "tunnel_device", "tunne
 
 def rows(lab) -> list[dict]:
     model = lab.model()
-    # the qdisc of each node's LAN NIC: an impairment shows as an IMPAIR column
-    tc = {n.name: {"tc": live.sudo(n) + impair.show_command(n.interface)} for n in model.nodes}
+    # every interface's qdisc (the LAN NIC's, the tunnel's, lo's...): an impairment shows as an IMPAIR column
+    tc = {n.name: {"tc": live.sudo(n) + impair.SHOW_ALL} for n in model.nodes}
     facts = live.gather_lab(lab, model, extra=tc)
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), None)
@@ -37,7 +37,9 @@ def rows(lab) -> list[dict]:
 
 
 def _row(model: LabModel, node: Node, f: live.NodeFacts, api_labels: dict | None) -> dict:
-    state = "running" if f.reachable and f.bird_running else ("degraded" if f.reachable else "unreachable")
+    # calico.bgp: none runs no BIRD at all: a reachable node is then running, not degraded
+    no_bgp = model.calico.bgp == "none"
+    state = "running" if f.reachable and (f.bird_running or no_bgp) else ("degraded" if f.reachable else "unreachable")
     row = {"name": node.name, "role": node.role, "state": state}
     row |= {k: getattr(f, k) if f.reachable else None for k in READ_OVER_SSH}
     if providers.get(model.provider).labels_in_kubernetes:
@@ -50,7 +52,8 @@ def _row(model: LabModel, node: Node, f: live.NodeFacts, api_labels: dict | None
         "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in f.sessions],
     }
     row["error"] = f.error
-    row["impair"] = impair.describe(f.extra.get("tc", "").rsplit("rc=", 1)[0]) if f.reachable else None
+    tc = f.extra.get("tc", "").rsplit("rc=", 1)[0]
+    row["impair"] = impair.describe_all(tc, node.interface) if f.reachable else None
     return row
 
 

@@ -126,6 +126,7 @@ class Lab:
         prov = providers.get(topo.provider, self)
         model = self.new_model(topo, prov)
         _netem_check(prov, model)
+        _tunnel_check(model)
         return prov.checks(model.to_data())
 
     def plan_change(self, topo: topology.Topology, new: LabModel | None = None) -> reconcile.Diff:
@@ -176,6 +177,7 @@ class Lab:
             for w in prov.preflight(new):
                 progress.warn(w)
             _netem_check(prov, model)
+            _tunnel_check(model)
             tunnel = model.calico.tunnel_device
             fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
             if fallback:
@@ -242,7 +244,7 @@ class Lab:
 
                     progress.phase("impairments")
                     try:
-                        applied = impair.reconcile(self.dir, model, self.state().get("impairments") or [])
+                        applied = impair.reconcile(self.dir, model, self.state().get("impairments") or [], prov)
                     except LabctlError as e:
                         self.save_state(phase="failed", error=str(e), stopped_at="impairments")
                         raise
@@ -369,6 +371,20 @@ def _netem_check(prov, model: LabModel) -> None:
             f"impairments {', '.join(need)}: {impair.NO_NETEM}",
             "keep only rate in the topology's impairments, or use a kernel with sch_netem",
         )
+
+
+def _tunnel_check(model: LabModel) -> None:
+    """Refuse an impairment on a tunnel device the lab will not have: the host decides it (a kernel
+    without ipip emulates IPIP with vxlan.calico), so this is known before anything is built."""
+    tunnels = ("tunl0", "vxlan.calico")
+    for i in model.impairments or []:
+        if i.interface in tunnels and i.interface != model.calico.tunnel_device:
+            have = model.calico.tunnel_device or "no tunnel device"
+            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == "tunl0" else ""
+            raise UsageError(
+                f"impairments {i.node}:{i.interface}: this lab's nodes have {have}, not {i.interface}{why}",
+                f"impair {i.node}:{have}" if model.calico.tunnel_device else "impair the node's LAN NIC",
+            )
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ from labctl.topology import LabCheck
 from labctl.verify import Check, skip
 
 KINDS = ("exec", "reach", "route", "bgp")
+KILL_AFTER = 2  # seconds between timeout's TERM and its KILL
+TIMED_OUT = (124, 137)  # coreutils timeout: TERM ended it (124), or the KILL after it (128+9)
 WORKLOAD_LABEL = "labctl.io/workload"
 
 
@@ -68,13 +70,20 @@ def _reach_command(model: LabModel, spec: LabCheck, node: Node) -> str:
 def _round(lab, model: LabModel, specs: list[tuple[int, LabCheck]]) -> dict[int, Check]:
     by_name = {n.name: n for n in model.nodes}
     extra: dict[str, dict[str, str]] = {}
+    budget: dict[str, float] = {}  # seconds the node's probe may take: its checks run one after another
     for i, spec in specs:
         node = by_name[_runs_on(model, spec)]
         k = kind(spec)
+        # a try that runs past its timeout is ended there (TERM, KILL 2 s later) and fails
+        limit = f"timeout -k {KILL_AFTER} {spec.timeout:g}"
         if k == "exec":
-            extra.setdefault(node.name, {})[f"c{i}"] = f"{live.sudo(node)}sh -c {shlex.quote(spec.exec.command)} 2>&1"
+            cmd = f"{live.sudo(node)}{limit} sh -c {shlex.quote(spec.exec.command)} 2>&1"
         elif k == "reach":
-            extra.setdefault(node.name, {})[f"c{i}"] = _reach_command(model, spec, node) + " 2>&1"
+            cmd = f"{limit} sh -c {shlex.quote(_reach_command(model, spec, node))} 2>&1"
+        else:
+            continue
+        extra.setdefault(node.name, {})[f"c{i}"] = cmd
+        budget[node.name] = budget.get(node.name, 0.0) + spec.timeout + KILL_AFTER
     wanted = list(dict.fromkeys(_runs_on(model, s) for _, s in specs))
     prov = providers.get(model.provider, lab)
     facts = live.gather(
@@ -84,6 +93,7 @@ def _round(lab, model: LabModel, specs: list[tuple[int, LabCheck]]) -> dict[int,
         model.provider,
         prov.birdc,
         iproute.lab_protocols(model),
+        timeout=30.0 + max(budget.values(), default=0.0),
     )
     by_node = {f.name: f for f in facts}
     out = {}
@@ -106,6 +116,8 @@ def _output(text: str) -> tuple[int, str]:
 def _exec(model: LabModel, spec: LabCheck, f, text) -> tuple[bool, str]:
     rc, out = _output(text)
     where = f"{spec.exec.node}: {spec.exec.command}"
+    if rc in TIMED_OUT:
+        return False, f"{where}: timed out (timeout: {spec.timeout:g} s), ended on the node"
     if rc != 0:
         last = out.strip().splitlines()[-1:] or [""]
         return False, f"{where}: exit {rc} {last[0]}".rstrip()
@@ -119,6 +131,8 @@ def _exec(model: LabModel, spec: LabCheck, f, text) -> tuple[bool, str]:
 def _reach(model: LabModel, spec: LabCheck, f, text) -> tuple[bool, str]:
     rc, out = _output(text)
     src, dst = _ends(spec)
+    if rc in TIMED_OUT:
+        return False, f"{src} -> {dst} timed out (timeout: {spec.timeout:g} s), ended on the node"
     rtt = next((x.split("=")[1].split("/")[1] for x in out.splitlines() if x.startswith(("rtt", "round-trip"))), "")
     return rc == 0, f"{src} -> {dst}" + (f" {rtt} ms" if rc == 0 and rtt else "" if rc == 0 else " no reply")
 

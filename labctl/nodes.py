@@ -66,7 +66,17 @@ class NodeShell:
         except Exception as e:  # paramiko raises many types; all mean "unreachable"
             if self.jump is not None:
                 self.jump.close()
-            raise LabctlError(f"ssh {node.name} ({node.address}): {e.__class__.__name__}: {e}") from None
+            why = recorded_fault(lab_dir, node.name)
+            raise LabctlError(
+                f"ssh {node.name} ({node.address}): {e.__class__.__name__}: {e}" + (f" ({why})" if why else ""),
+                f"`labctl repair {node.name}` (or `labctl up`) undoes it" if why else None,
+            ) from None
+
+    @classmethod
+    def patient(cls, lab_dir, node: Node | Router | dict, timeouts: tuple[float, ...] = (3.0, 8.0, 20.0)) -> NodeShell:
+        """A connection that tries again with longer timeouts: over a lossy link (`labctl impair
+        --loss`) the handshake's packets are lost and retransmitted, and one short try times out."""
+        return retry(lambda t: cls(lab_dir, node, timeout=t), timeouts)
 
     @staticmethod
     def _client(paramiko, lab_dir, kwargs: dict):
@@ -77,10 +87,15 @@ class NodeShell:
         return c
 
     def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
-        _, out, err = self.client.exec_command(command, timeout=timeout)
-        o = out.read().decode(errors="replace")
-        e = err.read().decode(errors="replace")
-        return out.channel.recv_exit_status(), o, e
+        try:
+            _, out, err = self.client.exec_command(command, timeout=timeout)
+            o = out.read().decode(errors="replace")
+            e = err.read().decode(errors="replace")
+            return out.channel.recv_exit_status(), o, e
+        except (TimeoutError, OSError, EOFError) as e:
+            # socket.timeout is TimeoutError; a dropped connection is EOFError/OSError
+            what = f"no answer within {timeout:g} s" if isinstance(e, TimeoutError) else f"{e.__class__.__name__}: {e}"
+            raise LabctlError(f"ssh {self.node.name} ({self.node.address}): {what}") from None
 
     def stream(self, command: str, stdin: int | None, stdout, stderr) -> int:
         """Run `command`, writing its stdout/stderr to these binary files as it comes and feeding
@@ -93,7 +108,9 @@ class NodeShell:
         chan.settimeout(None)
         # the first stdout line is the remote shell's pid: sshd makes it a process group leader
         # (setsid), so a Ctrl-C can end the command with everything it started
-        chan.exec_command(f"echo $$; {command}")
+        # `exit $?` last: the shell does not exec the command in its place, so a command killed by a
+        # signal is reported as 128+n (an exit by signal gives no status over SSH)
+        chan.exec_command(f"echo $$; {command}\nexit $?")
         pid, head = None, b""
 
         def feed() -> None:
@@ -150,6 +167,31 @@ class NodeShell:
 
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+
+
+def retry(connect, timeouts: tuple[float, ...]):
+    """connect(timeout) for each timeout in turn until one succeeds; the last failure is raised. A
+    refused route (access.RouteError) is not tried again: nothing was sent."""
+    for i, t in enumerate(timeouts):
+        try:
+            return connect(t)
+        except access.RouteError:
+            raise
+        except LabctlError:
+            if i == len(timeouts) - 1:
+                raise
+    raise LabctlError("no connection attempt")
+
+
+def recorded_fault(lab_dir, node: str) -> str:
+    """What `labctl fail` did to the node and has not been repaired ("" if nothing), from the lab state."""
+    try:
+        faults = json.loads(lab_dir.state.read_text()).get("faults") or {}
+    except (OSError, ValueError, AttributeError):
+        return ""
+    kinds = [k for k in ("node", "link", "bird") if k in (faults.get(node) or {})]
+    what = {"node": "frozen", "link": "its LAN link is down", "bird": "its BIRD is stopped"}
+    return f"{node} is failed on purpose by `labctl fail {node} {kinds[0]}`: {what[kinds[0]]}" if kinds else ""
 
 
 def sudo(node: Node | Router | dict) -> str:
@@ -247,6 +289,7 @@ def gather(
     birdc=None,
     protocols: set[str] | None = None,
     names: bool = False,
+    timeout: float = 30.0,
 ) -> list[NodeFacts]:
     """Probe every node in parallel, one SSH session each; `extra` adds commands per node
     (name -> {key: command}) whose output and exit code land in NodeFacts.extra; `birdc(node)` is
@@ -259,7 +302,7 @@ def gather(
         script = probe_script(node, (extra or {}).get(node.name), provider, birdc(node) if birdc else None, others)
         try:
             with NodeShell(lab_dir, node) as s:
-                rc, out, err = s.run(script)
+                rc, out, err = s.run(script, timeout=timeout)
         except access.RouteError:
             raise  # the lab's bridge is gone: the command stops, for every node at once
         except LabctlError as e:

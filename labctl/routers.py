@@ -6,7 +6,7 @@ import ipaddress
 import shlex
 from pathlib import Path
 
-from labctl import bird, fanout, iproute
+from labctl import bird, fanout, impair, iproute
 from labctl import nodes as live
 from labctl.errors import LabctlError
 from labctl.model import LabModel, Router, as_node
@@ -26,12 +26,14 @@ def read(lab, r: Router) -> dict:
         with live.NodeShell(lab.dir, r) as s:
             _, out, _ = s.run("ip -j -4 route show")
             got = {"routes": iproute.loads(out), "sessions": None, "error": ""}
+            _, tc, _ = s.run(impair.SHOW_ALL)
+            got["impair"] = impair.describe_all(tc, r.interface)
             if r.asn is not None:
                 _, out, _ = s.run(f"{birdc(None, r)} show protocols")
                 got["sessions"] = bird.sessions(out) if bird.running(out) else []
             return got
     except LabctlError as e:
-        return {"routes": [], "sessions": None, "error": str(e)}
+        return {"routes": [], "sessions": None, "error": str(e), "impair": None}
 
 
 def read_all(lab, model: LabModel) -> dict:
@@ -60,7 +62,7 @@ def inspect_row(r: Router, got: dict) -> dict:
             "peers": [{"name": s.name, "state": s.state, "info": s.info, "since": s.since} for s in sessions],
         },
         "error": got["error"],
-        "impair": None,
+        "impair": got.get("impair"),
         "fault": "",  # `labctl fail` acts on nodes only
     }
 

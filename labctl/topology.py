@@ -158,7 +158,7 @@ class Node(_Model):
 
 class QemuMachine(_Model):
     cpus: int = Field(description="vCPUs, >= 1")
-    memory: int = Field(description="MiB, >= 1024")
+    memory: int = Field(description="MiB, 1024..65536 and at most the host's memory")
 
 
 class Qemu(_Model):
@@ -211,6 +211,7 @@ class LabCheck(_Model):
     expect_regex: str | None = Field(None, description="exec: a regular expression the output must match")
     wait: float = Field(0, description="seconds to wait before the first try")
     retries: int = Field(0, description="tries after a failing one, 1 s apart")
+    timeout: float = Field(20, description="exec and reach: seconds a try may take before it is ended and fails")
 
 
 class Topology(_Model):
@@ -486,6 +487,8 @@ def _gateways(t: Topology) -> list[tuple]:
 
 
 NETWORK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # it names the router's interface in that network
+# made by the kernel in every namespace: a router's interface cannot take that name
+RESERVED_IFACES = ("lo", "tunl0", "gre0", "sit0", "ip6tnl0")
 
 
 def _racks_problems(t: Topology) -> list[Problem]:
@@ -533,6 +536,8 @@ def _racks_problems(t: Topology) -> list[Problem]:
     for name in lans:
         if not NETWORK_NAME.fullmatch(name):
             out.append(Problem(("networks", name), f"network name {name!r} is not usable", "^[a-z][a-z0-9-]{0,14}$"))
+        elif name in RESERVED_IFACES:
+            out.append(Problem(("networks", name), f"network name {name!r} names a kernel device", "pick another"))
     routers = t.routers or {}
     used: dict[IPv4Address, str] = {}
     gateways: dict[str, str] = {}  # network -> router holding its gateway
@@ -557,6 +562,15 @@ def _racks_problems(t: Topology) -> list[Problem]:
                 gateways[net] = r
         if router.asn is not None:
             out += _asn_problems(router.asn, path + ("asn",))
+            for net in router.interfaces:
+                if design == "tor" and net in lans and t.networks[net].asn == router.asn:
+                    out.append(
+                        Problem(
+                            path + ("asn",),
+                            f"{router.asn} is also network {net}'s asn: its ToR sessions would be iBGP, not eBGP",
+                            "give the router an AS of its own",
+                        )
+                    )
         elif design == "tor":
             out.append(Problem(path + ("asn",), "bgp: tor needs an asn on every router", "e.g. asn: 65000"))
     with_nodes = {node.network for node in t.nodes.values()}
@@ -857,6 +871,8 @@ def _lab_check_problems(t: Topology) -> list[Problem]:
         path = ("checks", i)
         if not c.name.strip():
             out.append(Problem(path + ("name",), "must not be empty", None))
+        elif any(not ch.isprintable() for ch in c.name):
+            out.append(Problem(path + ("name",), f"{c.name!r} has a tab, newline or control character", "one line"))
         if c.name in names:
             out.append(Problem(path + ("name",), f"check {c.name!r} is declared twice", None))
         names.add(c.name)
@@ -890,6 +906,10 @@ def _lab_check_problems(t: Topology) -> list[Problem]:
                 out.append(Problem(path + ("route", "via"), f"{c.route.via!r} is neither a node nor an IPv4", None))
         if (c.expect is not None or c.expect_regex is not None) and c.exec is None:
             out.append(Problem(path, "expect/expect_regex apply to exec checks only", None))
+        if c.expect is not None and c.expect_regex is not None:
+            out.append(Problem(path, "expect and expect_regex are both set", "one of them"))
+        if not 1 <= c.timeout <= 600:
+            out.append(Problem(path + ("timeout",), f"{c.timeout} is out of range", "1..600 seconds"))
         if c.expect_regex is not None:
             try:
                 re.compile(c.expect_regex)
@@ -904,6 +924,9 @@ def _lab_check_problems(t: Topology) -> list[Problem]:
     return out
 
 
+MAX_VM_MIB = 65536
+
+
 def _qemu_problems(t: Topology) -> list[Problem]:
     if t.qemu is None:
         return []
@@ -916,6 +939,8 @@ def _qemu_problems(t: Topology) -> list[Problem]:
         m = getattr(q, role)
         if m.memory < 1024:
             out.append(Problem(("qemu", role, "memory"), f"{m.memory} MiB is too little for a node", "at least 1024"))
+        elif m.memory > MAX_VM_MIB:  # the host's memory is checked too, where the lab is built (provider checks)
+            out.append(Problem(("qemu", role, "memory"), f"{m.memory} MiB is more than a lab VM needs", "<= 65536"))
         if not 1 <= m.cpus <= 64:
             out.append(Problem(("qemu", role, "cpus"), f"{m.cpus} vCPUs is not in 1..64", None))
     if q.image not in image.RECIPES:

@@ -415,5 +415,6 @@ def test_render_into_a_file_is_one_line_error(tmp_path):
     (tmp_path / "f").write_text("")
     for out in ("f", "f/sub"):
         r = CliRunner().invoke(cli.app, ["render", "-t", str(SEED), "-o", str(tmp_path / out)])
-        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
-        assert len(r.stderr.splitlines()) == 1 and "cannot create the lab directory" in r.stderr
+        # bad input, exit 2 (issue 19: `render -o /dev/null` exited 1)
+        assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+        assert len(r.stderr.splitlines()) == 1 and f"{tmp_path / 'f'} is not a directory" in r.stderr

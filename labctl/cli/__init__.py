@@ -5,10 +5,13 @@ they share: the app, the common options, the one error handler and the lab/node 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import importlib
+import inspect
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,11 +24,26 @@ from labctl.errors import Interrupted, LabctlError, TopologyError, UsageError
 
 
 def _plain_flags(params: list) -> list:
-    # typer's help prints a type for every option, `--debug <bool>` too, though a flag takes no value
+    # typer's help prints a type for every option, `--debug <bool>` too, though a flag takes no value,
+    # and a repeatable one as a Python type (`<list[str]>`)
     for p in params:
-        if isinstance(p, typer.core.TyperOption) and p.is_flag and p.metavar is None:
+        if p.metavar is not None:
+            continue
+        if isinstance(p, typer.core.TyperOption) and p.is_flag:
             p.metavar = ""
+        elif isinstance(p, typer.core.TyperOption) and p.multiple:
+            p.metavar = "<str>"
+        elif isinstance(p, typer.core.TyperArgument) and p.nargs == -1:
+            p.display_type_rich = lambda ctx: "<str>..."  # the type column; not a metavar, which renames it
     return params
+
+
+def _one_line_summary(doc: str | None) -> str | None:
+    """A docstring as help text: its lines joined (the help reflows them to the terminal), paragraphs kept."""
+    if not doc:
+        return doc
+    paras = [" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n")]
+    return "\n\n".join(p for p in paras if p)
 
 
 class _Command(typer.core.TyperCommand):
@@ -91,20 +109,62 @@ def fail(err: LabctlError) -> None:
     raise typer.Exit(err.exit_code) from None
 
 
-def command(name: str | None = None, **kw):
+def guarded(fn):
+    """fn whose LabctlError, or an OSError of the host (a file it cannot write, a LABCTL_HOME it may
+    not read), becomes one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LabctlError as e:
+            fail(e)
+        except OSError as e:
+            if _debug:
+                raise
+            what = f"{e.filename}: " if e.filename else ""
+            hint = "run labctl as root, or set LABCTL_HOME to a directory you own"
+            fail(LabctlError(f"{what}{e.strerror or e}", hint if isinstance(e, PermissionError) else None))
+
+    return run
+
+
+def command(name: str | None = None, typer_app=None, **kw):
     """app.command() whose LabctlError becomes one line on stderr and the error's exit code."""
 
     def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except LabctlError as e:
-                fail(e)
-
-        return app.command(name, cls=_Command, **kw)(run)
+        kw.setdefault("help", _one_line_summary(fn.__doc__))
+        return (typer_app or app).command(name, cls=_Command, **kw)(guarded(fn))
 
     return wrap
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, unwinding like Ctrl-C through the cleanup of what runs on a node."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stoppable(message: str = "labctl: interrupted"):
+    """Ctrl-C, SIGTERM and SIGHUP unwind through the cleanup of what runs on a node (tcpdump, an exec'd
+    command: ended by pid), then exit 128+signal. SIGINT is set explicitly: a shell's background job
+    starts with it ignored."""
+
+    def stop(signum, _frame):
+        raise Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        typer.echo(message, err=True)
+        raise typer.Exit(128 + getattr(e, "signum", signal.SIGINT)) from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def load_topology(path: Path | None):

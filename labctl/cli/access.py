@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from labctl.cli import NameOpt, command, find_lab, find_node
+from labctl.cli import NameOpt, command, find_lab, find_node, stoppable
 from labctl.errors import UsageError
 
 
@@ -24,15 +24,11 @@ def exec_(
 
     lab = find_lab(name, None)
     n = find_node(lab, node)
-    with nodes.NodeShell(lab.dir, n) as s:
-        try:
-            rc = s.stream(
-                " ".join(shlex.quote(c) for c in command), sys.stdin.fileno(), sys.stdout.buffer, sys.stderr.buffer
-            )
-        except KeyboardInterrupt:
-            typer.echo("labctl: interrupted: the command on the node was ended", err=True)
-            raise typer.Exit(130) from None
-    # an exit by signal has no status (-1): report it as a failure
+    with nodes.NodeShell(lab.dir, n) as s, stoppable("labctl: interrupted: the command on the node was ended"):
+        rc = s.stream(
+            " ".join(shlex.quote(c) for c in command), sys.stdin.fileno(), sys.stdout.buffer, sys.stderr.buffer
+        )
+    # a command killed by a signal exits 128+n, as in a shell (stream makes the remote shell say so)
     raise typer.Exit(rc if rc >= 0 else 1)
 
 

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from typing import Annotated
 
 import typer
 
-from labctl.cli import TableFormat, app, fail
-from labctl.errors import LabctlError
+from labctl.cli import TableFormat, _Group, app, command
 
-image_app = typer.Typer(help="Base images of the qemu provider: build, list, rm.", no_args_is_help=True)
+image_app = typer.Typer(cls=_Group, help="Base images of the qemu provider: build, list, rm.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 
 
 def _command(name: str | None = None):
     """image_app.command() with the CLI's one error handler."""
-
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except LabctlError as e:
-                fail(e)
-
-        return image_app.command(name)(run)
-
-    return wrap
+    return command(name, typer_app=image_app)
 
 
 @_command()

@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import signal
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from labctl.cli import NameOpt, command, find_lab
+from labctl.cli import NameOpt, command, find_lab, stoppable
 from labctl.errors import UsageError
-
-
-class _Stopped(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _signals():
-    """Ctrl-C and SIGTERM unwind through the capture's cleanup (tcpdump killed by pid), then exit
-    128+signal. SIGINT is set explicitly: a shell's background job starts with it ignored."""
-
-    def stop(signum, _frame):
-        raise _Stopped(signum)
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except _Stopped as e:
-        typer.echo("labctl: interrupted", err=True)
-        raise typer.Exit(128 + e.args[0]) from None
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @command()
 def capture(
-    target: Annotated[str, typer.Argument(help="NODE[:IFACE] or WORKLOAD[:IFACE] (default: the LAN NIC / eth0)")],
+    target: Annotated[
+        str, typer.Argument(help="NODE[:IFACE], ROUTER[:IFACE] or WORKLOAD[:IFACE] (IFACE `any`: all of them)")
+    ],
     count: Annotated[int | None, typer.Option("--count", "-c", help="stop after this many packets")] = None,
     filter: Annotated[str | None, typer.Option("--filter", help="BPF filter, as tcpdump takes it")] = None,
     write: Annotated[str | None, typer.Option("--write", "-w", help="write a pcap file ('-': pcap to stdout)")] = None,
@@ -56,30 +32,32 @@ def capture(
         raise UsageError(f"--count {count}: must be at least 1")
     if duration is not None and not 0 < duration <= 86400:
         raise UsageError(f"--duration {duration}: must be more than 0 and at most 86400 seconds")
+    to_stdout = write == "-"
+    pcap = cap.PcapFile(write) if write and not to_stdout else None  # refused before anything starts
     lab = find_lab(name, None)
     t = cap.target(lab.model(), target)
-    to_stdout = write == "-"
-    out = sys.stdout.buffer if to_stdout else None
     text = sys.stderr if to_stdout else sys.stdout  # decoded lines never mix into a pcap stream
-    with nodes.NodeShell(lab.dir, t["node"]) as shell, _signals():
+
+    def chunk(b: bytes) -> None:
+        if pcap is not None:
+            pcap.write(b)
+        elif to_stdout:
+            sys.stdout.buffer.write(b)
+            sys.stdout.buffer.flush()
+
+    def pkt(p: dict) -> None:
+        print(f"{cap.stamp(p['time'])} {p['line']}", file=text, flush=True)
+
+    with nodes.NodeShell(lab.dir, t["node"]) as shell, stoppable():
         bpf = cap.preflight(shell, t, filter)
-        if write and not to_stdout:
-            out = Path(write).open("wb")
+        if pcap is not None:
+            pcap.open()
         typer.echo(f"capturing on {t['label']} (Ctrl-C to stop)", err=True)
         try:
-
-            def chunk(b: bytes) -> None:
-                if out is not None:
-                    out.write(b)
-                    out.flush()
-
-            def pkt(p: dict) -> None:
-                print(f"{cap.stamp(p['time'])} {p['line']}", file=text, flush=True)
-
             n = cap.run(shell, t, count, bpf, duration, chunk, pkt)
         finally:
-            if out is not None and not to_stdout:
-                out.close()
+            if pcap is not None:
+                pcap.close()
     typer.echo(f"{n} packet(s) captured on {t['label']}" + (f", written to {write}" if write else ""), err=True)
 
 
@@ -95,7 +73,7 @@ def impair(
 ) -> None:
     """Delay, jitter, loss (tc netem) or a rate limit (tc tbf) on a node's interface; --clear removes it."""
     from labctl import impair as imp
-    from labctl import nodes
+    from labctl import nodes, providers
     from labctl.cli import find_node
 
     if clear and any(x is not None for x in (delay, jitter, loss, rate)):
@@ -105,7 +83,8 @@ def impair(
     node_name, _, iface = target.partition(":")
     n = find_node(lab, node_name)
     iface = iface or n.interface
-    with nodes.NodeShell(lab.dir, n) as shell:
+    prov = providers.get(lab.model().provider, lab)
+    with imp.shell(prov, lab.dir, n) as shell:
         imp.apply(shell, n, iface, s)
         _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))
     typer.echo(f"{node_name}:{iface}: {imp.describe(out) or 'no impairment'}")

@@ -56,6 +56,10 @@ def init(
 
     if route_reflectors > nodes:
         raise UsageError(f"--route-reflectors {route_reflectors} is more than --nodes {nodes}")
+    if output is not None and output.is_dir():
+        raise UsageError(f"-o {output}: is a directory", f"name a file, e.g. {output / 'topology.yml'}")
+    if output is not None and not output.parent.is_dir():
+        raise UsageError(f"-o {output}: no directory {output.parent}", "name a file in an existing directory")
     text = generate.topology(nodes, route_reflectors, name)
     topology.loads(text, "<generated>")  # what init writes, validate accepts
     if output is None:
@@ -88,6 +92,10 @@ def _render_target(lab) -> None:
     from labctl import providers
 
     root = lab.root
+    # the directory itself, or the nearest part of its path that exists, is a file: bad input, as validate's
+    there = next((p for p in (root, *root.parents) if p.exists()), root)
+    if not there.is_dir():
+        raise UsageError(f"{there} is not a directory", "render into a new or empty directory")
     running = providers.running_from(lab)
     if lab.is_live() or running:
         why = f"{lab.state.name} is there" if lab.is_live() else f"pid {running[0]} runs from it"
@@ -95,8 +103,6 @@ def _render_target(lab) -> None:
             f"{root} belongs to a lab that is up ({why}): rendering would replace its data",
             "render elsewhere, or `labctl down` that lab first",
         )
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"{root} is not a directory", "render -o a new or empty directory")
     try:
         unrelated = root.is_dir() and not lab.is_lab() and any(root.iterdir())
     except OSError as e:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from labctl.cli import CheckFormat, NameOpt, TableFormat, TopologyOpt, command, find_lab
+from labctl.cli import CheckFormat, NameOpt, TableFormat, TopologyOpt, command, find_lab, stoppable
 from labctl.errors import UsageError
 
 
@@ -128,7 +128,8 @@ def trace(
     if capture:
         from labctl import tracecap
 
-        result = tracecap.capture(lab, result)
+        with stoppable():  # TERM/HUP too: every tcpdump is stopped by its pid before labctl exits
+            result = tracecap.capture(lab, result)
         text = t.format(result, format.value)
         typer.echo(tracecap.format(result, text) if format is TraceFormat.text else text)
     else:

@@ -65,6 +65,11 @@ class Provider:
         nodes are reached (then `labctl impair`/`up` find out on the node and say so)."""
         return None
 
+    def host_shell(self, node):
+        """A shell on the node that does not go through the node's own link (nsshell.NsShell), for
+        what must work while that link is impaired; None: the node is reached over SSH only."""
+        return None
+
     def bootstrap(self, data: dict, progress) -> dict:
         """Make the nodes exist and answer SSH; returns pids per node worth recording."""
         return {}

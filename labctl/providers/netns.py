@@ -19,6 +19,7 @@ from labctl import sh
 from labctl.errors import HostError, UsageError
 from labctl.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.layout import LabDir
+from labctl.nsshell import NsShell
 from labctl.providers.base import Provider, make_lab_keys
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
@@ -116,6 +117,8 @@ class NetnsProvider(Provider):
                 f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
                 "set LABCTL_HOME to a shorter directory",
             )
+        # reading the host's routes needs no root: validate and --dry-run find an overlap as up does
+        self.check_routes(data)
         return self.check_neighbours(data)
 
     def check_neighbours(self, data: dict) -> list[str]:
@@ -164,6 +167,10 @@ class NetnsProvider(Provider):
         if Path("/sys/module/ipip").exists():
             return True
         return shutil.which("modprobe") is not None and sh.ok(["modprobe", "-n", "-q", "ipip"])
+
+    def host_shell(self, node):
+        """Nodes and routers are namespaces of this host: entered from here, not over their LAN."""
+        return NsShell(node_netns(self.lab.name, node.name), node)
 
     def netem_supported(self) -> bool | None:
         from labctl import impair

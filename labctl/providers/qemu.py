@@ -17,6 +17,7 @@ from pathlib import Path
 
 from labctl import sh
 from labctl.errors import HostError, UsageError
+from labctl.nsshell import NsShell
 from labctl.providers.base import make_lab_keys
 from labctl.providers.netns import SAFE_PATH, SSHD, check_routes, namespace_sshd
 from labctl.providers.vm import VmProvider
@@ -24,6 +25,16 @@ from labctl.qemu import image, machine, proxy
 from labctl.topology import Proxy, Qemu
 
 SSH_READY_SECONDS = 300  # TCG on a busy 2-core host: ~25 s each, booted side by side
+
+
+def host_memory_mib() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class QemuProvider(VmProvider):
@@ -80,9 +91,28 @@ class QemuProvider(VmProvider):
         except (OSError, ValueError):
             return self._host_mark().exists()
 
+    def host_shell(self, node):
+        """The lab routers are namespaces of this host; the nodes are VMs, reached over SSH only."""
+        return NsShell(machine.router_netns(self.lab.name, node.name), node) if node.role == "router" else None
+
     # -- checks before anything is created -------------------------------------------------
 
+    def checks(self, data: dict) -> list[str]:
+        """What validate and `up --dry-run` refuse as `up` does: VMs larger than this host's memory,
+        CIDRs overlapping a route the host has (reading both needs no root)."""
+        cfg, total = self._cfg(data), host_memory_mib()
+        for role in ("control_plane", "worker"):
+            mem = getattr(cfg, role).memory
+            if total is not None and mem > total:
+                raise UsageError(
+                    f"qemu.{role}.memory {mem} MiB is more than this host's memory ({total} MiB)",
+                    "e.g. 2048 for a control plane, 1536 for a worker",
+                )
+        check_routes(data, set(self._bridges(data)))
+        return []
+
     def preflight(self, data: dict) -> list[str]:
+        self.checks(data)
         if not SAFE_PATH.fullmatch(str(self.dir.root)):
             raise UsageError(
                 f"the lab dir {str(self.dir.root)!r} has characters unsafe in QEMU arguments",
