@@ -76,6 +76,8 @@ class LabDir:
         try:
             if self.is_marked() or not self.root.exists() or not any(self.root.iterdir()):
                 return
+        except PermissionError:
+            raise  # not bad input: the cli's one line says to run as root or own LABCTL_HOME
         except OSError as e:
             raise UsageError(f"cannot read {self.root}: {e.strerror}") from None
         raise UsageError(
