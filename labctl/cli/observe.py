@@ -174,4 +174,8 @@ def view(
         import webbrowser
 
         webbrowser.open(server.url)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        typer.echo("labctl: interrupted", err=True)
+        raise typer.Exit(130) from None

@@ -8,7 +8,7 @@
   const LIVE = !inline;
   const POLL_MS = 2000;
   const C = { ok: "#2e7d32", bad: "#c62828", unknown: "#9e9e9e", trace: "#1565c0", warn: "#ef6c00" };
-  const W = 210, H = 175; // grid cell of a node and its pods
+  const H = 215; // height of a grid cell: a node and its pods
   let cy = null, data = null, shape = "", picked = [], busy = false;
 
   function h(tag, attrs, ...kids) {
@@ -48,6 +48,7 @@
   // routers above, between the networks they join
   function layout(d) {
     const pos = {}, centre = {};
+    const W = d.nodes.length <= 12 ? 300 : 245; // small labs: room for a trace's labels between the nodes
     let x0 = 0;
     for (const net of d.networks) {
       const members = d.nodes.filter((n) => n.role !== "router" && n.networks.includes(net.id));
@@ -66,7 +67,7 @@
     });
     d.pods.forEach((p) => {
       const at = pos[p.node], mine = d.pods.filter((q) => q.node === p.node), k = mine.indexOf(p);
-      if (at) pos["pod:" + p.name] = { x: at.x + (k - (mine.length - 1) / 2) * 95, y: at.y + 78 };
+      if (at) pos["pod:" + p.name] = { x: at.x + (k - (mine.length - 1) / 2) * 95, y: at.y + 115 };
     });
     return pos;
   }
@@ -252,8 +253,12 @@
           (enc.outer_src ? "\nouter " + enc.outer_src + " → " + enc.outer_dst : "");
       }
       let how = tunnel ? "encapsulated: " + tunnel : "native, unencapsulated";
-      if (!tunnel && (hop.kind === "veth" || hop.kind === "deliver")) how = "native, veth " + (hop.device || "");
-      segs.push({ from: cur, to: hop.at, how: how, encapsulated: !!tunnel });
+      let short = how;
+      if (!tunnel && (hop.kind === "veth" || hop.kind === "deliver")) {
+        how = "native, veth " + (hop.device || "");
+        short = "veth";
+      }
+      segs.push({ from: cur, to: hop.at, how: how, short: short, encapsulated: !!tunnel });
       if (hop.kind === "decap") tunnel = null;
       cur = hop.at;
       via = [hop];
@@ -270,7 +275,7 @@
       // between two nodes the path dips under them, where its label has room; into and out of a pod it is straight
       const pa = a.position(), pb = b.position();
       const bend = a.hasClass("pod") || b.hasClass("pod") ? 0 : (pa.x < pb.x ? 1 : -1) * (70 + Math.abs(pa.x - pb.x) * 0.1);
-      cy.add({ data: { id: "t:" + i, source: a.id(), target: b.id(), label: i + 1 + ". " + s.how, how: s.how,
+      cy.add({ data: { id: "t:" + i, source: a.id(), target: b.id(), label: i + 1 + ". " + s.short, how: s.how,
         encapsulated: s.encapsulated, bend: bend }, classes: "trace" });
     });
     const box = $("trace");
