@@ -11,30 +11,15 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SEED, lab_model, labctl, real_lab
+from conftest import ROOT, SEED, chromium, lab_model, labctl, real_lab
 from labctl import view, view_http
 from labctl.model import LabModel
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-# without these, chromium's own background connections (updates, sync, QUIC probes) leave the lab host
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,900",
-]
 GREEN, RED = "rgb(46,125,50)", "rgb(198,40,40)"
 
 
@@ -318,22 +303,8 @@ def served(seed):
 
 @pytest.fixture(scope="module")
 def browser():
-    # `make test` installs them (Makefile's test packages): a missing browser fails, it does not skip
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get install chromium chromium-driver (make test does)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="lcview-chromium")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-        opts.add_argument(flag)
-    d = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
-    try:
+    with chromium() as d:
         yield d
-    finally:
-        d.quit()
-        subprocess.run(["rm", "-rf", profile], check=False)
 
 
 def wait_for(d, script: str, timeout: float = 15.0):

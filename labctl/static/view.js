@@ -136,6 +136,7 @@
   ];
 
   function draw(d) {
+    const t0 = performance.now();
     const key = JSON.stringify([d.networks.map((n) => n.id), d.nodes.map((n) => n.name + n.networks), d.pods.map((p) => p.name + p.node), d.sessions.map((s) => s.id)]);
     data = d;
     if (!cy) {
@@ -166,6 +167,7 @@
     shape = key;
     tables(d);
     status(d);
+    window.labview.draws = (window.labview.draws || []).concat([performance.now() - t0]).slice(-20); // bench/view.py
   }
 
   function status(d) {
