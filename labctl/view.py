@@ -88,11 +88,12 @@ def build(model: LabModel, rows: list[dict]) -> dict:
     return {"lab": lab, "networks": nets, "nodes": nodes, "pods": pods, "sessions": sessions(model, rows)}
 
 
-def snapshot(lab) -> dict:
-    """The live lab now: inspect's read of every node and router, shaped for the page."""
+def snapshot(lab, shell=None) -> dict:
+    """The live lab now: inspect's read of every node and router, shaped for the page; `shell(node)`:
+    the connections to read over (shellpool.ShellPool.shell keeps them open between snapshots)."""
     start = time.monotonic()
     model = lab.model()
-    data = build(model, ins.rows(lab))
+    data = build(model, ins.rows(lab, shell))
     return data | {"time": time.time(), "took": round(time.monotonic() - start, 3)}
 
 

@@ -23,7 +23,7 @@ from http import cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from labctl import view
+from labctl import shellpool, view
 from labctl.errors import LabctlError, UsageError
 
 IDLE = 60.0  # seconds without a poll after which the lab is no longer read
@@ -110,7 +110,8 @@ class Server(ThreadingHTTPServer):
         self.port = self.server_address[1]
         self.cookie = f"labctl-view-{self.port}"  # cookies are per host, not per port: one per server
         self.hosts = allowed_hosts(listen, self.port)
-        self.live = live or Live(lab)
+        self.pool = shellpool.ShellPool(lab.dir) if live is None else None
+        self.live = live or Live(lab, read=lambda lab: view.snapshot(lab, self.pool.shell))
         self.trace_lock = threading.Lock()  # one trace at a time: each opens SSH to several nodes
         shown = (
             "127.0.0.1" if listen == "127.0.0.1" else (socket.gethostname() if listen in ("0.0.0.0", "::") else listen)
@@ -125,6 +126,8 @@ class Server(ThreadingHTTPServer):
             self.live.stop.set()
             self.live.wake.set()
             self.server_close()
+            if self.pool is not None:
+                self.pool.close()
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -460,3 +460,53 @@ def test_ctrl_c_ends_the_server_with_130(served):
     assert p.returncode == 130, err
     assert "labctl: interrupted" in err and "Traceback" not in err
     assert "token=" not in err  # requests are not logged: their URL carries the token
+
+
+def test_pool_keeps_a_connection_and_replaces_a_broken_one(monkeypatch):
+    from labctl import shellpool
+    from labctl.errors import LabctlError
+
+    made = []
+
+    class FakeShell:
+        def __init__(self, lab_dir, node):
+            self.node, self.jump, self.closed, self.broken = node, None, False, False
+            self.client = self
+            made.append(self)
+
+        def get_transport(self):
+            return self
+
+        def is_active(self):
+            return not self.closed
+
+        def run(self, command, timeout=30.0):
+            assert timeout <= 5.0  # a kept connection never waits NodeShell's 30 s
+            if self.broken:
+                raise EOFError("connection lost")
+            return 0, f"{command} on {self.node.name}", ""
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(shellpool, "NodeShell", FakeShell)
+    node = _mesh().nodes[0]
+    pool = shellpool.ShellPool("lab")
+    for _ in range(3):
+        with pool.shell(node) as s:
+            assert s.run("x")[1] == "x on m"
+    assert len(made) == 1  # one connection, kept
+    made[0].broken = True  # sshd went away under a kept connection: one new connection, the read succeeds
+    with pool.shell(node) as s:
+        assert s.run("y")[1] == "y on m"
+    assert len(made) == 2 and made[0].closed
+    made[1].closed = True  # a dead transport is not reused
+    with pool.shell(node) as s:
+        s.run("z")
+    assert len(made) == 3
+    made[2].broken = True
+    monkeypatch.setattr(FakeShell, "run", lambda self, c, timeout=30.0: (_ for _ in ()).throw(OSError("no route")))
+    with pytest.raises(LabctlError, match=r"ssh m \(10.0.0.1\): OSError: no route"), pool.shell(node) as s:
+        s.run("w")  # the kept one fails, the new one too: the node is unreachable
+    assert len(made) == 4 and all(x.closed for x in made) and pool.idle == {}
+    pool.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import signal
 import sys
 from typing import Annotated
 
@@ -174,6 +175,8 @@ def view(
         import webbrowser
 
         webbrowser.open(server.url)
+    # explicitly: a shell starts a background job with SIGINT ignored, and `kill -INT` should still end it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.run()
     except KeyboardInterrupt:
