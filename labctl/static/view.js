@@ -35,9 +35,15 @@
 
   function nodeLabel(n) {
     const lines = [(n.route_reflector ? "route reflector " : "") + n.name + (n.role === "router" ? " (router)" : "")];
-    lines.push(shown(n.interface) + " " + shown(n.physical_ip));
-    if (n.role !== "router") lines.push(shown(n.tunnel_device) + " " + shown(n.tunnel_ip));
-    else if (n.asn) lines.push("AS " + n.asn);
+    if (n.role === "router") {
+      // one line per interface (inspect joins them with commas)
+      const ips = shown(n.physical_ip).split(",");
+      shown(n.interface).split(",").forEach((ifname, i) => lines.push(ifname + " " + (ips[i] || "?")));
+      if (n.asn) lines.push("AS " + n.asn);
+    } else {
+      lines.push(shown(n.interface) + " " + shown(n.physical_ip));
+      lines.push(shown(n.tunnel_device) + " " + shown(n.tunnel_ip));
+    }
     const l = labelsText(n.labels);
     if (l) lines.push(l);
     if (n.state !== "running") lines.push(n.state + (n.fault ? " (fail " + n.fault + ")" : ""));
@@ -106,7 +112,7 @@
     }
     return els;
   }
-  const sessionText = (s) => "BGP " + s.type + (s.asn ? " AS " + s.asn : "") + " " + s.state;
+  const sessionText = (s) => (s.type === "tor" ? "eBGP ToR" : "BGP " + s.type) + (s.asn ? " AS " + s.asn : "") + " " + s.state;
   const nodeClasses = (n) => [n.role === "router" ? "router" : "node", n.route_reflector ? "rr" : "", n.state].filter(Boolean).join(" ");
 
   const STYLE = [
@@ -115,7 +121,7 @@
       "background-color": "#f5f7fa", "border-width": 1.5, "border-color": "#37474f",
       "z-index-compare": "manual", "z-index": 10 } },
     { selector: "node.rr", style: { "border-width": 5, "border-style": "double", "background-color": "#fff8e1" } },
-    { selector: "node.router", style: { shape: "round-octagon", "background-color": "#e3f2fd", width: 190, height: 60 } },
+    { selector: "node.router", style: { shape: "round-octagon", "background-color": "#e3f2fd", width: 230, height: 76 } },
     { selector: "node.degraded", style: { "border-color": C.warn, "border-width": 3 } },
     { selector: "node.unreachable", style: { "border-color": C.bad, "border-width": 3, "border-style": "dashed" } },
     { selector: "node.pod", style: { shape: "ellipse", width: 90, height: 34, "font-size": 10, "background-color": "#e8f5e9" } },
