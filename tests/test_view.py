@@ -510,3 +510,20 @@ def test_pool_keeps_a_connection_and_replaces_a_broken_one(monkeypatch):
         s.run("w")  # the kept one fails, the new one too: the node is unreachable
     assert len(made) == 4 and all(x.closed for x in made) and pool.idle == {}
     pool.close()
+
+
+def test_a_taken_port_is_bad_input_and_any_address_answers_to_this_hosts_names():
+    import socket
+
+    from labctl.errors import UsageError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(UsageError, match="Address already in use") as e:
+            view_http.Server(_StubLab(), "127.0.0.1", s.getsockname()[1], live=_StubLive({}))
+        assert e.value.exit_code == 2
+    hosts = view_http.allowed_hosts("0.0.0.0", 8000)
+    assert {socket.gethostname().lower(), f"{socket.gethostname().lower()}:8000", "localhost:8000"} <= hosts
+    assert "evil.example:8000" not in hosts
+    assert view_http.allowed_hosts("::1", 8000) >= {"[::1]:8000", "localhost:8000"}
