@@ -113,13 +113,13 @@ def programmed_by(r: dict) -> str:
 
 def node_detail(lab, name: str) -> dict:
     """One node's (or router's) kernel routes with who programmed each, its BGP sessions and learned
-    routes (bgp's row), its labels. `name` must be a node or router of the lab's model."""
+    routes (bgp's row; its labels are the snapshot's). `name` must be a node or router of the model."""
     model = lab.model()
     node = next((s for s in model.speakers if s.name == name), None)
     if node is None:
         raise UsageError(f"no node {name!r} in lab {model.name}")
     [row] = bgp.sessions_and_routes(lab, name)
-    out = {"name": name, "role": node.role, "labels": getattr(node, "labels", {}), "bgp": row, "routes": []}
+    out = {"name": name, "role": node.role, "bgp": row, "routes": []}
     try:
         with live.NodeShell(lab.dir, node) as s:
             rc, text, err = s.run("ip -j -4 route show")

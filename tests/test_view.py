@@ -449,6 +449,10 @@ def test_graph_html_opens_offline_with_the_same_nodes(seed, browser, tmp_path):
         ("k8s-worker-2", "10.12.22.3/16", "192.168.2.1"),
     ]
     assert "exported" in browser.find_element("id", "status").text
+    # a node's detail from the file itself: its labels and sessions; routes need the live server
+    browser.execute_script("window.labview.cy().getElementById('n:k8s-worker-1').emit('tap')")
+    detail = browser.find_element("id", "detail").text
+    assert "worker=no-1" in detail and "Mesh_10_12_22_1" in detail and "labctl view" in detail
     browser.save_screenshot(tmp_path / "view-export.png")
 
 

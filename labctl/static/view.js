@@ -242,7 +242,7 @@
   function nodeDetail(box, n, d) {
     const kids = [h("h2", { id: "detail-name" }, n.name + " (" + n.role + ")"),
       h("p", { class: "mono" }, shown(n.interface) + " " + shown(n.physical_ip) + "  ·  " + shown(n.tunnel_device) + " " + shown(n.tunnel_ip)),
-      h("h3", {}, "Labels"), h("p", { class: "mono", id: "detail-labels" }, labelsText(d ? d.labels : n.labels) || "-")];
+      h("h3", {}, "Labels"), h("p", { class: "mono", id: "detail-labels" }, labelsText(n.labels) || "-")];
     if (!d) {
       kids.push(h("h3", {}, "BGP sessions"), table(["session", "state", "since", "info"], n.sessions.map((s) => [s.name, s.state, s.since, s.info])));
       kids.push(h("p", { class: "why" }, "Routes and learned routes are read live: run `labctl view`."));
