@@ -190,7 +190,11 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    do_HEAD = do_GET
+    def do_HEAD(self):  # noqa: N802
+        # the page and its files only: a HEAD of /api/trace would run a trace for nothing
+        if urlsplit(self.path).path.startswith("/api/"):
+            return self._not_allowed()
+        return self.do_GET()
 
     def _route(self, path: str, query: dict, in_url: bool) -> None:
         one = lambda k: (query.get(k) or [""])[0]  # noqa: E731

@@ -219,8 +219,9 @@ def test_server_serves_only_its_files_and_only_reads(stub_server):
     port = stub_server.port
     for path in ("/static/../view_http.py", "/static/view.py", "/static/%2e%2e/view.py", "/etc/passwd", "/api/exec"):
         assert _get(port, path + "?token=tok-123")[0] == 404, path
-    for method in ("POST", "PUT", "DELETE"):
+    for method in ("POST", "PUT", "DELETE", "HEAD"):
         assert _get(port, "/api/state?token=tok-123", method=method)[0] == 405
+    assert _get(port, "/static/view.css?token=tok-123", method="HEAD")[0] == 200
     # node and trace endpoints take names of the lab's model, nothing else reaches a node
     for path in (
         "/api/node?name=$(reboot)",
