@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -105,20 +106,23 @@ def main() -> None:
         f"{'lab':<6} {'nodes':>5} {'sessions':>8} {'read s (med/max)':>17} {'period s':>12} {'api ms':>7} "
         f"{'load ms':>8} {'draw ms':>8} {'load avg':>8}"
     )
-    for name, topo in labs:
-        up = subprocess.run(labctl + ["up", "-t", str(topo)], env=env, capture_output=True, text=True)
-        try:
-            if up.returncode != 0:
-                sys.exit(f"up {name} failed:\n{up.stderr[-2000:]}")
-            r = measure(labctl, env, args.samples)  # the only lab under this home: `view` finds it
-            print(
-                f"{name:<6} {r['nodes']:>5} {r['sessions']:>8} {r['read'][0]:>8.2f}/{r['read'][1]:<8.2f} "
-                f"{r['period'][0]:>5.2f}/{r['period'][1]:<6.2f} {r['api']:>7.1f} {r['load']:>8.0f} {r['draw']:>8.1f} "
-                f"{os.getloadavg()[0]:>8.1f}",
-                flush=True,
-            )
-        finally:
-            subprocess.run(labctl + ["down", "-t", str(topo)], env=env, capture_output=True)
+    try:
+        for name, topo in labs:
+            up = subprocess.run(labctl + ["up", "-t", str(topo)], env=env, capture_output=True, text=True)
+            try:
+                if up.returncode != 0:
+                    sys.exit(f"up {name} failed:\n{up.stderr[-2000:]}")
+                r = measure(labctl, env, args.samples)  # the only lab under this home: `view` finds it
+                print(
+                    f"{name:<6} {r['nodes']:>5} {r['sessions']:>8} {r['read'][0]:>8.2f}/{r['read'][1]:<8.2f} "
+                    f"{r['period'][0]:>5.2f}/{r['period'][1]:<6.2f} {r['api']:>7.1f} {r['load']:>8.0f} "
+                    f"{r['draw']:>8.1f} {os.getloadavg()[0]:>8.1f}",
+                    flush=True,
+                )
+            finally:
+                subprocess.run(labctl + ["down", "-t", str(topo)], env=env, capture_output=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
