@@ -13,11 +13,12 @@ COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device",
 READ_OVER_SSH = ("hostname", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block")
 
 
-def rows(lab) -> list[dict]:
+def rows(lab, shell=None) -> list[dict]:
+    """`shell(node)`: the SSH connection to read a node over (nodes.gather's; default a new one)."""
     model = lab.model()
     # every interface's qdisc (the LAN NIC's, the tunnel's, lo's...): an impairment shows as an IMPAIR column
     tc = {n.name: {"tc": live.sudo(n) + impair.SHOW_ALL} for n in model.nodes}
-    facts = live.gather_lab(lab, model, extra=tc)
+    facts = live.gather_lab(lab, model, extra=tc, shell=shell)
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), None)
     api_labels = {

@@ -290,18 +290,21 @@ def gather(
     protocols: set[str] | None = None,
     names: bool = False,
     timeout: float = 30.0,
+    shell=None,
 ) -> list[NodeFacts]:
     """Probe every node in parallel, one SSH session each; `extra` adds commands per node
     (name -> {key: command}) whose output and exit code land in NodeFacts.extra; `birdc(node)` is
-    the provider's BIRD command; `names`: also resolve every other node's name on each node.
-    Unreachable nodes come back with reachable=False."""
+    the provider's BIRD command; `names`: also resolve every other node's name on each node;
+    `shell(node)`: the connection to use, as a context manager (default: a new NodeShell; `labctl
+    view` keeps them open between reads). Unreachable nodes come back with reachable=False."""
+    shell = shell or (lambda node: NodeShell(lab_dir, node))
 
     def one(node: Node) -> NodeFacts:
         f = NodeFacts(node.name, node.address)
         others = [n.name for n in nodes if n.name != node.name] if names else []
         script = probe_script(node, (extra or {}).get(node.name), provider, birdc(node) if birdc else None, others)
         try:
-            with NodeShell(lab_dir, node) as s:
+            with shell(node) as s:
                 rc, out, err = s.run(script, timeout=timeout)
         except access.RouteError:
             raise  # the lab's bridge is gone: the command stops, for every node at once
@@ -315,11 +318,11 @@ def gather(
 
 
 def gather_lab(
-    lab, model: LabModel, extra: dict[str, dict[str, str]] | None = None, names: bool = False
+    lab, model: LabModel, extra: dict[str, dict[str, str]] | None = None, names: bool = False, shell=None
 ) -> list[NodeFacts]:
     """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
     from labctl import providers
 
     prov = providers.get(model.provider, lab)
     protocols = iproute.lab_protocols(model)
-    return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names)
+    return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names, shell=shell)

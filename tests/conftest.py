@@ -199,3 +199,41 @@ def qemu_residue(home: Path, name: str) -> list[str]:
     if (home / name).exists():
         left.append(f"lab dir {home / name}")
     return left
+
+
+# --- a real browser (test_view.py, bench/view.py) -------------------------------------------------------
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# without these, chromium's own background connections (updates, sync, QUIC probes) try to leave the host
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextlib.contextmanager
+def chromium(window: str = "1400,900"):
+    """Debian's chromium, headless, driven by selenium through Debian's chromedriver (no driver download),
+    with a fresh profile removed afterwards. `make test` installs both: a missing one fails, it never skips."""
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get install chromium chromium-driver (make test does)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="lcchromium")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window}"]:
+        opts.add_argument(flag)
+    try:
+        d = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
+        try:
+            yield d
+        finally:
+            d.quit()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

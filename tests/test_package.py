@@ -33,6 +33,12 @@ def test_wheel_ships_playbooks_and_templates(wheel):
         "labctl/templates/bird.conf.j2",
         "labctl/templates/ansible-inventory.yml.j2",
         "labctl/templates/seed-topology.yml",
+        # `labctl view`'s page: no build step, no network at run time
+        "labctl/static/view.html",
+        "labctl/static/view.js",
+        "labctl/static/view.css",
+        "labctl/static/cytoscape.min.js",
+        "labctl/static/cytoscape.LICENSE",
     ):
         assert want in names, want
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
+import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -15,6 +18,7 @@ class GraphFormat(enum.StrEnum):
     mermaid = "mermaid"
     dot = "dot"
     svg = "svg"
+    html = "html"
 
 
 class VerifyOnly(enum.StrEnum):
@@ -69,7 +73,8 @@ def graph(
     topology_file: TopologyOpt = None,
     format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
 ) -> None:
-    """Draw the lab: LAN, nodes with physical and tunnel IPs, labels, BGP sessions by state."""
+    """Draw the lab: LAN, nodes with physical and tunnel IPs, labels, BGP sessions by state (html: the
+    `labctl view` page as one self-contained file)."""
     from labctl import graph as g
     from labctl import inspect as ins
 
@@ -79,6 +84,12 @@ def graph(
         from labctl import graph_svg
 
         typer.echo(graph_svg.svg(model, rows), nl=False)
+    elif format is GraphFormat.html:
+        import time
+
+        from labctl import view as v
+
+        typer.echo(v.page(v.build(model, rows) | {"time": time.time(), "took": 0}))
     else:
         typer.echo(g.render(model, rows, format.value))
     # what could be read is drawn; what could not is `?` there and named here
@@ -136,3 +147,39 @@ def trace(
         typer.echo(t.format(result, format.value))
     if not (result["reached"] and result["ping"]["ok"]):
         raise typer.Exit(1)
+
+
+@command()
+def view(
+    name: NameOpt = None,
+    topology_file: TopologyOpt = None,
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="0: any free port")] = 0,
+    listen: Annotated[
+        str, typer.Option("--listen", help="address to listen on; anything but loopback lets others connect")
+    ] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open", help="open the page in the default browser")] = False,
+) -> None:
+    """Serve a live, read-only page of the lab: networks, nodes, pods, BGP sessions by state (updated
+    every 2 s), a node's routes on click, a trace between two pods. Prints the URL; Ctrl-C ends it."""
+    from labctl import view_http
+
+    lab = find_lab(name, topology_file)
+    server = view_http.Server(lab, listen, port)
+    typer.echo(server.url)
+    sys.stdout.flush()
+    if not ipaddress.ip_address(listen).is_loopback:
+        typer.echo(
+            f"labctl: warning: listening on {listen}: anyone who can reach it and has the URL sees the lab", err=True
+        )
+    typer.echo(f"labctl: serving lab {lab.name} read-only; Ctrl-C to stop", err=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    # explicitly: a shell starts a background job with SIGINT ignored, and `kill -INT` should still end it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        typer.echo("labctl: interrupted", err=True)
+        raise typer.Exit(130) from None
