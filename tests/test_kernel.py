@@ -74,17 +74,30 @@ class Guest:
 
 @pytest.fixture(scope="module")
 def wheelhouse():
-    """The wheel of this tree and its dependencies, at the versions installed here (tested with)."""
+    """The wheel of this tree, and its dependencies for the VM's Python (Debian 12: CPython 3.11, glibc
+    2.36) at the versions installed here, which the rest of the suite tested."""
     d = Path(tempfile.mkdtemp(prefix="lckwh"))
-    freeze = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True
-    )
+    pip = [sys.executable, "-m", "pip"]
+    freeze = subprocess.run([*pip, "freeze", "--exclude-editable"], capture_output=True, text=True, check=True)
     pins = d / "constraints.txt"
     pins.write_text("\n".join(x for x in freeze.stdout.splitlines() if "==" in x) + "\n")
     wheels = d / "wheels"
-    argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "-c", str(pins), "-w", str(wheels)]
-    subprocess.run([*argv, str(ROOT)], check=True, capture_output=True, timeout=600)
-    assert len(list(wheels.glob("labctl-*.whl"))) == 1
+    run = lambda *a: subprocess.run([*pip, *a], check=True, capture_output=True, timeout=600)  # noqa: E731
+    run("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT))
+    [whl] = wheels.glob("labctl-*.whl")
+    glibc = [f"--platform=manylinux_2_{v}_x86_64" for v in (34, 28, 17)]
+    run(
+        "download",
+        "-q",
+        "-d",
+        str(wheels),
+        "-c",
+        str(pins),
+        "--only-binary=:all:",
+        "--python-version=3.11",
+        *glibc,
+        str(whl),
+    )
     yield wheels
     subprocess.run(["rm", "-rf", str(d)], check=False)
 
