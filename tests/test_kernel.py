@@ -78,7 +78,7 @@ def wheelhouse():
     2.36) at the versions installed here, which the rest of the suite tested."""
     d = Path(tempfile.mkdtemp(prefix="lckwh"))
     pip = [sys.executable, "-m", "pip"]
-    freeze = subprocess.run([*pip, "freeze", "--exclude-editable"], capture_output=True, text=True, check=True)
+    freeze = subprocess.run([*pip, "freeze", "--all", "--exclude-editable"], capture_output=True, text=True, check=True)
     pins = d / "constraints.txt"
     pins.write_text("\n".join(x for x in freeze.stdout.splitlines() if "==" in x) + "\n")
     wheels = d / "wheels"
@@ -97,6 +97,7 @@ def wheelhouse():
         "--python-version=3.11",
         *glibc,
         str(whl),
+        "pip",
     )
     yield wheels
     subprocess.run(["rm", "-rf", str(d)], check=False)
@@ -120,7 +121,10 @@ def guest(wheelhouse):
         g = Guest(home)
         t0 = time.monotonic()
         g.put(wheelhouse, ROOT / "inventories" / "two-racks" / "topology.yml")
-        g.ok("python3 -m venv venv && venv/bin/pip install -q --no-index --find-links wheels labctl", timeout=900)
+        # pip from the wheelhouse (not ensurepip's install of it), and no byte-compiling of all of ansible: each
+        # costs minutes under TCG; Python compiles what labctl imports when it first runs
+        pip = 'venv/bin/python "$1/pip" install -q --no-compile --no-index --find-links wheels'
+        g.ok(f"set -- wheels/pip-*.whl && python3 -m venv --without-pip venv && {pip} labctl", timeout=900)
         print(f"labctl installed in the VM in {time.monotonic() - t0:.0f} s")
         yield g
     finally:
@@ -161,6 +165,7 @@ def test_seed_has_the_articles_tunl0_and_bird_routes(guest, seed):
         n: ("tunl0", ip) for n, ip in want.items()
     }, nodes
     routes = guest.ok(f"{LC} exec k8s-master -- ip -4 route")
+    print(routes)
     for block, via in (("192.168.1.0/24", "10.12.22.2"), ("192.168.2.0/24", "10.12.22.3")):
         assert re.search(rf"^{block} via {via} dev tunl0 proto bird .*onlink", routes, re.M), routes
     assert "vxlan.calico" not in routes
