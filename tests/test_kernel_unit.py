@@ -40,3 +40,11 @@ def test_a_missing_vm_tool_is_a_strict_xfail_on_ci_and_a_skip_elsewhere(monkeypa
     if want == "xfail":
         assert m.kwargs["strict"] is True and m.kwargs["run"] is False
     assert netns.marks == []  # the netns tests need no QEMU
+
+
+def test_removing_debian_12_keeps_the_netns_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCTL_IMAGES", str(tmp_path))
+    for d in ("debian-12-0123456789ab", "debian-12-netns-0123456789ab"):
+        (tmp_path / d).mkdir()
+    assert image.remove("debian-12") == [str(tmp_path / "debian-12-0123456789ab")]
+    assert image.remove("debian-12-netns") == [str(tmp_path / "debian-12-netns-0123456789ab")]
