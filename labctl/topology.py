@@ -162,7 +162,9 @@ class QemuMachine(_Model):
 
 
 class Qemu(_Model):
-    image: str = Field("debian-12", description="debian-12 (built by labctl), or the path of a qcow2/raw cloud image")
+    image: str = Field(
+        "debian-12", description="debian-12 or debian-12-netns (labctl builds them), or a qcow2/raw cloud image path"
+    )
     sha256: str | None = Field(None, description="required with an image path: its SHA-256")
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM when a boot probe proves it works")
     internet: bool = Field(

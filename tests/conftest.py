@@ -25,17 +25,29 @@ def netns_missing() -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
+# the kernel tier boots a VM (labctl's qemu provider: QEMU, its image tools, the lab's apt proxy)
+KERNEL_TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "apt-cacher-ng", "scp")
+
+
+def kernel_missing() -> str | None:
+    if why := netns_missing():
+        return why
+    missing = [t for t in KERNEL_TOOLS if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
 def pytest_collection_modifyitems(config, items):
-    why = netns_missing()
-    if why is None:
-        return
+    whys = {"netns": netns_missing(), "kernel": kernel_missing()}
     for item in items:
-        if "netns" in item.keywords:
+        for marker, why in whys.items():
+            if why is None or marker not in item.keywords:
+                continue
             if os.environ.get("CI"):
                 # CI installs everything: a skipped real-network test there would hide a broken setup
-                item.add_marker(pytest.mark.xfail(reason=f"netns prerequisites: {why}", strict=True, run=False))
+                item.add_marker(pytest.mark.xfail(reason=f"{marker} prerequisites: {why}", strict=True, run=False))
             else:
-                item.add_marker(pytest.mark.skip(reason=f"netns test: {why}"))
+                item.add_marker(pytest.mark.skip(reason=f"{marker} test: {why}"))
+            break
 
 
 @pytest.fixture

@@ -126,6 +126,14 @@ RECIPES = {
         "size": "8G",  # sparse: the base holds ~0.6 GB; the rest is room for containerd's images
     },
 }
+# debian-12 plus what the netns provider needs (the Makefile's APT_PACKAGES): netns labs inside a VM get
+# the guest's kernel, which has ipip and sch_netem (the article's tunl0, netem) where the host's may not.
+# The bird2 package's own daemon is disabled: each node namespace runs its own BIRD.
+NETNS_PACKAGES = ["bird2", "tcpdump", "iputils-ping", "openssh-client", "util-linux", "python3-venv", "openssl"]
+RECIPES["debian-12-netns"] = RECIPES["debian-12"] | {
+    "packages": PACKAGES + NETNS_PACKAGES,
+    "customize": CUSTOMIZE + 'chroot "$r" systemctl disable bird.service\n',
+}
 
 
 def images_dir() -> Path:
