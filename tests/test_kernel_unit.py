@@ -46,5 +46,6 @@ def test_removing_debian_12_keeps_the_netns_image(tmp_path, monkeypatch):
     monkeypatch.setenv("LABCTL_IMAGES", str(tmp_path))
     for d in ("debian-12-0123456789ab", "debian-12-netns-0123456789ab"):
         (tmp_path / d).mkdir()
+        (tmp_path / d / "image.json").write_text("{}")  # what a build leaves: the mark of an image dir
     assert image.remove("debian-12") == [str(tmp_path / "debian-12-0123456789ab")]
     assert image.remove("debian-12-netns") == [str(tmp_path / "debian-12-netns-0123456789ab")]
