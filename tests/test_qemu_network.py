@@ -4,7 +4,7 @@ gateway) answering the lab's names, with nothing forwarded upstream when qemu.in
 bridged VM-to-VM traffic passing where br_netfilter sends it through a FORWARD chain that drops.
 
 One lab of two VMs (TCG here), booted once for the module under the VM lock (flock /tmp/lc-qemu.lock),
-in the host's real network namespace: LAN 10.209.0.0/24, lab name qnet. The probes never leave the
+in the host's real network namespace: LAN 10.247.21.0/24, lab name qnet. The probes never leave the
 host: 198.51.100.1 is TEST-NET-2, and the host does not forward."""
 
 import json
@@ -24,7 +24,7 @@ from conftest import qemu_residue as residue
 
 pytestmark = pytest.mark.netns  # root, bridges and taps, like test_qemu.py
 NAME = "qnet"
-LAN = "10.209.0"
+LAN = "10.247.21"
 GATEWAY = f"{LAN}.254"
 NODES = {f"{NAME}-cp": f"{LAN}.11", f"{NAME}-w1": f"{LAN}.12"}
 PROBE = "198.51.100.1"  # TEST-NET-2: documentation only, never routed anywhere
@@ -201,11 +201,11 @@ def test_preflight_refuses_vms_that_do_not_fit_in_memory(tmp_path):
             {
                 "name": "qbig",
                 "provider": "qemu",
-                "network": {"lan": "10.210.0.0/24"},
+                "network": {"lan": "10.247.22.0/24"},
                 "qemu": {"control_plane": {"cpus": 1, "memory": big}, "worker": {"cpus": 1, "memory": 1024}},
                 "nodes": {
-                    "qbig-cp": {"role": "control-plane", "address": "10.210.0.11"},
-                    "qbig-w1": {"role": "worker", "address": "10.210.0.12"},
+                    "qbig-cp": {"role": "control-plane", "address": "10.247.22.11"},
+                    "qbig-w1": {"role": "worker", "address": "10.247.22.12"},
                 },
             }
         )
