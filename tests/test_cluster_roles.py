@@ -18,7 +18,9 @@ def key_server(tmp_path):
     """A local stand-in for pkgs.k8s.io serving only the repository key (nothing leaves the host)."""
     root = tmp_path / "repo"
     root.mkdir()
-    (root / "Release.key").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nstub\n-----END PGP PUBLIC KEY BLOCK-----\n")
+    (root / "Release.key").write_text(
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nstub\n-----END PGP PUBLIC KEY BLOCK-----\n"
+    )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -47,3 +49,42 @@ def test_up_check_on_a_fresh_node_passes_kube_packages(tmp_path, key_server):
     assert DECIDED_NOT in host_part(tasks["Install kubelet, kubeadm and kubectl"], "fresh")
     assert not Path("/etc/apt/sources.list.d/kubernetes.list").exists()  # check mode wrote nothing
     assert list((tmp_path / "keyrings").iterdir()) == []
+
+
+def _node(name, labels, owned=None):
+    meta = {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}}
+    if owned is not None:
+        meta["annotations"] = {"labctl.io/labels": owned}
+    return json.dumps({"kind": "Node", "metadata": meta})
+
+
+def test_node_labels_removes_the_labels_it_set_earlier_and_only_those(tmp_path):
+    """Item 10: w1 carries rack=r1, which labctl set (its annotation lists it) and the topology
+    dropped, and team=net, which someone else set: rack goes, team stays. w2, labelled before the
+    annotation existed, loses its old route-reflector label. Each node's annotation then lists the
+    labels labctl set; cp's already does, so nothing changes there."""
+    rules = [
+        {"match": ["get nodes -o jsonpath"], "out": "cp=True\nw1=True\nw2=True\n"},
+        {"match": ["get node cp -o json"], "out": _node("cp", {}, owned="")},
+        {
+            "match": ["get node w1 -o json"],
+            "out": _node("w1", {"worker": "no-1", "rack": "r1", "team": "net"}, "rack,worker"),
+        },
+        {"match": ["get node w2 -o json"], "out": _node("w2", {"worker": "no-2", "route-reflector": "true"})},
+    ]
+    hosts = {
+        "cp": {"group": "kube_control_plane", "vars": {"node_name": "cp", "node_labels": {}}},
+        "w1": {"group": "kube_node", "vars": {"node_name": "w1", "node_labels": {"worker": "no-1"}}},
+        "w2": {"group": "kube_node", "vars": {"node_name": "w2", "node_labels": {"worker": "no-2"}}},
+    }
+    # not in check mode: the role's wait for Ready needs kubectl's answer; the stubs only log calls
+    rc, tasks, out = run_role(tmp_path, "node_labels", hosts, {"node_labels_wait_delay": 0}, rules, check=False)
+    assert rc == 0, out
+    calls = [line.split("admin.conf ", 1)[1].strip() for line in (tmp_path / "stub.log").read_text().splitlines()]
+    changes = sorted(c for c in calls if c.startswith(("label", "annotate")))
+    assert changes == [
+        "annotate node w1 labctl.io/labels=worker --overwrite",
+        "annotate node w2 labctl.io/labels=worker --overwrite",
+        "label node w1 rack-",
+        "label node w2 route-reflector-",
+    ], calls  # team=net is not labctl's; cp's annotation is already right; worker=no-N is there already
