@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_vm_roles import DECIDED_NOT, host_part, run_role
+from test_vm_roles import DECIDED_NOT, host_part, no_containerd_here, run_role  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -88,3 +88,41 @@ def test_node_labels_removes_the_labels_it_set_earlier_and_only_those(tmp_path):
         "label node w1 rack-",
         "label node w2 route-reflector-",
     ], calls  # team=net is not labctl's; cp's annotation is already right; worker=no-N is there already
+
+
+@pytest.mark.usefixtures("no_containerd_here")
+def test_the_containerd_each_node_runs_is_recorded_for_labctl(tmp_path):
+    """Item 9: after the containerd role, containerd_record writes what each node runs into the lab
+    dir: `up` has an executable upstream containerd, `none` has none (this host has no package)."""
+    binary = tmp_path / "containerd"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    hosts = {
+        "up": {"group": "kube_node", "vars": {"containerd_record_upstream_binary": str(binary)}},
+        "none": {"group": "kube_node", "vars": {"containerd_record_upstream_binary": str(tmp_path / "absent")}},
+    }
+    rc, tasks, out = run_role(tmp_path, "containerd_record", hosts, {"lab_dir": str(tmp_path)}, check=False)
+    assert rc == 0, out
+    assert json.loads((tmp_path / "decided.json").read_text()) == {"containerd_source": {"up": "upstream", "none": ""}}
+
+
+def test_labctl_keeps_the_first_containerd_decision_and_passes_it_back(tmp_path):
+    from labctl import decided, layout
+    from labctl.lab import Lab
+
+    lab = Lab(layout.LabDir(tmp_path / "lab"))
+    lab.dir.root.mkdir()
+    assert decided.extravars(lab.state()) == {}  # a fresh lab: the role decides
+    (lab.dir.root / decided.FILE).write_text(json.dumps({"containerd_source": {"cp": "upstream", "w1": "upstream"}}))
+    decided.collect(lab)
+    assert not (lab.dir.root / decided.FILE).exists()
+    assert lab.state()["decided"] == {"containerd_source": {"cp": "upstream", "w1": "upstream"}}
+    assert decided.extravars(lab.state()) == {"containerd_source": "upstream"}
+    # a run that did not reach the runtime (or a node not installed yet) keeps what was recorded
+    (lab.dir.root / decided.FILE).write_text(json.dumps({"containerd_source": {"cp": "", "w1": "upstream"}}))
+    decided.collect(lab)
+    assert decided.extravars(lab.state()) == {"containerd_source": "upstream"}
+    # nodes that run different ones: no lab-wide choice is forced
+    (lab.dir.root / decided.FILE).write_text(json.dumps({"containerd_source": {"w1": "distro"}}))
+    decided.collect(lab)
+    assert decided.extravars(lab.state()) == {}
