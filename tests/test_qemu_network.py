@@ -215,3 +215,57 @@ def test_preflight_refuses_vms_that_do_not_fit_in_memory(tmp_path):
     assert f"the VMs need {big + 1024 + 128} MiB (qbig-cp {big} MiB, qbig-w1 1024 MiB" in p.stderr, p.stderr
     assert "MiB available" in p.stderr and len(p.stderr.strip().splitlines()) <= 3, p.stderr
     assert residue(home, "qbig") == []
+
+
+def test_the_config_disk_gives_the_default_route_and_the_lab_resolver(tmp_path):
+    """Items 1 and 2 as the VM receives them (read back from the ext4 image with debugfs)."""
+    from labctl.qemu import machine
+
+    nd = tmp_path / "node"
+    nd.mkdir()
+    key = nd / "ssh_host_ed25519_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    data = {
+        "name": "qcfg",
+        "network": {"lan": f"{LAN}.0/24", "gateway": GATEWAY},
+        "nodes": [{"name": "qcfg-cp", "address": f"{LAN}.11"}],
+    }
+    node = {"name": "qcfg-cp", "address": f"{LAN}.11", "interface": "lan0"}
+    img = machine.config_disk(nd, node, data, "ssh-ed25519 AAAA lab\n")
+
+    def read(name):
+        return subprocess.run(
+            ["debugfs", "-R", f"cat /{name}", str(img)], capture_output=True, text=True, check=True
+        ).stdout
+
+    assert f"Gateway={GATEWAY}\n" in read("lab.network")
+    assert read("resolv.conf").splitlines()[0] == f"nameserver {GATEWAY}"
+    assert machine.lan(data, node) == (24, GATEWAY, GATEWAY)
+
+
+def test_the_resolver_config_answers_lab_names_on_lab_addresses_only():
+    from pathlib import PurePath
+
+    from labctl.qemu import dns
+
+    args = (PurePath("/lab/dns"), ["10.1.0.254", "10.2.0.254"], ["br-a", "br-b"], {"n1": "10.1.0.1", "n2": "10.2.0.1"})
+    off = dns.config(*args, False, "labctl-proxy").splitlines()
+    assert {"listen-address=10.1.0.254", "listen-address=10.2.0.254", "bind-interfaces", "no-hosts"} <= set(off)
+    assert {"host-record=n1,10.1.0.1", "host-record=n2,10.2.0.1", "localise-queries"} <= set(off)
+    # the proxy name is the host's address on the bridge the query came in on
+    assert {"interface-name=labctl-proxy,br-a/4", "interface-name=labctl-proxy,br-b/4"} <= set(off)
+    assert "no-resolv" in off and not any(x.startswith(("server=", "resolv-file=")) for x in off)
+    on = dns.config(*args, True, "labctl-proxy").splitlines()
+    assert "resolv-file=/etc/resolv.conf" in on and "no-resolv" not in on and "domain-needed" in on
+    assert not any(x.startswith(("dhcp-range", "interface=")) for x in on)  # no DHCP, no wildcard socket
+
+
+def test_preflight_names_a_forward_chain_that_drops_bridged_frames():
+    from labctl.qemu import bridgefw
+
+    docker = ["-P FORWARD DROP", "-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-FORWARD"]
+    note = bridgefw.warning(docker, ["br-lqabc"])
+    assert note and "policy is DROP (Docker sets it)" in note and "br-lqabc" in note
+    assert bridgefw.filters(docker) and bridgefw.filters(["-P FORWARD ACCEPT", "-A FORWARD -j X"])
+    assert bridgefw.warning(["-P FORWARD ACCEPT"], ["br"]) is None and not bridgefw.filters(["-P FORWARD ACCEPT"])
+    assert bridgefw.rule("br-lqabc", "lab")[:5] == ["FORWARD", "-i", "br-lqabc", "-o", "br-lqabc"]
