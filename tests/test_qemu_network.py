@@ -119,19 +119,22 @@ class Capture:
 
     def __enter__(self):
         self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        os.set_blocking(self.p.stderr.fileno(), False)
-        seen, deadline = "", time.monotonic() + 10
-        while "listening on" not in seen and time.monotonic() < deadline:
-            seen += self.p.stderr.read() or ""
-            time.sleep(0.05)
-        assert "listening on" in seen, seen
+        fd = self.p.stderr.fileno()
+        os.set_blocking(fd, False)
+        seen, deadline = b"", time.monotonic() + 10
+        while b"listening on" not in seen and time.monotonic() < deadline and self.p.poll() is None:
+            try:
+                seen += os.read(fd, 4096)
+            except BlockingIOError:
+                time.sleep(0.05)
+        assert b"listening on" in seen, seen
         return self
 
     def __exit__(self, *exc):
         time.sleep(1)  # the last packets reach the capture
         self.p.terminate()
         out, _ = self.p.communicate(timeout=10)
-        self.lines = out.splitlines()
+        self.lines = [x for x in out.splitlines() if x.strip()]
 
 
 def test_every_vm_routes_the_service_vip_and_nothing_leaves_the_host(lab):
