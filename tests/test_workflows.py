@@ -112,5 +112,5 @@ def test_the_smoke_run_verifies_with_dns_and_traces_after_up():
     names = [s["name"] for s in yaml.safe_load(LOCAL.read_text())["jobs"]["smoke"]["steps"]]
     assert names.index("Size the VMs to the runner") < names.index("labctl up") < names.index("labctl verify")
     assert "labctl trace pod-a pod-b" in names
-    assert "preflight_min_memory_mb=1200" in step("labctl up")["run"]
+    assert "preflight_min_memory_mb=1024" in step("labctl up")["run"]
     assert "dnsmasq-base" in step("Install QEMU")["run"]
