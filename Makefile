@@ -4,9 +4,9 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = bird2 tcpdump sudo openssh-server openssh-client iproute2 iputils-ping procps util-linux python3 python3-venv python3-pip python3-apt openssl
-# only `make test` needs these (the qemu provider's real VMs; chromium: `labctl view`'s page in a real
-# browser, tests/test_view.py); `make up` (netns) does not
-QEMU_APT_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng cloud-image-utils iptables chromium chromium-driver
+# only `make test` needs these (the qemu provider's real VMs, its dnsmasq; chromium: `labctl view`'s page in a
+# real browser, tests/test_view.py); `make up` (netns) does not
+QEMU_APT_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng dnsmasq-base cloud-image-utils iptables chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: deps qemu-deps venv up down verify test bench bench-qemu lint clean
@@ -50,6 +50,8 @@ lint: venv
 	$(VENV)/bin/ansible-lint --profile production playbooks/
 	$(VENV)/bin/yamllint -s playbooks/
 	$(VENV)/bin/yamllint -s -c inventories/.yamllint inventories/
+	$(VENV)/bin/zizmor --offline .github/workflows/
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

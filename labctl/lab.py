@@ -12,7 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from labctl import layout, providers, reconcile, render, topology
+from labctl import decided, layout, providers, reconcile, render, topology
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.layout import LabDir
 from labctl.model import LabModel
@@ -225,7 +225,7 @@ class Lab:
                         self.dir,
                         prov.up_playbook,
                         progress,
-                        extravars=change.extravars() | (extravars or {}),
+                        extravars=change.extravars() | decided.extravars(self.state()) | (extravars or {}),
                         check=check,
                         cancel=cancel,
                         tags=tags,
@@ -237,6 +237,7 @@ class Lab:
                     raise
                 finally:
                     sshmux.reap(openers)
+                    decided.collect(self)
                 if check or tags:
                     return self.save_state(phase=self.state().get("phase") if check else "partial")
                 if model.impairments or self.state().get("impairments"):

@@ -20,6 +20,9 @@ WORKLOAD_LABEL = podinfo.WORKLOAD_LABEL
 # what verify asks the cluster DNS from a pod: the API server's Service, whose ClusterIP is the first
 # address of the service subnet (kube-apiserver allocates it so)
 DNS_NAME = "kubernetes.default.svc.cluster.local"
+# on each vm node: the keys of the labels labctl set there (node_labels role), so a label the topology
+# drops is removed by the next `up` and noticed by verify until then
+OWNED_LABELS = "labctl.io/labels"
 
 
 @dataclass
@@ -335,10 +338,20 @@ def _labels_check(v: View, n: Node) -> Check:
     want, have = n.labels, v.labels[n.name]
     # Kubernetes adds labels of its own; netns nodes carry exactly the declared ones
     ok = all(have.get(k) == val for k, val in want.items()) if v.cluster else have == want
+    # a label labctl set earlier and the topology no longer declares
+    extra = sorted(k for k in have if k in _owned_labels(v, n.name) and k not in n.apply_labels) if v.cluster else []
+    if ok and extra:
+        return Check("labels", n.name, False, f"labctl's earlier label(s) still set: {', '.join(extra)}")
     detail = (
         (",".join(f"{k}={val}" for k, val in want.items()) or "(none)") if ok else f"applied {have}, declared {want}"
     )
     return Check("labels", n.name, ok, detail)
+
+
+def _owned_labels(v: View, node: str) -> set[str]:
+    item = next((i for i in v.api.get("items", []) if i.get("kind") == "Node" and i["metadata"]["name"] == node), {})
+    owned = (item.get("metadata", {}).get("annotations") or {}).get(OWNED_LABELS, "")
+    return {k for k in owned.split(",") if k}
 
 
 def _calico_node_check(v: View) -> Check:

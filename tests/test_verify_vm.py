@@ -242,3 +242,18 @@ def test_collect_pings_and_resolves_from_the_pods_own_namespace(lab, monkeypatch
         f"{k} exec -n labs labctl-pod-a -- nslookup kubernetes.default.svc.cluster.local 2>&1",
     ]
     assert {(c.check, c.ok) for c in evaluate(model, got) if c.check == "dns"} == {("dns", True)}
+
+
+def test_a_label_labctl_set_earlier_and_the_topology_dropped_is_noticed(lab):
+    """Issue 21 item 10: worker-2 still carries `rack=r2`, which labctl set (its labctl.io/labels
+    annotation lists it) and the topology no longer declares; a label someone else set is not ours."""
+    obs = observed(lab)
+    cp = next(n.name for n in lab.nodes if n.role == "control-plane")
+    items = obs.facts[cp].k8s["items"]
+    w2 = next(i for i in items if i.get("kind") == "Node" and i["metadata"]["name"] == "k8s-worker-2")
+    w2["metadata"]["labels"] |= {"rack": "r2", "team": "net"}
+    w2["metadata"]["annotations"] = {"labctl.io/labels": "rack,worker"}
+    checks = evaluate(lab, obs)
+    assert failing(checks) == {("labels", "k8s-worker-2")}
+    bad = next(c for c in checks if c.check == "labels" and c.target == "k8s-worker-2")
+    assert bad.detail == "labctl's earlier label(s) still set: rack", bad.detail

@@ -176,9 +176,12 @@ def test_workload_pods_carry_the_managed_by_label(tmp_path):
 INIT_TEMPLATE = (ROOT / "tests" / "golden" / "vm-cloud" / "kubeadm" / "init.yaml").resolve()
 
 
-def _cp_host(tmp_path: Path, name: str, admin_conf: bool) -> dict:
+def _cp_host(tmp_path: Path, name: str, admin_conf: bool, pending: bool = False) -> dict:
     d = tmp_path / name
     (d / "root-kube").mkdir(parents=True)  # check mode does not create it for the copy that follows
+    (d / "cfg").mkdir()
+    if pending:  # labctl's own kubeadm init started here and never finished
+        (d / "cfg" / "init-pending").write_text("")
     admin = d / "admin.conf"
     if admin_conf:
         admin.write_text("apiVersion: v1\nkind: Config\n")
@@ -197,14 +200,18 @@ def _cp_host(tmp_path: Path, name: str, admin_conf: bool) -> dict:
 
 
 def test_control_plane_decides_init_from_the_cluster(tmp_path):
-    """half: admin.conf exists (kubeadm writes it early) but the API never came up -> reset, init.
+    """half: labctl's own init started (its marker) and the API never came up -> reset, init.
+    held (issue 21 item 4): admin.conf, no marker, the API does not answer (a reboot, a slow start)
+    -> no reset: the role fails saying what to do. asked: the same, but the user asked for the reset.
     done: the cluster answers with kubeadm-config -> nothing. fresh: no traces -> init, no reset."""
     (tmp_path / "fresh-admin.conf").write_text("")  # what init would have written, for the tasks after it
-    hosts = {name: _cp_host(tmp_path, name, admin_conf=name != "fresh") for name in ("half", "done", "fresh")}
+    names = ("half", "held", "asked", "done", "fresh")
+    hosts = {n: _cp_host(tmp_path, n, admin_conf=n != "fresh", pending=n == "half") for n in names}
+    hosts["asked"]["vars"]["control_plane_reset"] = True
     rules = [
         {"match": ["kubeadm version -o short"], "out": "v1.34.2\n"},
-        {"match": ["half/admin.conf", "get configmap kubeadm-config"], "rc": 1, "err": "connection refused"},
         {"match": ["done/admin.conf", "get configmap kubeadm-config"], "out": "configmap/kubeadm-config\n"},
+        {"match": ["/admin.conf", "get configmap kubeadm-config"], "rc": 1, "err": "connection refused"},
     ]
     extravars = {
         "lab_kubeadm_init": str(INIT_TEMPLATE),
@@ -213,10 +220,16 @@ def test_control_plane_decides_init_from_the_cluster(tmp_path):
         "control_plane_state_delay": 0,
     }
     rc, tasks, out = run_role(tmp_path, "control_plane", hosts, extravars, rules)
-    assert rc == 0, out
+    assert rc != 0, out  # the held one fails
     undo, init = tasks["Undo the init that failed halfway"], tasks["Kubeadm init"]
-    assert WOULD_RUN in host_part(undo, "half") and '"kubeadm", "reset", "-f"' in host_part(undo, "half")
+    for h in ("half", "asked"):
+        assert WOULD_RUN in host_part(undo, h) and '"kubeadm", "reset", "-f"' in host_part(undo, h)
     assert DECIDED_NOT in host_part(undo, "fresh")
+    assert host_part(undo, "held") == ""  # it never got there
+    refused = host_part(tasks["Never reset a control plane that holds a cluster unasked"], "held")
+    assert "fatal: [held]" in refused and "holds a Kubernetes control plane" in refused, refused
+    assert "does not run `kubeadm reset` on it by itself" in refused and "control_plane_reset=true" in refused
+    assert "held" not in [line.split()[-1] for line in open(tmp_path / "stub.log") if "kubeadm reset" in line]
     for h in ("half", "fresh"):
         part = host_part(init, h)
         assert "censored" in part, part  # no_log: its output holds the bootstrap token
@@ -224,8 +237,11 @@ def test_control_plane_decides_init_from_the_cluster(tmp_path):
     # no_log censors why a task was skipped too: read the decision the init block is conditioned on
     facts = {h: _facts(tasks["Remember the decision"], h) for h in hosts}
     assert facts["done"]["control_plane_initialised"] is True
-    assert facts["half"] == {"control_plane_initialised": False, "control_plane_half_built": True}
-    assert facts["fresh"] == {"control_plane_initialised": False, "control_plane_half_built": False}
+    assert facts["half"] == {"control_plane_initialised": False, "control_plane_half_built": True, "control_plane_held": False}
+    assert facts["held"] == {"control_plane_initialised": False, "control_plane_half_built": False, "control_plane_held": True}
+    assert facts["fresh"] == {"control_plane_initialised": False, "control_plane_half_built": False, "control_plane_held": False}
+    # the marker: written before init, removed after it
+    assert "init-pending" in host_part(tasks["Mark the init as unfinished"], "fresh")
     # item 12: the installed kubeadm's version, not stable-1.34
     fill = host_part(tasks["Fill the rendered InitConfiguration with that version"], "half")
     assert 'kubernetesVersion: "v1.34.2"' in fill, fill

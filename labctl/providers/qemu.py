@@ -21,7 +21,7 @@ from labctl.nsshell import NsShell
 from labctl.providers.base import make_lab_keys
 from labctl.providers.netns import SAFE_PATH, SSHD, check_routes, namespace_sshd
 from labctl.providers.vm import VmProvider
-from labctl.qemu import image, machine, proxy
+from labctl.qemu import bridgefw, dns, image, machine, proxy
 from labctl.topology import Proxy, Qemu
 
 SSH_READY_SECONDS = 300  # TCG on a busy 2-core host: ~25 s each, booted side by side
@@ -80,6 +80,9 @@ class QemuProvider(VmProvider):
     def _proxy_dir(self) -> Path:
         return self.dir.root / "proxy"
 
+    def _dns_dir(self) -> Path:
+        return self.dir.root / "dns"
+
     def _host_mark(self) -> Path:
         """Written before the lab's first bridge: the links named after this lab are this home's. A lab
         of the same name in another labctl home has the same link names; its `down` must not take ours."""
@@ -122,13 +125,13 @@ class QemuProvider(VmProvider):
             raise HostError("the qemu provider needs root (bridge and taps)", "run it with sudo")
         routers = data.get("routers", [])
         # lab routers are namespaces of this host with their own sshd and, with an asn, BIRD (as netns's)
-        need = [*machine.TOOLS, proxy.DAEMON, *(("nsenter", SSHD) if routers else ())]
+        need = [*machine.TOOLS, proxy.DAEMON, dns.DAEMON, *(("nsenter", SSHD) if routers else ())]
         need += ["bird", "birdc"] if any(r.get("asn") is not None for r in routers) else []
         missing = [t for t in need if shutil.which(t) is None]
         if missing:
             raise HostError(
                 f"missing tools: {', '.join(missing)}",
-                "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng bird2 "
+                "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng dnsmasq-base bird2 "
                 "openssh-server (`make qemu-deps`)",
             )
         long = [r["bird_socket"] for r in routers if len(r["bird_socket"]) > 107]
@@ -149,7 +152,26 @@ class QemuProvider(VmProvider):
                 "take it down there, or rename this lab",
             )
         check_routes(data, set(self._bridges(data)))
-        return []
+        self._check_memory(data, cfg)
+        if not bridgefw.bridged_through_iptables():
+            return []
+        note = bridgefw.warning(bridgefw.forward_chain(), self._bridges(data))
+        return [note] if note else []
+
+    def _check_memory(self, data: dict, cfg: Qemu) -> None:
+        """The VMs still to boot must fit in the memory the host has available now (running ones are in use)."""
+        vms = {
+            n["name"]: (cfg.control_plane if n["role"] == "control-plane" else cfg.worker).memory
+            for n in data["nodes"]
+            if not machine.running(self.dir.node_dir(n["name"]))
+        }
+        try:
+            meminfo = Path("/proc/meminfo").read_text()
+        except OSError:
+            return
+        short = machine.memory_shortfall(vms, meminfo)
+        if short:
+            raise HostError(short, "give the VMs less memory (qemu.control_plane/worker.memory) or stop what uses it")
 
     # -- bring up --------------------------------------------------------------------------
 
@@ -180,7 +202,17 @@ class QemuProvider(VmProvider):
             gw = data["network"]["gateway"]
             machine.ensure_bridge(name, gw, int(data["network"]["lan"].split("/")[1]))
             hosts = [gw]
+        for br in self._bridges(data):
+            bridgefw.accept(br, name)
         proxy.start(self._proxy_dir(), hosts, cfg.internet)
+        dns.start(
+            self._dns_dir(),
+            hosts,
+            self._bridges(data),
+            {n["name"]: n["address"] for n in data["nodes"]},
+            cfg.internet,
+            proxy.NAME,
+        )
         pub = Path(str(self.dir.ssh_key) + ".pub").read_text()
         pids, booted = {}, []
         for n in data["nodes"]:
@@ -267,14 +299,17 @@ class QemuProvider(VmProvider):
         stuck = machine.stop([self.dir.node_dir(n["name"]) for n in data["nodes"]])
         if stuck:
             errors.append(f"QEMU of {', '.join(stuck)} did not stop")
-        try:
-            proxy.stop(self._proxy_dir())
-        except HostError as e:
-            errors.append(str(e))
+        for stop in (proxy.stop, dns.stop):
+            try:
+                stop(self._proxy_dir() if stop is proxy.stop else self._dns_dir())
+            except HostError as e:
+                errors.append(str(e))
         if self._owns_links():  # else they are another home's lab of this name (or none at all)
             stuck = machine.remove_routers(data["name"], data.get("routers", []))
             if stuck:
                 errors.append(f"processes {', '.join(map(str, stuck))} in the routers' namespaces did not stop")
+            for br in self._bridges(data):
+                bridgefw.remove(br, data["name"])
             machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
             for link in machine.lab_links(data["name"]):  # `networks:` labs: a bridge per network
                 sh.run(["ip", "link", "del", link], check=False)

@@ -56,8 +56,8 @@ printf 'USER ALL=(ALL) NOPASSWD:ALL\n' > "$r/etc/sudoers.d/labctl"
 chmod 0440 "$r/etc/sudoers.d/labctl"
 printf '/dev/vda / ext4 defaults,noatime 0 1\n' > "$r/etc/fstab"
 printf 'labctl\n' > "$r/etc/hostname"
-# no DNS in the lab: apt goes through the proxy on the gateway by address
-printf '# labctl: no DNS in the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n' > "$r/etc/resolv.conf"
+# until the config disk names the lab's resolver (dns.py): names come from /etc/hosts
+printf '# labctl: set from the config disk at boot\noptions timeout:1 attempts:1\n' > "$r/etc/resolv.conf"
 # the node's host key comes from labctl (pinned before first contact): no generated ones
 rm -f "$r"/etc/ssh/ssh_host_*
 cat > "$r/etc/ssh/sshd_config.d/labctl.conf" <<'X'
@@ -78,6 +78,8 @@ trap 'umount "$m"' EXIT
 install -m 0644 "$m/hostname" /etc/hostname
 hostname -F /etc/hostname
 install -m 0644 "$m/hosts" /etc/hosts
+# the lab's resolver on the host (CoreDNS forwards to it); a config disk of an older labctl has none
+if [ -f "$m/resolv.conf" ]; then install -m 0644 "$m/resolv.conf" /etc/resolv.conf; fi
 install -m 0644 "$m/lab.network" /etc/systemd/network/10-lab.network
 # the LAN NIC under the topology's name (defaults.interface, e.g. ens192), before networkd sees it
 read -r mac name < "$m/ifname"

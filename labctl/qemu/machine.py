@@ -48,13 +48,17 @@ def router_veth(lab: str, router: str, network: str) -> str:
 
 
 def lan(data: dict, node: dict) -> tuple[int, str | None, str]:
-    """(prefix length, default gateway or None, the host's address) of the node's LAN. A one-LAN lab has
-    no default route (nothing leaves the LAN; the host is its gateway and never forwards); with
-    `networks:` the gateway is a lab router, which forwards to the other networks only."""
+    """(prefix length, default gateway, the host's address) of the node's LAN. A one-LAN lab's default
+    route goes to the host's address on the bridge: host-network pods reach the service VIP (10.96.0.1)
+    only with a route covering it (kube-proxy's DNAT comes after the route lookup), and kubeadm and
+    Calico pick the node's address from the default route. The host never forwards and adds no NAT, so
+    nothing sent there leaves the host. With `networks:` the gateway is a lab router, which forwards to
+    the other networks only."""
     if node.get("network"):
         net = data["networks"][node["network"]]
         return ipaddress.IPv4Network(net["lan"]).prefixlen, net["gateway"], net["host"]
-    return ipaddress.IPv4Network(data["network"]["lan"]).prefixlen, None, data["network"]["gateway"]
+    gw = data["network"]["gateway"]
+    return ipaddress.IPv4Network(data["network"]["lan"]).prefixlen, gw, gw
 
 
 def tap_name(lab: str, node: str) -> str:
@@ -141,6 +145,19 @@ def ensure_bridge(lab: str, gateway: str, prefixlen: int) -> str:
     return br
 
 
+def memory_shortfall(vms: dict[str, int], meminfo: str) -> str | None:
+    """Why VMs of these sizes (name -> MiB, the ones not running yet) do not fit in the host's
+    available memory (/proc/meminfo's text), or None. QEMU's own overhead counts ~64 MiB a VM."""
+    avail = next((int(x.split()[1]) // 1024 for x in meminfo.splitlines() if x.startswith("MemAvailable:")), None)
+    if avail is None or not vms:
+        return None
+    need = sum(vms.values()) + 64 * len(vms)
+    if need <= avail:
+        return None
+    sizes = ", ".join(f"{n} {m} MiB" for n, m in vms.items())
+    return f"the VMs need {need} MiB ({sizes}, plus 64 MiB of QEMU each) but the host has {avail} MiB available"
+
+
 def ensure_tap(lab: str, node: str, bridge: str) -> str:
     tap = tap_name(lab, node)
     if not link_exists(tap):
@@ -213,6 +230,8 @@ def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
         f"[Network]\nAddress={node['address']}/{plen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         + (f"Gateway={gateway}\n" if gateway else "")
     )
+    # the lab's resolver (dns.py) on the host's address on this LAN
+    (src / "resolv.conf").write_text(f"nameserver {host}\noptions timeout:2 attempts:2\n")
     (src / "ifname").write_text(f"{mac(data['name'], node['name'])} {node['interface']}\n")
     (src / "authorized_keys").write_text(pubkey)
     for suffix in ("", ".pub"):
@@ -269,14 +288,14 @@ def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     (src / "meta-data").write_text(
         yaml.safe_dump({"instance-id": f"labctl-{data['name']}-{node['name']}", "local-hostname": node["name"]})
     )
-    # one LAN: no gateway, nothing leaves it (apt goes through the lab proxy); networks: a lab router
+    # default route: the host (one LAN; it never forwards) or a lab router (networks:); DNS: dns.py
     eth = {
         "match": {"macaddress": mac(data["name"], node["name"])},
         "set-name": node["interface"],
         "addresses": [f"{node['address']}/{plen}"],
+        "routes": [{"to": "default", "via": gateway}],
+        "nameservers": {"addresses": [host]},
     }
-    if gateway:
-        eth["routes"] = [{"to": "default", "via": gateway}]
     net = {"version": 2, "ethernets": {"lan": eth}}
     (src / "network-config").write_text(yaml.safe_dump(net, sort_keys=False))
     iso = node_dir / "seed.iso"
