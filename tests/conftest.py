@@ -25,17 +25,32 @@ def netns_missing() -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
+# what booting a qemu lab needs besides the netns tools (`make qemu-deps` installs them)
+QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "cloud-localds", "isoinfo", "apt-cacher-ng")
+
+
+def qemu_missing() -> str | None:
+    missing = [t for t in QEMU_TOOLS if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+    return netns_missing() or (f"missing {', '.join(missing)}" if missing else None)
+
+
 def pytest_collection_modifyitems(config, items):
-    why = netns_missing()
-    if why is None:
-        return
+    netns_why, qemu_why = netns_missing(), qemu_missing()
     for item in items:
-        if "netns" in item.keywords:
-            if os.environ.get("CI"):
-                # CI installs everything: a skipped real-network test there would hide a broken setup
-                item.add_marker(pytest.mark.xfail(reason=f"netns prerequisites: {why}", strict=True, run=False))
-            else:
-                item.add_marker(pytest.mark.skip(reason=f"netns test: {why}"))
+        # a test that boots VMs needs everything a netns test needs, and QEMU
+        if "qemu" in item.keywords:
+            marker, why = "qemu", qemu_why
+        elif "netns" in item.keywords:
+            marker, why = "netns", netns_why
+        else:
+            continue
+        if why is None:
+            continue
+        if os.environ.get("CI"):
+            # CI installs everything: a skipped real-network or real-VM test there would hide a broken setup
+            item.add_marker(pytest.mark.xfail(reason=f"{marker} prerequisites: {why}", strict=True, run=False))
+        else:
+            item.add_marker(pytest.mark.skip(reason=f"{marker} test: {why}"))
 
 
 @pytest.fixture
