@@ -74,8 +74,9 @@ def phases(log: Path) -> list[tuple[str, float, int]]:
 def up_with_phases(label: str, argv: list[str], env: dict, lab: Path, figures: dict) -> None:
     before = set((lab / "logs").glob("up-*.log")) if (lab / "logs").is_dir() else set()
     at = load()
-    took, _ = timed(argv, env)
-    figures[f"{label} (s)"] = f"{took:.1f}   ({at} -> {load()})"
+    took, p = timed(argv, env)
+    changed = len(re.findall(r"(?m)^    \S+\s+changed\b", p.stderr))
+    figures[f"{label} (s)"] = f"{took:.1f}   ({changed} changed; {at} -> {load()})"
     logs = sorted(set((lab / "logs").glob("up-*.log")) - before)
     for name, secs, tasks in phases(logs[-1]) if logs else []:
         per = f"{secs / tasks:.2f} s/task" if tasks else "no task"
