@@ -218,6 +218,14 @@ def qlab(tmp_path_factory):
         assert left == []
 
 
+def print_timings(qlab: QLab) -> None:
+    """The newest `up` log's phase, task and host lines (timestamped): pytest -rP shows them."""
+    log = sorted((qlab.home / "qreal" / "logs").glob("up-*.log"))[-1]
+    lines = log.read_text().splitlines()
+    print("\n".join(x for x in lines if re.match(r"\S+ (==>|  TASK|  HANDLER|    \S+\s+\w+\s+\d)", x)))
+    print(f"load average {os.getloadavg()}")
+
+
 def on_vm(qlab: QLab, node: str, script: str) -> subprocess.CompletedProcess:
     return labctl("exec", "-n", "qreal", node, "--", "sudo", "sh", "-c", script, home=qlab.home, check=True)
 
@@ -227,6 +235,7 @@ def test_vms_run_the_first_roles_for_real(qlab):
     assert qlab.cached_build < 3.0, qlab.cached_build  # <= 1 s of work, plus the interpreter's start
     p = qlab.up
     assert p.returncode == 0, p.stderr[-3000:]
+    print_timings(qlab)
     assert qlab.state["qemu"]["accel"] in ("kvm", "tcg")
     if qlab.state["qemu"]["accel"] == "tcg":
         assert p.stderr.count("KVM unusable here") == 1, p.stderr  # one warning saying why
@@ -255,6 +264,7 @@ def test_vms_run_the_first_roles_for_real(qlab):
 def test_a_second_up_changes_nothing_and_starts_no_module(qlab):
     again = labctl("up", "-t", qlab.topology, "--tags", TAGS, *KNOBS, home=qlab.home, timeout=1500)
     assert again.returncode == 0, again.stderr[-3000:]
+    print_timings(qlab)
     assert changed_tasks(again.stderr) == [], again.stderr
     assert "booting" not in again.stderr  # the running VMs were kept
     # the probes saw nothing to do: every task that would start a Python on the VMs was skipped
