@@ -250,12 +250,13 @@ def test_vms_run_the_first_roles_for_real(qlab):
             "hostname; systemctl is-active containerd; grep -c 'SystemdCgroup = true' /etc/containerd/config.toml;"
             " swapon --show --noheadings | wc -l; sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables;"
             " test -d /sys/module/br_netfilter && test -d /sys/module/overlay && echo modules;"
-            " cat /etc/apt/apt.conf.d/95labctl-proxy; grep -c ' qreal-' /etc/hosts"
+            " cat /etc/apt/apt.conf.d/95labctl-proxy;"
+            " sed -n '/^# BEGIN labctl lab qreal$/,/^# END labctl lab qreal$/p' /etc/hosts | grep -c ' qreal-'"
         )
         out = on_vm(qlab, n, script).stdout
         assert out.split("\n")[:7] == [n, "active", "1", "0", "1", "1", "modules"], (n, out)
         assert "http://labctl-proxy:3143" in out  # the lab's proxy, which apt used
-        assert out.strip().endswith("\n2"), out  # every node by name in /etc/hosts
+        assert out.strip().endswith("\n2"), out  # every node by name in host_prep's block of /etc/hosts
     # the host did not start routing for the lab
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
