@@ -79,8 +79,10 @@ def up_with_phases(label: str, argv: list[str], env: dict, lab: Path, figures: d
     figures[f"{label} (s)"] = f"{took:.1f}   ({changed} changed; {at} -> {load()})"
     logs = sorted(set((lab / "logs").glob("up-*.log")) - before)
     for name, secs, tasks in phases(logs[-1]) if logs else []:
+        if name in ("preflight", "render"):  # labctl's own quick steps before ansible
+            continue
         per = f"{secs / tasks:.2f} s/task" if tasks else "no task"
-        figures[f"  {name[:40]}"] = f"{secs:.1f}   ({tasks} tasks, {per})"
+        figures[f"  {label[:12]}: {name[:30]}"] = f"{secs:.1f}   ({tasks} tasks, {per})"
 
 
 def hogs(n: int) -> list[subprocess.Popen]:
