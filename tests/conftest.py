@@ -25,29 +25,40 @@ def netns_missing() -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
-# the kernel tier boots a VM (labctl's qemu provider: QEMU, its image tools, the lab's apt proxy)
-KERNEL_TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "apt-cacher-ng", "scp")
+# what booting a qemu lab needs besides the netns tools (`make qemu-deps` installs them); the kernel tier
+# boots one too, and copies the project in with scp
+QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "cloud-localds", "isoinfo", "apt-cacher-ng")
+KERNEL_TOOLS = (*QEMU_TOOLS, "scp")
 
 
-def kernel_missing() -> str | None:
+def _tools_missing(tools) -> str | None:
     if why := netns_missing():
         return why
-    missing = [t for t in KERNEL_TOOLS if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+    missing = [t for t in tools if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
     return f"missing {', '.join(missing)}" if missing else None
 
 
+def qemu_missing() -> str | None:
+    return _tools_missing(QEMU_TOOLS)
+
+
+def kernel_missing() -> str | None:
+    return _tools_missing(KERNEL_TOOLS)
+
+
 def pytest_collection_modifyitems(config, items):
-    whys = {"netns": netns_missing(), "kernel": kernel_missing()}
+    # the most demanding tier a test is in decides: a VM test needs everything a netns test needs
+    whys = {"kernel": kernel_missing(), "qemu": qemu_missing(), "netns": netns_missing()}
     for item in items:
-        for marker, why in whys.items():
-            if why is None or marker not in item.keywords:
-                continue
-            if os.environ.get("CI"):
-                # CI installs everything: a skipped real-network test there would hide a broken setup
-                item.add_marker(pytest.mark.xfail(reason=f"{marker} prerequisites: {why}", strict=True, run=False))
-            else:
-                item.add_marker(pytest.mark.skip(reason=f"{marker} test: {why}"))
-            break
+        marker = next((m for m in whys if m in item.keywords), None)
+        if marker is None or whys[marker] is None:
+            continue
+        why = whys[marker]
+        if os.environ.get("CI"):
+            # CI installs everything: a skipped real-network or real-VM test there would hide a broken setup
+            item.add_marker(pytest.mark.xfail(reason=f"{marker} prerequisites: {why}", strict=True, run=False))
+        else:
+            item.add_marker(pytest.mark.skip(reason=f"{marker} test: {why}"))
 
 
 @pytest.fixture

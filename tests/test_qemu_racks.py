@@ -118,6 +118,8 @@ def bird_pid(home: Path) -> int:
     return int((home / "qracks" / "nodes" / "core" / "bird.pid").read_text())
 
 
+@pytest.mark.qemu
+@pytest.mark.qemu
 def test_two_vms_in_two_networks_talk_through_the_router_and_down_leaves_nothing(tmp_path, qhome):
     """Also ToR peering (`calico.bgp: tor`): the router runs BIRD in its namespace with one eBGP session per VM,
     and `labctl bgp`, `inspect` and `exec` reach it. The sessions stay down: the VMs run no Calico here (only

@@ -497,12 +497,16 @@ def test_every_apt_task_waits_for_the_dpkg_lock():
 def test_host_prep_waits_for_cloud_init_and_names_the_host_before_apt():
     tasks = yaml.safe_load((ROLES / "host_prep" / "tasks" / "main.yml").read_text())
     names = [t["name"] for t in tasks]
-    wait = names.index("Wait for cloud-init to finish")
-    assert "cloud-init status --wait" in tasks[wait]["ansible.builtin.command"]
+    # the probe that runs first waits for cloud-init before it reads anything
+    wait = names.index("Wait for cloud-init to finish, then read what host_prep changes")
+    assert wait == 0 and "probe.sh.j2" in tasks[wait]["ansible.builtin.raw"]
+    probe = (ROLES / "host_prep" / "templates" / "probe.sh.j2").read_text()
+    assert probe.index("cloud-init status --wait") < probe.index("echo cloud_init=yes")
     hostname = names.index("Hostname is the node name")
     assert tasks[hostname]["ansible.builtin.hostname"]["name"] == "{{ node_name }}"
     hosts = names.index("Every node's name in /etc/hosts")
-    assert "node_address" in tasks[hosts]["ansible.builtin.blockinfile"]["block"]
+    assert tasks[hosts]["ansible.builtin.blockinfile"]["block"] == "{{ host_prep_hosts }}"
+    assert "node_address" in (ROLES / "host_prep" / "vars" / "main.yml").read_text()
     assert wait < hostname and wait < names.index("Apt through the lab proxy")
 
 
