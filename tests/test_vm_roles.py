@@ -237,9 +237,21 @@ def test_control_plane_decides_init_from_the_cluster(tmp_path):
     # no_log censors why a task was skipped too: read the decision the init block is conditioned on
     facts = {h: _facts(tasks["Remember the decision"], h) for h in hosts}
     assert facts["done"]["control_plane_initialised"] is True
-    assert facts["half"] == {"control_plane_initialised": False, "control_plane_half_built": True, "control_plane_held": False}
-    assert facts["held"] == {"control_plane_initialised": False, "control_plane_half_built": False, "control_plane_held": True}
-    assert facts["fresh"] == {"control_plane_initialised": False, "control_plane_half_built": False, "control_plane_held": False}
+    assert facts["half"] == {
+        "control_plane_initialised": False,
+        "control_plane_half_built": True,
+        "control_plane_held": False,
+    }
+    assert facts["held"] == {
+        "control_plane_initialised": False,
+        "control_plane_half_built": False,
+        "control_plane_held": True,
+    }
+    assert facts["fresh"] == {
+        "control_plane_initialised": False,
+        "control_plane_half_built": False,
+        "control_plane_held": False,
+    }
     # the marker: written before init, removed after it
     assert "init-pending" in host_part(tasks["Mark the init as unfinished"], "fresh")
     # item 12: the installed kubeadm's version, not stable-1.34
