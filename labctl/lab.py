@@ -336,7 +336,7 @@ class Lab:
         """Teardown's lab data when topology-data.json cannot be read: the provider from state.json,
         the nodes from their dirs and (netns) the lab's namespaces on this host."""
         provider = self.state().get("provider", "netns")
-        data = providers.orphan(self) if provider == "netns" else None
+        data = providers.orphan(self) if providers.kind(provider).nodes_on_host else None
         nodes = {n["name"]: n for n in (data or {}).get("nodes", [])}
         if self.dir.root.joinpath("nodes").is_dir():
             for d in sorted(self.dir.root.joinpath("nodes").iterdir()):

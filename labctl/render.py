@@ -162,6 +162,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True, model: LabModel | None =
         "provider": t.provider,
         # what the templates may ask of the provider (never its name)
         "emulated": kind.emulated,
+        "ssh_timeout": kind.ssh_timeout,
         "access": reach,
         "lab_dir": str(lab.root),
         "paths": lab,

@@ -39,6 +39,9 @@ class Provider:
     # the networks and routers already exist (vm: the user's racks); labctl only renders Calico's side of them
     routers_exist = False
     lan_hint: str | None = None  # the hint when a node's address lies outside network.lan
+    ssh_timeout = 10  # ansible's connection timeout (s)
+    # each node is a namespace on this host: what a lab whose data file is damaged left is found there
+    nodes_on_host = False
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 

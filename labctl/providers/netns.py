@@ -55,6 +55,7 @@ class NetnsProvider(Provider):
     down_playbook = None
     lab_key = True
     emulated = True
+    nodes_on_host = True
     dir: LabDir
 
     def bridge(self, lab: str) -> str | None:

@@ -44,6 +44,7 @@ class QemuProvider(VmProvider):
     lab_user = image.USER
 
     builds_routers = True  # routers are namespaces on this host joined to the VMs' bridges
+    ssh_timeout = 30  # under TCG a loaded host's VMs take more than 10 s to answer sudo (docs/vm-speed.md)
 
     def bridge(self, lab: str) -> str | None:
         return machine.bridge_name(lab)
