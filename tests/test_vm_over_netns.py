@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEED, labctl
+from conftest import SEED, host_snapshot, labctl, residue
 
 pytestmark = pytest.mark.netns
 USER = "lcsmoke"
@@ -37,6 +37,7 @@ def nodes():
     sudoers = Path(f"/etc/sudoers.d/{USER}")
     user_home = Path(f"/tmp/lcsmoke-home-{os.getpid()}")  # not inside the 0700 temp dir: sshd reads it as the user
     created_user = False
+    before = host_snapshot(home)
     try:
         up = labctl("up", "-t", topo, home=home / "labs")
         assert up.returncode == 0, up.stderr
@@ -65,12 +66,16 @@ def nodes():
     finally:
         # down first: the user's SSH sessions live in the node namespaces and userdel refuses
         # to remove a user with running processes
-        labctl("down", "-t", topo, home=home / "labs")
+        down = labctl("down", "-t", topo, home=home / "labs")
+        if down.returncode != 0:  # by the lab's name too, so a failed down -t never leaves the lab running
+            labctl("down", "--name", "lcvmn", home=home / "labs")
         sudoers.unlink(missing_ok=True)
         if created_user:
             gone = subprocess.run(["userdel", "-r", USER], capture_output=True, text=True)
             assert gone.returncode in (0, 12), gone.stderr  # 12: home dir already gone
+        left = residue(before, host_snapshot(home))
         shutil.rmtree(home, ignore_errors=True)
+        assert down.returncode == 0 and left == {}, (down.stderr, left)
 
 
 def vm_topology(nodes, path: Path) -> Path:
