@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from labctl.plan import names
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SEED = ROOT / "inventories/seed/topology.yml"
@@ -25,7 +27,6 @@ SEED = ROOT / "inventories/seed/topology.yml"
 
 def snapshot(home: Path) -> dict:
     """Only what this lab could leave (other labs may come and go meanwhile)."""
-    from labctl.providers.netns import lab_id
 
     ns = [
         x
@@ -35,7 +36,7 @@ def snapshot(home: Path) -> dict:
     links = [
         x
         for x in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()
-        if lab_id("seed") in x
+        if names.lab_id("lc", "seed") in x
     ]
     procs = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):

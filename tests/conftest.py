@@ -115,7 +115,7 @@ def residue(before: dict, after: dict) -> dict:
 def lab_model(nodes: list[dict], **lab):
     """A small LabModel for unit tests: each node is the fields a test cares about over a worker's
     required ones; `lab` overrides top-level fields (calico is merged)."""
-    from labctl.model import LabModel
+    from labctl.plan.model import LabModel
 
     node = {"role": "worker", "address": "10.0.0.1", "interface": "eth0", "block": "192.168.0.0/24"}
     calico = {"version": "v3.30.7", "encapsulation": "VXLAN", "pool": "192.168.0.0/16", "block_size": 24}
@@ -206,7 +206,7 @@ def qhome(labhome, monkeypatch):
 def qemu_residue(home: Path, name: str) -> list[str]:
     """What a qemu lab under `home` could leave: QEMU or proxy processes of this home, the lab's links
     (taps, routers' veths, bridges), its router namespaces, its lab dir."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

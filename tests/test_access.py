@@ -1,4 +1,4 @@
-"""Node access (labctl/access.py): derived once from the topology, rendered the same way for every
+"""Node access (labctl/live/access.py): derived once from the topology, rendered the same way for every
 path (inventory, ssh_config, ssh argv, paramiko), and the provider boundary it reads."""
 
 import shlex
@@ -10,8 +10,13 @@ import pytest
 import yaml
 
 from conftest import ROOT, lab_model
-from labctl import access, layout, providers, render, topology
+from labctl import providers
 from labctl.errors import LabctlError, UsageError
+from labctl.live import access
+from labctl.outputs import render
+from labctl.plan import layout, names
+from labctl.spec import providers as registry
+from labctl.spec import topology
 
 VM = """
 name: acc
@@ -57,7 +62,7 @@ def test_netns_nodes_use_the_lab_key_and_the_lab_bridge(tmp_path):
     lab = layout.LabDir(tmp_path / "lab")
     r = render.context(topology.plan(t), lab)["access"]
     for a in r.values():
-        assert a == access.Access("root", 22, str(lab.ssh_key), None, False, providers.get("netns").bridge("seed"))
+        assert a == access.Access("root", 22, str(lab.ssh_key), None, False, names.bridge("lc", "seed"))
     assert r["k8s-master"].bridge.startswith("br-lc")
 
 
@@ -107,7 +112,7 @@ def test_every_path_renders_the_same_access(tmp_path):
 def test_lab_data_round_trip_and_older_labs(tmp_path):
     for a in reach(VM, tmp_path).values():
         assert access.Access.from_data(a.to_data()) == a
-    # a lab rendered before labctl/access.py: {user, port, key, jump} with the jump as written
+    # a lab rendered before labctl/live/access.py: {user, port, key, jump} with the jump as written
     old = access.Access.from_data({"user": "debian", "port": 22, "key": "~/.ssh/k", "jump": "bastion"})
     assert old.jump == access.Jump("debian", "bastion", 22, "~/.ssh/k") and old.become
 
@@ -161,8 +166,7 @@ def test_unknown_provider_lists_the_registry():
     assert "'kvm' is not one of the providers: netns, vm" in str(e.value.problems)
     with pytest.raises(UsageError, match="unknown provider"):
         providers.get("kvm")
-    assert set(providers.NAMES) == set(providers.REGISTRY)
-    assert topology.Topology.model_json_schema()["properties"]["provider"]["enum"] == list(providers.NAMES)
+    assert topology.Topology.model_json_schema()["properties"]["provider"]["enum"] == list(registry.REGISTRY)
 
 
 def test_no_provider_name_is_compared_outside_providers():
@@ -178,7 +182,7 @@ def test_no_provider_name_is_compared_outside_providers():
 
 def test_route_check_refuses_before_any_connection(monkeypatch, tmp_path):
     """A bridge that does not exist: NodeShell raises the one-line error and never opens a socket."""
-    from labctl import nodes
+    from labctl.live import nodes
 
     opened = []
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a))
@@ -202,7 +206,7 @@ def test_route_check_passes_through_the_bridge(monkeypatch):
 
 
 def test_trace_to_an_outside_address_is_refused_before_connecting(monkeypatch):
-    from labctl import trace
+    from labctl.observe import trace
 
     class Lab:
         name = "acc"
@@ -233,7 +237,9 @@ def test_no_banner_is_one_error_and_no_traceback(tmp_path):
     script = f"""
 import time
 from pathlib import Path
-from labctl import access, layout, nodes
+from labctl.live import access
+from labctl.plan import layout
+from labctl.live import nodes
 from labctl.errors import LabctlError
 node = {{"name": "n1", "address": "127.0.0.1", "role": "worker", "interface": "eth0", "block": "192.168.0.0/24"}}
 node["ssh"] = access.Access("root", {srv.getsockname()[1]}, "/nonexistent").to_data()

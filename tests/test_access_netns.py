@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import SEED, labctl
+from labctl.plan import names
 
 pytestmark = pytest.mark.netns
 NAME, OCTET = "lcacc", 57
@@ -125,9 +126,8 @@ def test_a_hung_sshd_is_one_line_without_traceback(lab):
 def test_lab_bridge_gone_nothing_is_sent(lab):
     """After the bridge is deleted by hand, the host's route to the nodes is its default route:
     every command that would connect refuses at once, naming the fix. (Last: it breaks the lab.)"""
-    from labctl.providers.netns import bridge_name
 
-    br = bridge_name(NAME)
+    br = names.bridge("lc", NAME)
     subprocess.run(["ip", "link", "del", br], check=True)
     want = f"labctl: error: lab bridge {br} is gone: run labctl down / up"
     for cmd in (["verify"], ["inspect"], ["exec", "k8s-master", "--", "true"], ["trace", "pod-a", "pod-b"]):

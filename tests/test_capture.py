@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import lab_model, labctl, real_lab, renumbered, write_yaml
-from labctl import capture as cap
-from labctl import tracecap
+from labctl.observe import capture as cap
+from labctl.observe import tracecap
 
 
 def ipv4(src: str, dst: str, proto: int, body: bytes) -> bytes:

@@ -7,7 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, SEED
-from labctl import cli, hostkeys, runner
+from labctl import cli
+from labctl.live import hostkeys
+from labctl.outputs import runner
 
 VM = ROOT / "inventories/vm-cloud/topology.yml"
 
@@ -114,8 +116,8 @@ def test_version_and_help():
 
 
 def test_debug_shows_the_traceback(labhome, monkeypatch):
+    from labctl.app.lab import Lab
     from labctl.errors import HostError
-    from labctl.lab import Lab
 
     def broken(*a, **k):
         raise HostError("boom")
@@ -132,7 +134,7 @@ def test_default_topology_is_the_seed(calls, labhome):
 
 
 def test_a_failed_raw_task_is_reported_by_its_own_words_not_ssh_noise():
-    from labctl import runner
+    from labctl.outputs import runner
 
     res = {
         "rc": 1,

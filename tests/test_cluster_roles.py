@@ -107,8 +107,9 @@ def test_the_containerd_each_node_runs_is_recorded_for_labctl(tmp_path):
 
 
 def test_labctl_keeps_the_first_containerd_decision_and_passes_it_back(tmp_path):
-    from labctl import decided, layout
-    from labctl.lab import Lab
+    from labctl.app import decided
+    from labctl.app.lab import Lab
+    from labctl.plan import layout
 
     lab = Lab(layout.LabDir(tmp_path / "lab"))
     lab.dir.root.mkdir()

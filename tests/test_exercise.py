@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, labctl, real_lab, renumbered, write_yaml
-from labctl import impair
+from labctl.live import impair
 
 pytestmark = pytest.mark.netns
 

@@ -7,14 +7,19 @@ import pytest
 import yaml
 
 from conftest import SEED, lab_model, labctl
-from labctl import faults, impair, labchecks, providers, render, topology
-from labctl.bird import Session
+from labctl import providers
+from labctl.app import faults
 from labctl.errors import TopologyError, UsageError
-from labctl.layout import LabDir
-from labctl.model import LabModel
-from labctl.nodes import NodeFacts
-from labctl.topology import LabCheck
-from labctl.verify import Check
+from labctl.live import impair
+from labctl.live.bird import Session
+from labctl.live.nodes import NodeFacts
+from labctl.observe import labchecks
+from labctl.observe.verify import Check
+from labctl.outputs import render
+from labctl.plan.layout import LabDir
+from labctl.plan.model import LabModel
+from labctl.spec import topology
+from labctl.spec.topology import LabCheck
 
 
 def seed(**extra) -> dict:
@@ -203,7 +208,7 @@ def test_verify_only_checks_on_a_lab_without_checks_is_bad_input(labhome):
 
 
 def test_the_plan_names_impairment_changes_and_reruns_no_play(tmp_path):
-    from labctl import reconcile
+    from labctl.plan import diff as reconcile
 
     def data(**extra):
         t = topology.loads(yaml.safe_dump(seed(**extra)))

@@ -21,8 +21,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import SEED
-from labctl import cli, layout, render, runner, topology, yamlsrc
+from labctl import cli
 from labctl.errors import TopologyError
+from labctl.outputs import render, runner
+from labctl.plan import layout
+from labctl.spec import topology, yamlsrc
 
 PROBLEM = re.compile(r"[^:]+:\d+: \S+: .+")
 SEED_TEXT = SEED.read_text()
@@ -356,8 +359,10 @@ def _never(*a, **k):
 @pytest.fixture
 def sandbox(monkeypatch, tmp_path):
     """Stub everything that could touch the host; record rmtree calls outside the labs home."""
-    from labctl import lab, nodes
-    from labctl.providers import netns, vm
+    from labctl.app import lab
+    from labctl.live import nodes
+    from labctl.providers import vm
+    from labctl.providers.netns import provider as netns
 
     monkeypatch.setattr(runner, "run_playbook", _never)
     monkeypatch.setattr(lab.Lab, "up", _never)

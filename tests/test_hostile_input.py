@@ -14,11 +14,13 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import ROOT, SEED, labctl, write_yaml
-from labctl import capture as cap
-from labctl import cli, impair, nodes, sh
-from labctl.access import RouteError
+from labctl import cli
 from labctl.errors import LabctlError, UsageError
-from labctl.providers import qemu as qemu_provider
+from labctl.host import sh
+from labctl.live import impair, nodes
+from labctl.live.access import RouteError
+from labctl.observe import capture as cap
+from labctl.providers.qemu import provider as qemu_provider
 
 RACKS = ROOT / "inventories" / "two-racks" / "topology.yml"
 QEMU = ROOT / "inventories" / "seed-qemu" / "topology.yml"
@@ -60,9 +62,9 @@ def test_qemu_memory_beyond_any_lab_vm_is_refused(tmp_path):
 
 
 def test_qemu_memory_beyond_this_host_is_refused_by_validate_as_by_up(tmp_path, monkeypatch):
-    from labctl import layout
-    from labctl.lab import Lab
-    from labctl.topology import load
+    from labctl.app.lab import Lab
+    from labctl.plan import layout
+    from labctl.spec.topology import load
 
     monkeypatch.setenv("LABCTL_HOME", str(tmp_path))
     monkeypatch.setattr(qemu_provider, "host_memory_mib", lambda: 4096)
@@ -74,7 +76,7 @@ def test_qemu_memory_beyond_this_host_is_refused_by_validate_as_by_up(tmp_path, 
 
 
 def test_impairment_on_tunl0_where_ipip_falls_back_to_vxlan_is_refused_before_up(tmp_path, labhome, monkeypatch):
-    from labctl.providers.netns import NetnsProvider
+    from labctl.providers.netns.provider import NetnsProvider
 
     monkeypatch.setattr(NetnsProvider, "ipip_supported", lambda self: False)  # a kernel without ipip
     d = seed()

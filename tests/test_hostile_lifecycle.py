@@ -12,8 +12,11 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import SEED, labctl
-from labctl import cli, generate, reconcile, render, topology
-from labctl.layout import LabDir
+from labctl import cli
+from labctl.outputs import render
+from labctl.plan import diff as reconcile
+from labctl.plan.layout import LabDir
+from labctl.spec import generate, topology
 
 
 def invoke(*args, **env):
@@ -130,7 +133,7 @@ def test_list_has_a_header_and_json_and_csv(tmp_path, labhome):
 
 @pytest.fixture
 def arp_limit(tmp_path, monkeypatch):
-    from labctl.providers import netns
+    from labctl.providers.netns import provider as netns
 
     (tmp_path / "gc_thresh2").write_text("512\n")
     (tmp_path / "gc_thresh3").write_text("1024\n")

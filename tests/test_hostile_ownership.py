@@ -9,8 +9,11 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import ROOT, SEED, write_yaml
-from labctl import cli, reconcile, render, topology
-from labctl.layout import LabDir
+from labctl import cli
+from labctl.outputs import render
+from labctl.plan import diff as reconcile
+from labctl.plan.layout import LabDir
+from labctl.spec import topology
 
 
 def invoke(*args, **env):
@@ -121,7 +124,7 @@ def test_a_routers_new_asn_replans_the_nodes_that_peer_with_it(tmp_path):
 
 def test_list_shows_a_failed_bootstrap(tmp_path, labhome, monkeypatch):
     from labctl.errors import HostError
-    from labctl.providers import netns
+    from labctl.providers.netns import provider as netns
 
     def broken(self, data, progress):
         raise HostError("sshd of k8s-master did not start")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from labctl import impair
 from labctl.errors import UsageError
+from labctl.live import impair
 
 
 def test_spec_and_commands():

@@ -16,10 +16,13 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import ROOT, SEED
-from labctl import cli, layout, render, topology
+from labctl import cli
+from labctl.app.lab import Lab
 from labctl.errors import TopologyError, UsageError
-from labctl.lab import Lab
-from labctl.providers import netns
+from labctl.outputs import render
+from labctl.plan import layout
+from labctl.providers.netns import provider as netns
+from labctl.spec import topology
 
 PROBLEM = re.compile(r"[^:]+:\d+: \S+: .+")
 SEED_DATA = yaml.safe_load(SEED.read_text())

@@ -7,7 +7,7 @@ import pytest
 
 import conftest
 from conftest import ROOT
-from labctl.qemu import image
+from labctl.providers.qemu import image
 
 
 def test_netns_image_has_what_make_up_installs():

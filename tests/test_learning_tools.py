@@ -1,4 +1,4 @@
-"""labctl.bgp, labctl.trace and labctl.graph_svg: parsers against BIRD 2.0.12 output captured from a
+"""labctl.observe.bgp, labctl.observe.trace and labctl.observe.graph_svg: parsers against BIRD 2.0.12 output captured from a
 live lab, the SVG as XML, and one live lab ("lctools" on 10.88.0.0/16, so it never meets other tests'
 labs) read by all three tools."""
 
@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import lab_model, real_lab, renumbered, write_yaml
-from labctl import bgp, graph_svg, trace
+from labctl.observe import bgp, graph_svg, trace
 
 # `birdc show protocols all` on k8s-worker-1 of a running lab (cut after the first BGP session's
 # block: the second one is the same shape)
@@ -312,7 +312,7 @@ def lab(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     with real_lab(path) as r:
         mp.setenv("LABCTL_HOME", str(r.home))  # layout.home() reads it at call time
-        from labctl.lab import Lab
+        from labctl.app.lab import Lab
 
         try:
             yield Lab.find("lctools").require()
@@ -386,7 +386,7 @@ def test_live_trace_to_a_node_ip(lab):
 
 @pytest.mark.netns
 def test_live_svg(lab):
-    from labctl import inspect as ins
+    from labctl.observe import inspect as ins
 
     root = ET.fromstring(graph_svg.svg(lab.model(), ins.rows(lab)))
     text = " ".join("".join(e.itertext()) for e in root.iter())

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import host_snapshot, labctl, renumbered, residue, write_yaml
-from labctl.hostside import alive, read_pid
-from labctl.providers import netns
+from labctl.host.hostside import alive, read_pid
+from labctl.plan import names
+from labctl.providers.netns import provider as netns
 
 pytestmark = pytest.mark.netns
 SLEEP = "import time; time.sleep(600)"
@@ -32,12 +33,12 @@ def host_lab(root: Path, nodes: list[str]):
     per node on it (veth named as labctl names it), and in each a process that names its node dir
     (as sshd -f <lab>/nodes/<node>/sshd_config does). Removed by pid and name afterwards."""
     name = root.name
-    br = netns.bridge_name(name)
+    br = names.bridge("lc", name)
     procs: list[subprocess.Popen] = []
     ip("link", "add", br, "type", "bridge")
     try:
         for n in nodes:
-            ns, veth = netns.node_netns(name, n), netns.host_veth(name, n)
+            ns, veth = names.netns("lc", name, n), names.host_link("lc", name, n)
             ip("netns", "add", ns)
             ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
             ip("link", "set", veth, "master", br, "up")
@@ -50,8 +51,8 @@ def host_lab(root: Path, nodes: list[str]):
             p.kill()
             p.wait()
         for n in nodes:
-            ip("netns", "del", netns.node_netns(name, n), check=False)
-            ip("link", "del", netns.host_veth(name, n), check=False)
+            ip("netns", "del", names.netns("lc", name, n), check=False)
+            ip("link", "del", names.host_link("lc", name, n), check=False)
         ip("link", "del", br, check=False)
 
 
@@ -87,8 +88,8 @@ def test_down_by_topology_never_takes_another_homes_lab(tmp_path, labhome):
             p = labctl(*args, home=b)
             seen.add((p.returncode, one_line_error(p, "another labctl home", str(a / "lcfor"), "hint:")))
             assert all(x.poll() is None for x in procs), args  # the other home's lab runs on
-            assert all(Path(f"/run/netns/{netns.node_netns('lcfor', n)}").exists() for n in nodes)
-            assert netns.link_exists(netns.bridge_name("lcfor"))
+            assert all(Path(f"/run/netns/{names.netns('lc', 'lcfor', n)}").exists() for n in nodes)
+            assert netns.link_exists(names.bridge("lc", "lcfor"))
         assert len({code for code, _ in seen}) == 1  # one problem, one exit code
         assert labctl("down", "--name", "lcfor", home=b).returncode == 2  # as before: no lab of this home
         assert not (b / "lcfor").exists()
@@ -114,8 +115,8 @@ def test_a_corrupt_lab_model_gives_one_error_and_down_still_removes_the_lab(tmp_
         assert d.returncode == 0, d.stderr
         assert "removed" in d.stderr
         assert all(p.poll() is not None for p in procs)
-        assert not any(Path(f"/run/netns/{netns.node_netns('lccor', n)}").exists() for n in nodes)
-        assert f": {netns.bridge_name('lccor')}" not in links()
+        assert not any(Path(f"/run/netns/{names.netns('lc', 'lccor', n)}").exists() for n in nodes)
+        assert f": {names.bridge('lc', 'lccor')}" not in links()
         assert not lab.exists()
     assert residue(before, host_snapshot(labhome)) == {}
 
@@ -142,8 +143,8 @@ def test_render_refuses_a_running_lab_without_state_and_down_removes_nodes_the_d
         d = labctl("down", home=labhome, timeout=60)
         assert d.returncode == 0, d.stderr
         assert all(p.poll() is not None for p in procs)
-        assert not any(Path(f"/run/netns/{netns.node_netns('lcnost', n)}").exists() for n in nodes)
-        assert f"lc{netns.lab_id('lcnost')}" not in links()
+        assert not any(Path(f"/run/netns/{names.netns('lc', 'lcnost', n)}").exists() for n in nodes)
+        assert f"lc{names.lab_id('lc', 'lcnost')}" not in links()
     assert residue(before, host_snapshot(labhome)) == {}
 
 
@@ -157,7 +158,7 @@ def test_a_node_namespace_deleted_by_hand_is_rebuilt_by_up_and_its_processes_end
     up = labctl("up", "-t", t, home=home)
     assert up.returncode == 0, up.stderr
     node = home / "lcnsdel" / "nodes" / "k8s-worker-1"
-    ns = netns.node_netns("lcnsdel", "k8s-worker-1")
+    ns = names.netns("lc", "lcnsdel", "k8s-worker-1")
 
     def daemons() -> list[int]:
         pids = [read_pid(node / "sshd.pid"), read_pid(node / "bird.pid")]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import SEED, host_snapshot, labctl, renumbered, residue, write_yaml
+from labctl.plan import names
 
 pytestmark = pytest.mark.netns
 
@@ -191,13 +192,12 @@ def test_host_safety_two_labs_and_secrets(env, tmp_path):
 def lab_neighbours(lab: str) -> dict[str, int]:
     """The IPv4 neighbour entries a lab holds now, counted in each of its namespaces (nodes and pods)
     and on its bridge in the host's: permanent ones, and all others (which gc_thresh3 counts)."""
-    from labctl.providers import netns
 
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
     count = {"permanent": 0, "dynamic": 0}
     for ns in [None] + [s.split()[0] for s in listed if s.startswith(f"lc-{lab}.")]:
         where = ["-n", ns] if ns else []
-        dev = [] if ns else ["dev", netns.bridge_name(lab)]
+        dev = [] if ns else ["dev", names.bridge("lc", lab)]
         out = subprocess.run(
             ["ip", "-4", "-j", *where, "neigh", "show", *dev], capture_output=True, text=True, check=True
         )
@@ -211,7 +211,7 @@ def test_the_neighbour_estimate_is_what_a_live_lab_holds_and_none_of_it_counts_a
     while preflight estimated only BGP and SSH. Every neighbour the lab uses is now a permanent entry
     (exempt from gc_thresh); the estimate is pinned against a live count after up and verify, which
     exercise SSH, every BGP session, and pod-to-pod pings across nodes."""
-    from labctl.providers import netns
+    from labctl.providers.netns import provider as netns
 
     home, before, tops = env
     t = tmp_path / "nb.yml"
@@ -236,9 +236,10 @@ def test_the_neighbour_estimate_is_what_a_live_lab_holds_and_none_of_it_counts_a
 
 
 def test_neighbour_need_counts_every_entry_and_leaves_none_to_arp():
-    from labctl import generate, render, topology
-    from labctl.layout import LabDir
-    from labctl.providers import netns
+    from labctl.outputs import render
+    from labctl.plan.layout import LabDir
+    from labctl.providers.netns import provider as netns
+    from labctl.spec import generate, topology
 
     def need(text: str, ipip: bool = False):
         plan = topology.plan(topology.loads(text))
@@ -252,10 +253,11 @@ def test_neighbour_need_counts_every_entry_and_leaves_none_to_arp():
 
 
 def test_gc_thresh_limits_apply_only_where_the_kernel_counts_permanent_entries(tmp_path, monkeypatch):
-    from labctl import generate, render, topology
     from labctl.errors import HostError
-    from labctl.layout import LabDir
-    from labctl.providers import netns
+    from labctl.outputs import render
+    from labctl.plan.layout import LabDir
+    from labctl.providers.netns import provider as netns
+    from labctl.spec import generate, topology
 
     (tmp_path / "gc_thresh2").write_text("512\n")
     (tmp_path / "gc_thresh3").write_text("1024\n")

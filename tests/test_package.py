@@ -55,7 +55,8 @@ def test_installed_wheel_works_from_any_directory(wheel, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(target), LABCTL_HOME=str(tmp_path / "home"))
     run = lambda *a: subprocess.run([sys.executable, *a], cwd=elsewhere, env=env, capture_output=True, text=True)  # noqa: E731
     where = run(
-        "-c", "import labctl.layout as l; print(l.__file__); print(l.shipped('playbooks')); print(l.seed_topology())"
+        "-c",
+        "import labctl.plan.layout as l; print(l.__file__); print(l.shipped('playbooks')); print(l.seed_topology())",
     )
     lines = where.stdout.split()
     assert all(x.startswith(str(target)) for x in lines), where.stdout + where.stderr

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from conftest import lab_model
-from labctl import iproute, pods, trace
-from labctl.nodes import NodeFacts, parse_probe
+from labctl.live import iproute
+from labctl.live.nodes import NodeFacts, parse_probe
+from labctl.observe import pods, trace
 
 # -- recorded outputs ------------------------------------------------------------------------------
 

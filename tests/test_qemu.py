@@ -24,6 +24,7 @@ import yaml
 
 from conftest import QEMU_IMAGES, labctl
 from conftest import qemu_residue as residue
+from labctl.plan import names
 
 pytestmark = pytest.mark.netns  # root, bridges and taps, like the netns tests; the VM tests are marked qemu too
 LAN = "10.207.0"
@@ -104,7 +105,7 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     """A user-supplied cloud image boots with a cloud-init NoCloud seed made by cloud-localds. No
     cloud image can be downloaded here, so this reads the seed ISO back instead of booting it: the
     volume label cloud-init looks for, and the same settings the config disk of labctl's image carries."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     nd = tmp_path / "node"
     nd.mkdir()
@@ -163,10 +164,10 @@ def test_a_lab_of_the_same_name_in_another_home_keeps_its_links(tmp_path, qhome)
     """Two labctl homes, one lab name: the second `up` is refused, and its `down` must not take the
     first lab's bridge (the link names come from the lab name alone). The first lab is stood in for
     by its bridge: no VM is needed to show whose links `down` removes."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     t = topology(tmp_path, "qdup", lan="10.193.0", workers=0)
-    br = machine.bridge_name("qdup")
+    br = names.bridge("lq", "qdup")
     subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
     try:
         p = labctl("up", "-t", t, "--tags", "never", home=qhome)
@@ -383,7 +384,7 @@ def test_down_after_ctrl_c_at_boot_then_two_labs_side_by_side(tmp_path, qhome):
 def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
     VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     t = topology(tmp_path, "qrender")
     out = tmp_path / "lab"

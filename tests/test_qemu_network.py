@@ -21,6 +21,7 @@ import yaml
 
 from conftest import QEMU_IMAGES, labctl
 from conftest import qemu_residue as residue
+from labctl.plan import names
 
 pytestmark = [pytest.mark.netns, pytest.mark.qemu]  # root, bridges, taps and VMs
 NAME = "qnet"
@@ -58,7 +59,6 @@ def docker_like_drop(br: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lab():
-    from labctl.qemu import machine
 
     home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     saved = os.environ.get("LABCTL_IMAGES")
@@ -82,7 +82,7 @@ def lab():
             sort_keys=False,
         )
     )
-    br = machine.bridge_name(NAME)
+    br = names.bridge("lq", NAME)
     drop = docker_like_drop(br)
     subprocess.run(["iptables", "-w", "5", "-A", *drop], check=True)
     try:
@@ -222,7 +222,7 @@ def test_preflight_refuses_vms_that_do_not_fit_in_memory(tmp_path):
 
 def test_the_config_disk_gives_the_default_route_and_the_lab_resolver(tmp_path):
     """Items 1 and 2 as the VM receives them (read back from the ext4 image with debugfs)."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     nd = tmp_path / "node"
     nd.mkdir()
@@ -249,7 +249,7 @@ def test_the_config_disk_gives_the_default_route_and_the_lab_resolver(tmp_path):
 def test_the_resolver_config_answers_lab_names_on_lab_addresses_only():
     from pathlib import PurePath
 
-    from labctl.qemu import dns
+    from labctl.providers.qemu import dns
 
     args = (PurePath("/lab/dns"), ["10.1.0.254", "10.2.0.254"], ["br-a", "br-b"], {"n1": "10.1.0.1", "n2": "10.2.0.1"})
     off = dns.config(*args, False, "labctl-proxy").splitlines()
@@ -264,7 +264,7 @@ def test_the_resolver_config_answers_lab_names_on_lab_addresses_only():
 
 
 def test_preflight_names_a_forward_chain_that_drops_bridged_frames():
-    from labctl.qemu import bridgefw
+    from labctl.providers.qemu import bridgefw
 
     docker = ["-P FORWARD DROP", "-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-FORWARD"]
     note = bridgefw.warning(docker, ["br-lqabc"])

@@ -1,5 +1,5 @@
 """provider: qemu with `networks:` and `routers:`, for real: two VMs in two networks joined by one
-router, a namespace on the host as the netns provider builds it (labctl/routers.py). Traffic between
+router, a namespace on the host as the netns provider builds it (labctl/host/routers.py). Traffic between
 the networks goes through the router, never the host (its ip_forward stays 0), each VM reaches the
 apt proxy on its own network, and `down` leaves nothing.
 
@@ -18,6 +18,7 @@ import yaml
 
 from conftest import labctl
 from conftest import qemu_residue as residue
+from labctl.plan import names
 
 pytestmark = pytest.mark.netns  # root, bridges, taps and namespaces
 
@@ -79,7 +80,7 @@ def router_forwarded(ns: str) -> int:
 
 def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     """Validation accepts them for qemu; each network gets its own bridge, the VMs their gateway."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     t = racks(tmp_path, "qrval")
     p = labctl("validate", "-t", t, home=qhome)
@@ -88,7 +89,7 @@ def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     labctl("render", "-t", t, "-o", out, home=qhome, check=True)
     data = json.loads((out / "topology-data.json").read_text())
     bridges = {n: x["bridge"] for n, x in data["networks"].items()}
-    assert bridges == {n: machine.network_bridge_name("qrval", n) for n in ("rack-a", "rack-b")}
+    assert bridges == {n: names.bridge("lq", "qrval", n) for n in ("rack-a", "rack-b")}
     w1 = next(n for n in data["nodes"] if n["name"] == "qrval-w1")
     assert w1["ssh"]["bridge"] == bridges["rack-b"]  # SSH checks its route leaves through rack-b's bridge
     assert machine.lan(data, w1) == (24, "10.192.2.254", "10.192.2.253")
@@ -124,11 +125,10 @@ def test_two_vms_in_two_networks_talk_through_the_router_and_down_leaves_nothing
     """Also ToR peering (`calico.bgp: tor`): the router runs BIRD in its namespace with one eBGP session per VM,
     and `labctl bgp`, `inspect` and `exec` reach it. The sessions stay down: the VMs run no Calico here (only
     labctl's bootstrap runs, `--tags never`); the router's side is what is checked."""
-    from labctl.hostside import alive, cmdline
-    from labctl.qemu import machine
+    from labctl.host.hostside import alive, cmdline
 
     t = racks(tmp_path, "qracks", tor=True)
-    ns = machine.router_netns("qracks", "core")
+    ns = names.netns("lq", "qracks", "core")
     pid = None
     try:
         p = labctl("up", "-t", t, "--tags", "never", home=qhome, timeout=900)

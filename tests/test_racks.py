@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, host_snapshot, labctl, residue
-from labctl import topology
 from labctl.errors import TopologyError
-from labctl.providers.netns import lab_id
+from labctl.plan import names
+from labctl.spec import topology
 
 
 def racks(name="rk", octet=140, enc="IPIPCrossSubnet", bgp="tor", net_asn=True, router_asn=True, extra="") -> str:
@@ -180,7 +180,12 @@ class Lab:
             down = labctl("down", "--name", self.name, home=self.home)
             assert down.returncode == 0, down.stderr
             # only this lab's things: other labs may come and go on a shared host meanwhile
-            mark = (f"lc-{self.name}.", f"lc{lab_id(self.name)}", f"br-lc{lab_id(self.name)}", str(self.home))
+            mark = (
+                f"lc-{self.name}.",
+                f"lc{names.lab_id('lc', self.name)}",
+                f"br-lc{names.lab_id('lc', self.name)}",
+                str(self.home),
+            )
             left = residue(self.before, host_snapshot(self.home))
             left = {k: {x for x in v if any(m in str(x) for m in mark)} for k, v in left.items()}
             assert not any(left.values()), left

@@ -5,8 +5,11 @@ from pathlib import Path
 import yaml
 
 from conftest import SEED
-from labctl import generate, layout, reconcile, render, topology
-from labctl.model import LabModel
+from labctl.outputs import render
+from labctl.plan import diff as reconcile
+from labctl.plan import layout
+from labctl.plan.model import LabModel
+from labctl.spec import generate, topology
 
 LAB = layout.LabDir(Path("/nonexistent/lab"))
 
@@ -149,9 +152,10 @@ def test_up_plans_and_builds_the_lab_model_once(monkeypatch, labhome):
     from types import SimpleNamespace
 
     from conftest import ROOT
-    from labctl import runner, sshmux
-    from labctl.lab import Lab
-    from labctl.model import LabModel
+    from labctl.app.lab import Lab
+    from labctl.live import sshmux
+    from labctl.outputs import runner
+    from labctl.plan.model import LabModel
     from labctl.progress import Progress
     from labctl.providers.vm import VmProvider
 

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, labctl
-from labctl import layout, render, topology
+from labctl.outputs import render
+from labctl.plan import layout
+from labctl.spec import topology
 
 GOLDEN = ROOT / "tests" / "golden"
 TOPOLOGIES = {

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, host_snapshot, labctl, residue
-from labctl import topology
+from labctl.spec import topology
 
 RR = ROOT / "inventories/route-reflectors/topology.yml"
 
@@ -33,7 +33,8 @@ def test_init_refuses_more_reflectors_than_nodes():
 
 
 def test_rr_render_peers_clients_only_with_reflectors(tmp_path):
-    from labctl import layout, render
+    from labctl.outputs import render
+    from labctl.plan import layout
 
     t = topology.load(RR)
     data = render.build(topology.plan(t), layout.LabDir(tmp_path)).to_data()
@@ -95,7 +96,7 @@ def test_route_reflectors_live_and_ssh(labhome):
 def test_route_devs_batch_answers_like_one_ip_per_address():
     """sshmux checks every node's route with one `ip -batch`: the same devices as one `ip route get`
     each, and an address ip cannot answer does not spoil the others."""
-    from labctl import access
+    from labctl.live import access
 
     addrs = ["127.0.0.1", "192.0.2.77", "not-an-address", "10.255.255.1"]
     batch = access.route_devs(addrs)

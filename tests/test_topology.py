@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import SEED, labctl
-from labctl import topology
 from labctl.errors import TopologyError
+from labctl.spec import topology
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>\S+): (?P<msg>.+)$")
 

@@ -4,9 +4,11 @@
 import pytest
 
 from conftest import ROOT
-from labctl import layout, render, topology
-from labctl.nodes import NodeFacts, parse_probe
-from labctl.verify import Observed, _api_workloads, answers, evaluate
+from labctl.live.nodes import NodeFacts, parse_probe
+from labctl.observe.verify import Observed, _api_workloads, answers, evaluate
+from labctl.outputs import render
+from labctl.plan import layout
+from labctl.spec import topology
 
 # `birdcl show protocols` inside calico-node (Calico's BIRD 1.6 fork), as calicoctl shows it
 BIRD = """BIRD v0.3.3+birdv1.6.8 ready.
@@ -205,7 +207,7 @@ def test_nslookup_answers(text, want):
 
 def test_collect_pings_and_resolves_from_the_pods_own_namespace(lab, monkeypatch):
     """The commands verify sends through the control plane: kubectl exec into the pod in its namespace."""
-    from labctl import verify
+    from labctl.observe import verify
 
     obs = observed(lab)
     for item in obs.facts["k8s-master"].k8s["items"]:

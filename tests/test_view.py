@@ -17,8 +17,8 @@ import time
 import pytest
 
 from conftest import ROOT, SEED, chromium, lab_model, labctl, real_lab
-from labctl import view, view_http
-from labctl.model import LabModel
+from labctl.observe import view, view_http
+from labctl.plan.model import LabModel
 
 GREEN, RED = "rgb(46,125,50)", "rgb(198,40,40)"
 
@@ -468,8 +468,8 @@ def test_ctrl_c_ends_the_server_with_130(served):
 
 
 def test_pool_keeps_a_connection_and_replaces_a_broken_one(monkeypatch):
-    from labctl import shellpool
     from labctl.errors import LabctlError
+    from labctl.live import shellpool
 
     made = []
 

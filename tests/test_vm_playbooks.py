@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from labctl import layout, render, topology
+from labctl.outputs import render
+from labctl.plan import layout
+from labctl.spec import topology
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
@@ -209,8 +211,9 @@ def test_down_through_labctl_names_the_unreachable_nodes_not_the_first_contact(v
 
     import yaml
 
-    from labctl import layout, runner
     from labctl.errors import ProvisionError
+    from labctl.outputs import runner
+    from labctl.plan import layout
     from labctl.progress import Progress
 
     lab = layout.LabDir(tmp_path / "lab")

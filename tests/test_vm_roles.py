@@ -21,7 +21,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from labctl import layout, render, topology
+from labctl.outputs import render
+from labctl.plan import layout
+from labctl.spec import topology
 
 ROLES = ROOT / "playbooks" / "roles"
 PYTHON = "/usr/bin/python3"

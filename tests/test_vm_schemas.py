@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from labctl import layout, render, topology
+from labctl.outputs import render
+from labctl.plan import layout
+from labctl.spec import topology
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 TWO_RACKS_VM = ROOT / "inventories" / "two-racks-vm" / "topology.yml"

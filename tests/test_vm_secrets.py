@@ -19,9 +19,11 @@ import yaml
 from test_vm_roles import STUB
 
 from conftest import ROOT
-from labctl import layout, render, runner, topology
 from labctl.errors import ProvisionError
+from labctl.outputs import render, runner
+from labctl.plan import layout
 from labctl.progress import Progress
+from labctl.spec import topology
 
 TOKEN = "abcdef.0123456789abcdef"
 HASH = "sha256:" + "5f" * 32

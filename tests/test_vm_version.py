@@ -5,8 +5,11 @@ kubelet under an old control plane, and a new minor was silently ignored)."""
 import yaml
 
 from conftest import ROOT, labctl
-from labctl import layout, reconcile, render, topology
-from labctl.lab import Lab
+from labctl.app.lab import Lab
+from labctl.outputs import render
+from labctl.plan import diff as reconcile
+from labctl.plan import layout
+from labctl.spec import topology
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 

@@ -89,7 +89,7 @@ def _size(tmp_path, avail_kib: int) -> subprocess.CompletedProcess:
 def test_the_vms_are_sized_to_the_runner(tmp_path):
     """A 7 GB runner (~6.2 GB available): 2048 MiB for the control plane, 1280 for each worker, which
     labctl's preflight then finds fitting; a 16 GB runner gets 2048 each; too little fails naming it."""
-    from labctl.qemu import machine
+    from labctl.providers.qemu import machine
 
     for avail, worker in ((6_300_000, 1280), (15_000_000, 2048)):
         p = _size(tmp_path, avail)

@@ -168,14 +168,15 @@ def stoppable(message: str = "labctl: interrupted"):
 
 
 def load_topology(path: Path | None):
-    from labctl import layout, topology
+    from labctl.plan import layout
+    from labctl.spec import topology
 
     src = path if path is not None else layout.seed_topology()
     return topology.load(src), src
 
 
 def find_lab(name: str | None, topo_file: Path | None = None):
-    from labctl.lab import Lab
+    from labctl.app.lab import Lab
 
     return Lab.find(name, topo_file).require()
 

@@ -20,7 +20,7 @@ def exec_(
     """Run a command on a node over SSH: its output as it comes, your stdin, its exit code; Ctrl-C ends it."""
     import shlex
 
-    from labctl import nodes
+    from labctl.live import nodes
 
     lab = find_lab(name, None)
     n = find_node(lab, node)
@@ -38,7 +38,7 @@ def ssh(node: Annotated[str, typer.Argument(help="node name")], name: NameOpt = 
     import os
     import shutil
 
-    from labctl import access
+    from labctl.live import access
 
     lab = find_lab(name, None)
     n = find_node(lab, node)

@@ -26,7 +26,7 @@ def build(
 ) -> None:
     """Build an image from the distro mirror (mmdebstrap); an unchanged recipe is a no-op."""
     from labctl.progress import Progress
-    from labctl.qemu import image
+    from labctl.providers.qemu import image
 
     t0 = time.monotonic()
     d, built = image.build(name, Progress(), force=force)
@@ -38,7 +38,7 @@ def build(
 @_command("list")
 def list_(format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table) -> None:
     """List the cached images (current: built from this labctl's recipe)."""
-    from labctl.qemu import image
+    from labctl.providers.qemu import image
 
     rows = image.listing()
     if format == TableFormat.json:
@@ -57,7 +57,7 @@ def rm(
 ) -> None:
     """Remove cached images (every recipe version of NAME, or all of them); an image in use by a lab is
     refused unless --force."""
-    from labctl.qemu import image
+    from labctl.providers.qemu import image
 
     for d in image.remove(name, force):
         typer.echo(f"removed {d}", err=True)

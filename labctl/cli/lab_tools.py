@@ -25,8 +25,8 @@ def capture(
 ) -> None:
     """tcpdump on a node or in a pod: one decoded line per packet (outer | inner headers of tunnelled
     packets), optionally a pcap for Wireshark. Ctrl-C stops it (exit 130) and tcpdump with it."""
-    from labctl import capture as cap
-    from labctl import nodes
+    from labctl.live import nodes
+    from labctl.observe import capture as cap
 
     if count is not None and count < 1:
         raise UsageError(f"--count {count}: must be at least 1")
@@ -72,9 +72,10 @@ def impair(
     name: NameOpt = None,
 ) -> None:
     """Delay, jitter, loss (tc netem) or a rate limit (tc tbf) on a node's interface; --clear removes it."""
-    from labctl import impair as imp
-    from labctl import nodes, providers
+    from labctl import providers
     from labctl.cli import find_node
+    from labctl.live import impair as imp
+    from labctl.live import nodes
 
     if clear and any(x is not None for x in (delay, jitter, loss, rate)):
         raise UsageError("--clear takes no --delay/--jitter/--loss/--rate")
@@ -103,7 +104,7 @@ def fail(
     name: NameOpt = None,
 ) -> None:
     """Break a node on purpose and watch the network react (`labctl bgp`, `verify`); `repair` or `up` undoes it."""
-    from labctl import faults
+    from labctl.app import faults
 
     typer.echo(faults.fail(find_lab(name, None), node, kind.value))
 
@@ -115,6 +116,6 @@ def repair(
     name: NameOpt = None,
 ) -> None:
     """Undo `labctl fail` on a node (BIRD started again, NIC up, processes continued)."""
-    from labctl import faults
+    from labctl.app import faults
 
     typer.echo(faults.repair(find_lab(name, None), node, kind.value if kind else None))

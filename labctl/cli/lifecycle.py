@@ -16,8 +16,8 @@ from labctl.errors import UsageError
 def _checked(t):
     """The lab `up` would build, after the provider's checks that `up`'s preflight runs too (a mesh
     past the host's ARP table, a lab dir too deep for socket paths): refused alike everywhere."""
-    from labctl import layout
-    from labctl.lab import Lab
+    from labctl.app.lab import Lab
+    from labctl.plan import layout
 
     lab = Lab(layout.lab_dir(t.name))
     for w in lab.check(t):
@@ -37,7 +37,7 @@ def validate(topology_file: TopologyOpt = None) -> None:
 @command()
 def schema() -> None:
     """Print the topology file's JSON Schema."""
-    from labctl import topology
+    from labctl.spec import topology
 
     typer.echo(json.dumps(topology.schema(), indent=2))
 
@@ -52,7 +52,7 @@ def init(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Write a topology of N nodes: the seed's layout, scaled (route reflectors for big labs)."""
-    from labctl import generate, topology
+    from labctl.spec import generate, topology
 
     if route_reflectors > nodes:
         raise UsageError(f"--route-reflectors {route_reflectors} is more than --nodes {nodes}")
@@ -76,8 +76,9 @@ def render(
     no_ipip: Annotated[bool, typer.Option("--no-ipip", help="render as for a kernel without ipip")] = False,
 ) -> None:
     """Write the lab directory (inventory, kubeadm, Calico, BIRD, labels) without touching any host."""
-    from labctl import layout, topology
-    from labctl import render as r
+    from labctl.outputs import render as r
+    from labctl.plan import layout
+    from labctl.spec import topology
 
     t, src = load_topology(topology_file)
     lab = layout.LabDir(output.resolve()) if output else layout.lab_dir(t.name)
@@ -154,8 +155,9 @@ def up(
     ] = None,
 ) -> None:
     """Create the lab (default: the seed lab) or apply a changed topology to it; labels are applied last."""
-    from labctl import layout, reconcile
-    from labctl.lab import Lab
+    from labctl.app.lab import Lab
+    from labctl.plan import diff as reconcile
+    from labctl.plan import layout
 
     t, src = load_topology(topology_file)
     if dry_run:
@@ -196,9 +198,11 @@ def down(
     ] = False,
 ) -> None:
     """Remove everything the lab created; a lab that is already gone is not an error."""
-    from labctl import layout, providers, topology
-    from labctl.lab import Lab
+    from labctl import providers
+    from labctl.app.lab import Lab
+    from labctl.plan import layout
     from labctl.progress import Progress
+    from labctl.spec import topology
 
     if name is None and topology_file is not None:
         # the topology names the lab; what exists of it is this home's lab dir, or what its lab left
@@ -240,7 +244,7 @@ def list_labs(
     import io
 
     from labctl import providers
-    from labctl.lab import Lab
+    from labctl.app.lab import Lab
 
     rows = []
     orphans = set(providers.orphans())

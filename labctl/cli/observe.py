@@ -38,7 +38,7 @@ def inspect(
     format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
 ) -> None:
     """Show each live node: physical IP, tunnel device and IP, pod block, labels, BGP peers."""
-    from labctl import inspect as ins
+    from labctl.observe import inspect as ins
 
     lab = find_lab(name, topology_file)
     typer.echo(ins.format(ins.rows(lab), format.value))
@@ -56,7 +56,7 @@ def verify(
 ) -> None:
     """Check SSH, BGP, routes, VTEPs, node names, labels, placement, pod routes and ping, then the
     topology's own `checks:`; exit 0 only if all pass."""
-    from labctl import verify as v
+    from labctl.observe import verify as v
 
     lab = find_lab(name, topology_file)
     if only is VerifyOnly.checks and not lab.model().checks:
@@ -75,19 +75,19 @@ def graph(
 ) -> None:
     """Draw the lab: LAN, nodes with physical and tunnel IPs, labels, BGP sessions by state (html: the
     `labctl view` page as one self-contained file)."""
-    from labctl import graph as g
-    from labctl import inspect as ins
+    from labctl.observe import graph as g
+    from labctl.observe import inspect as ins
 
     lab = find_lab(name, topology_file)
     model, rows = lab.model(), ins.rows(lab)
     if format is GraphFormat.svg:
-        from labctl import graph_svg
+        from labctl.observe import graph_svg
 
         typer.echo(graph_svg.svg(model, rows), nl=False)
     elif format is GraphFormat.html:
         import time
 
-        from labctl import view as v
+        from labctl.observe import view as v
 
         typer.echo(v.page(v.build(model, rows) | {"time": time.time(), "took": 0}))
     else:
@@ -108,7 +108,7 @@ def bgp(
     format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
 ) -> None:
     """Each node's BGP sessions and the routes it learned over them, read live from BIRD."""
-    from labctl import bgp as b
+    from labctl.observe import bgp as b
 
     lab = find_lab(name, topology_file)
     rows = b.sessions_and_routes(lab, node)
@@ -130,14 +130,14 @@ def trace(
     capture: Annotated[bool, typer.Option("--capture", help="tcpdump each hop's interface during a ping")] = False,
 ) -> None:
     """Follow a packet hop by hop (pod, veth, route, tunnel, peer node, pod), say why each hop, then ping."""
-    from labctl import trace as t
+    from labctl.observe import trace as t
 
     if src == dst:
         raise UsageError(f"trace from {src} to itself: there is no path to follow", "name two different endpoints")
     lab = find_lab(name, topology_file)
     result = t.trace(lab, src, dst)
     if capture:
-        from labctl import tracecap
+        from labctl.observe import tracecap
 
         with stoppable():  # TERM/HUP too: every tcpdump is stopped by its pid before labctl exits
             result = tracecap.capture(lab, result)
@@ -161,7 +161,7 @@ def view(
 ) -> None:
     """Serve a live, read-only page of the lab: networks, nodes, pods, BGP sessions by state (updated
     every 2 s), a node's routes on click, a trace between two pods. Prints the URL; Ctrl-C ends it."""
-    from labctl import view_http
+    from labctl.observe import view_http
 
     lab = find_lab(name, topology_file)
     server = view_http.Server(lab, listen, port)

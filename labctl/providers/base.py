@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from labctl import sh
 from labctl.errors import UsageError
+from labctl.host import sh
+from labctl.plan import names
+from labctl.spec.providers import traits
 
 
 class Provider:
@@ -26,33 +28,13 @@ class Provider:
     up_playbook: str = ""
     down_playbook: str | None = None  # None: teardown alone undoes the lab
 
-    # -- what the rest of labctl reads -----------------------------------------------------
-    lab_key = False  # labctl makes the lab's SSH key and the nodes trust only it (user lab_user, port 22)
-    takes_qemu_block = False  # the topology's `qemu:` block configures this provider's machines
-    lab_user = "root"  # the login on nodes with the lab key (non-root: sudo)
-    # labctl emulates the dataplane: BIRD configs, node dirs and pod namespaces per node. False: real
-    # Calico in a real cluster, whose pods labctl.pods reads live (IPAM addresses, runtime sandboxes)
-    emulated = False
-    labels_in_kubernetes = False  # node labels live in the Kubernetes API (else in the lab state and node dir)
-    route_reflector_label = False  # reflectors carry `route-reflector=true` (Calico's BGPPeer selects them)
-    builds_routers = False  # `networks:` and `routers:` (several LANs) are built by this provider
-    # the networks and routers already exist (vm: the user's racks); labctl only renders Calico's side of them
-    routers_exist = False
-    lan_hint: str | None = None  # the hint when a node's address lies outside network.lan
-    ssh_timeout = 10  # ansible's connection timeout (s)
-    # each node is a namespace on this host: what a lab whose data file is damaged left is found there
-    nodes_on_host = False
-
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 
     def __init__(self, lab=None):
         self.lab = lab
         self.dir = lab.dir if lab is not None else None
-
-    @staticmethod
-    def default_proxy(gateway):
-        """The proxy the lab gets when the topology names none (a provider that runs one)."""
-        return None
+        # what the rest of labctl reads of this provider (the registry line's Traits)
+        self.traits = traits(self.name)
 
     # -- machine lifecycle (what a subclass like qemu overrides) ----------------------------
 
@@ -91,14 +73,11 @@ class Provider:
 
     # -- reaching and reading nodes ----------------------------------------------------------
 
-    def bridge(self, lab: str) -> str | None:
-        """The host bridge the lab's nodes are reached through (every connection is refused unless
-        the host's route to the node goes out of it); None: the nodes are remote by design."""
-        return None
-
-    def network_bridge(self, lab: str, network: str | None) -> str | None:
-        """The host bridge of one of the lab's networks (`networks:`), checked before connecting."""
-        return self.bridge(lab)
+    def bridge(self, lab: str, network: str | None = None) -> str | None:
+        """The host bridge the lab's nodes (of one of its `networks:`) are reached through (every
+        connection is refused unless the host's route to the node goes out of it); None: the nodes are
+        remote by design."""
+        return names.bridge(self.traits.links, lab, network) if self.traits.links else None
 
     def birdc(self, node: dict) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labctl.layout import LabDir
+from labctl.plan.layout import LabDir
 from labctl.providers.base import Provider
 
 
@@ -10,10 +10,6 @@ class VmProvider(Provider):
     name = "vm"
     up_playbook = "vm-up.yml"
     down_playbook = "vm-down.yml"
-    labels_in_kubernetes = True
-    route_reflector_label = True
-    routers_exist = True  # the VMs' racks and routers are the user's; `routers:` says how they peer
-    lan_hint = "network.lan must be the subnet the VMs share"
     dir: LabDir
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
@@ -26,14 +22,14 @@ class VmProvider(Provider):
 
     def birdc(self, node: dict) -> str:
         """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
-        from labctl.model import as_node
+        from labctl.plan.model import as_node
 
         s = "" if as_node(node).ssh.user == "root" else "sudo -n "
         return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
 
     def check_host_keys(self, data: dict, progress) -> None:
         """Before ansible: every node's and jump host's key is pinned, or we stop here."""
-        from labctl import hostkeys
+        from labctl.live import hostkeys
 
         added = hostkeys.pin(data["nodes"], self.dir.known_hosts, self.accept_new_host_keys)
         for entry in added:

@@ -33,7 +33,7 @@ def labctl(*args, check=True):
 
 @pytest.fixture(scope="module")
 def lab():
-    from labctl import topology
+    from labctl.spec import topology
 
     t = topology.load(TOPOLOGY)
     running = labctl("list").stdout.split()

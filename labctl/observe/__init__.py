@@ -1,0 +1,1 @@
+"""Reading a lab: inspect, verify, bgp, trace, capture, graph, view."""

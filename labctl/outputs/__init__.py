@@ -1,0 +1,1 @@
+"""Files labctl writes from the model (render, Jinja2 only) and the one ansible_runner caller."""

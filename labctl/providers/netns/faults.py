@@ -1,0 +1,106 @@
+"""Faults on purpose on netns nodes (`labctl fail` / `labctl repair`), every process by its pid.
+
+bird: SIGTERM to the node's BIRD (its pid file, checked against its command line), which closes its
+sessions with a BGP Cease, so the peers withdraw its routes at once. link: the node's LAN NIC down.
+node: SIGSTOP to every process in the node's namespaces (sshd, BIRD, sessions): the kernel still
+answers on the LAN, nothing on the node does, BGP peers drop it when their hold timer expires."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from pathlib import Path
+
+from labctl.errors import LabctlError
+from labctl.host import sh
+from labctl.host.hostside import alive, cmdline, read_pid
+from labctl.plan import names
+
+
+def bird_pid(node: dict) -> int | None:
+    pid = read_pid(Path(node["dir"]) / "bird.pid")
+    # a pid file outlives its process: only a BIRD started on this node's socket is ours to stop
+    return pid if pid and alive(pid) and node["bird_socket"] in cmdline(pid) else None
+
+
+def _ns_pids(data: dict, node: dict) -> list[int]:
+    spaces = [names.netns("lc", data["name"], node["name"])] + [p["netns"] for p in node.get("pods", [])]
+    return [
+        int(p)
+        for ns in spaces
+        if Path(f"/run/netns/{ns}").exists()
+        for p in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split()
+    ]
+
+
+def fail(prov, data: dict, node: dict, kind: str) -> dict:
+    name = node["name"]
+    if kind == "bird":
+        pid = bird_pid(node)
+        if pid is None:
+            raise LabctlError(f"BIRD is not running on {name}", f"`labctl repair {name} bird` starts it")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return {"pid": pid}
+    if kind == "link":
+        sh.run(["ip", "-n", names.netns("lc", data["name"], name), "link", "set", node["interface"], "down"])
+        return {"interface": node["interface"]}
+    if kind == "node":
+        pids = _ns_pids(data, node)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        return {"pids": pids}
+    raise LabctlError(f"unknown fault {kind!r}")
+
+
+def repair(prov, data: dict, node: dict, kind: str, record: dict) -> None:
+    if kind == "node":
+        # the recorded pids and whatever else is there now (a stopped process started nothing since)
+        for pid in dict.fromkeys(list(record.get("pids", [])) + _ns_pids(data, node)):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    elif kind == "link":
+        # up again, then everything bootstrap sets on it (default route, permanent neighbours: a
+        # link going down flushes them), as `up` would: idempotent for the other nodes
+        from labctl.progress import Progress
+
+        sh.run(["ip", "-n", names.netns("lc", data["name"], node["name"]), "link", "set", node["interface"], "up"])
+        prov.bootstrap(data, Progress(None, quiet=True))
+    elif kind == "bird":
+        if bird_pid(node) is None:
+            _start_bird(prov, node)
+    else:
+        raise LabctlError(f"unknown fault {kind!r}")
+
+
+def _start_bird(prov, node: dict) -> None:
+    """Start BIRD over the node's SSH as the bgp play does (in the node's namespaces), then wait up
+    to 10 s for its sessions, so what `repair` returns to is a converged node."""
+    from labctl.live import nodes
+
+    nd, sock = node["dir"], node["bird_socket"]
+    start = (
+        f"setsid -w bird -c {shlex.quote(nd + '/bird.conf')} -s {shlex.quote(sock)} "
+        f"-P {shlex.quote(nd + '/bird.pid')} </dev/null >/dev/null 2>&1"
+    )
+    peers = "|".join(p["protocol"] for p in node["peers"]) or "none"
+    wait = (
+        f"for _ in $(seq 100); do [ $({prov.birdc(node)} show protocols | grep -cE '^({peers}) .*Established') "
+        f"-ge {len(node['peers'])} ] && exit 0; sleep 0.1; done; exit 0"
+    )
+    with nodes.NodeShell(prov.dir, node) as shell:
+        rc, out, err = shell.run(start, timeout=20)
+        if rc != 0:
+            raise LabctlError(f"{node['name']}: BIRD did not start: {(err or out).strip()}")
+        shell.run(wait, timeout=20)
