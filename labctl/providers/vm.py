@@ -14,21 +14,22 @@ class VmProvider(Provider):
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 
-    def preflight(self, data: dict) -> list[str]:
-        return self.checks(data)
+    def preflight(self, model) -> list[str]:
+        return self.checks(model)
 
-    def checks(self, data: dict) -> list[str]:
+    def checks(self, model) -> list[str]:
         return []
 
-    def birdc(self, node: dict) -> str:
+    def birdc(self, node) -> str:
         """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
         from labctl.plan.model import as_node
 
         s = "" if as_node(node).ssh.user == "root" else "sudo -n "
         return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
 
-    def check_host_keys(self, data: dict, progress) -> None:
+    def check_host_keys(self, model, progress) -> None:
         """Before ansible: every node's and jump host's key is pinned, or we stop here."""
+        data = model.to_data()
         from labctl.live import hostkeys
 
         added = hostkeys.pin(data["nodes"], self.dir.known_hosts, self.accept_new_host_keys)
@@ -38,15 +39,15 @@ class VmProvider(Provider):
     def ipip_supported(self) -> bool:
         return True  # real kernels have ipip; the host_prep role loads the module
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model, progress) -> dict:
         self.dir.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.dir.known_hosts.touch(mode=0o600, exist_ok=True)
         return {}
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab, progress) -> None:
         return None
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+    def remove_nodes(self, model, names: list[str], progress) -> None:
         from labctl.errors import UsageError
 
         raise UsageError(

@@ -84,9 +84,10 @@ class QemuProvider(VmProvider):
 
     # -- checks before anything is created -------------------------------------------------
 
-    def checks(self, data: dict) -> list[str]:
+    def checks(self, model) -> list[str]:
         """What validate and `up --dry-run` refuse as `up` does: VMs larger than this host's memory,
         CIDRs overlapping a route the host has (reading both needs no root)."""
+        data = model.to_data()
         cfg, total = self._cfg(data), host_memory_mib()
         for role in ("control_plane", "worker"):
             mem = getattr(cfg, role).memory
@@ -98,8 +99,9 @@ class QemuProvider(VmProvider):
         check_routes(data, set(self._bridges(data)))
         return []
 
-    def preflight(self, data: dict) -> list[str]:
-        self.checks(data)
+    def preflight(self, model) -> list[str]:
+        data = model.to_data()
+        self.checks(model)
         if not SAFE_PATH.fullmatch(str(self.dir.root)):
             raise UsageError(
                 f"the lab dir {str(self.dir.root)!r} has characters unsafe in QEMU arguments",
@@ -159,9 +161,10 @@ class QemuProvider(VmProvider):
 
     # -- bring up --------------------------------------------------------------------------
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model, progress) -> dict:
         """Image, keys, bridge, taps, proxy, disks, VMs; idempotent (a killed VM boots again).
         Returns the QEMU pid per node."""
+        data = model.to_data()
         cfg = self._cfg(data)
         name = data["name"]
         cloud = cfg.image not in image.RECIPES  # a path, its sha256 checked by validation
@@ -276,8 +279,9 @@ class QemuProvider(VmProvider):
 
     # -- tear down -------------------------------------------------------------------------
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab, progress) -> None:
         """Remove whatever of the lab exists; one failure does not stop the rest."""
+        data = lab.to_data()
         errors: list[str] = []
         self._close_masters()
         stuck = machine.stop([self.dir.node_dir(n["name"]) for n in data["nodes"]])
@@ -311,7 +315,8 @@ class QemuProvider(VmProvider):
             for sock in cp.iterdir():
                 sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+    def remove_nodes(self, model, names: list[str], progress) -> None:
+        data = model.to_data()
         gone = [n for n in data["nodes"] if n["name"] in names]
         for n in gone:
             progress.info(f"  removing node {n['name']}")
