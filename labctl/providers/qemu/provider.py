@@ -19,8 +19,10 @@ from labctl.errors import HostError, UsageError
 from labctl.host import sh
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
+from labctl.plan.model import LabModel, as_node
 from labctl.providers.base import make_lab_keys
-from labctl.providers.netns.provider import SAFE_PATH, SSHD, check_routes, namespace_sshd
+from labctl.providers.netns.checks import SAFE_PATH, check_routes
+from labctl.providers.netns.sshd import SSHD, namespace_sshd
 from labctl.providers.qemu import bridgefw, dns, image, machine, proxy
 from labctl.providers.vm import VmProvider
 from labctl.spec.topology import Qemu
@@ -96,7 +98,7 @@ class QemuProvider(VmProvider):
                     f"qemu.{role}.memory {mem} MiB is more than this host's memory ({total} MiB)",
                     "e.g. 2048 for a control plane, 1536 for a worker",
                 )
-        check_routes(data, set(self._bridges(data)))
+        check_routes(model, set(self._bridges(data)))
         return []
 
     def preflight(self, model) -> list[str]:
@@ -137,7 +139,7 @@ class QemuProvider(VmProvider):
                 f"a qemu lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
-        check_routes(data, set(self._bridges(data)))
+        check_routes(model, set(self._bridges(data)))
         self._check_memory(data, cfg)
         if not bridgefw.bridged_through_iptables():
             return []
@@ -255,7 +257,8 @@ class QemuProvider(VmProvider):
             self.lab.checkpoint,
         )
         if data.get("routers"):
-            namespace_sshd(self.lab, data, data["routers"], netns_of)
+            m = LabModel.model_validate(data)
+            namespace_sshd(self.lab, m, m.routers, netns_of)
             routers.ensure_bird(self.dir, data, netns_of)
 
     def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
@@ -275,7 +278,7 @@ class QemuProvider(VmProvider):
 
     def _keys(self, data: dict) -> None:
         """The lab key and one host key per node and router, pinned in known_hosts before any VM boots."""
-        make_lab_keys(self.dir, data["name"], data["nodes"] + data.get("routers", []))
+        make_lab_keys(self.dir, data["name"], [as_node(h) for h in data["nodes"] + data.get("routers", [])])
 
     # -- tear down -------------------------------------------------------------------------
 
