@@ -8,14 +8,14 @@ import yaml
 
 from conftest import SEED, lab_model, labctl
 from labctl import providers
-from labctl.app import faults
 from labctl.errors import TopologyError, UsageError
 from labctl.live import impair
 from labctl.live.bird import Session
 from labctl.live.nodes import NodeFacts
 from labctl.observe import labchecks
-from labctl.observe.verify import Check
+from labctl.observe.checks import Check
 from labctl.outputs import render
+from labctl.plan import faults
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.spec import topology

@@ -238,7 +238,8 @@ def test_no_module_imports_a_private_name_of_another(module):
         for n in ast.walk(tree)
         if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("labctl")
         for a in n.names
-        if a.name.startswith("_") and not a.name.startswith("__")
+        if a.name.startswith("_")
+        and not a.name.startswith("__")
         # a package's own private helpers are its modules' to share
         and n.module != "labctl." + module.rpartition("/")[0].replace("/", ".")
     ]

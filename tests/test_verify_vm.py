@@ -235,7 +235,7 @@ def test_collect_pings_and_resolves_from_the_pods_own_namespace(lab, monkeypatch
         def model(self):
             return lab
 
-    monkeypatch.setattr(verify.live, "gather_lab", lambda *a, **k: list(obs.facts.values()))
+    monkeypatch.setattr(verify.nodefacts, "gather_lab", lambda *a, **k: list(obs.facts.values()))
     monkeypatch.setattr(verify.live, "NodeShell", Shell)
     model, got = verify.collect(Lab())
     k = "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf"  # vm-cloud logs in as ubuntu

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from labctl import providers
 from labctl.errors import UsageError
-
-KINDS = ("bird", "link", "node")
-# repair order: a frozen node, or one cut off its LAN, cannot be reached to restart its BIRD
-ORDER = ("node", "link", "bird")
+from labctl.plan.faults import KINDS, ORDER
 
 
 def _node(data: dict, name: str) -> dict:
@@ -72,8 +69,3 @@ def repair_recorded(lab, prov, data: dict, progress) -> None:
                 progress.info(f"  repairing {node}: {kind}")
                 prov.repair(data, by_name[node], kind, have[kind])
     lab.save_state(faults={})
-
-
-def shown(state: dict) -> dict[str, str]:
-    """node -> "bird,link" for inspect."""
-    return {node: ",".join(k for k in KINDS if k in have) for node, have in (state.get("faults") or {}).items() if have}

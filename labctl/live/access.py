@@ -24,6 +24,7 @@ from pathlib import Path
 
 from labctl.errors import LabctlError
 from labctl.plan import names
+from labctl.plan.model import as_node
 
 
 class RouteError(LabctlError):
@@ -197,8 +198,6 @@ def for_router(lab_dir, bridge: str | None) -> Access:
 
 def of_node(node) -> Access:
     """The access of a node of the lab model (or its dict form)."""
-    from labctl.plan.model import as_node
-
     return Access.from_data(as_node(node).ssh.to_data())
 
 

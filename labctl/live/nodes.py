@@ -11,11 +11,11 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-from labctl import fanout, providers
+from labctl import fanout
 from labctl.errors import LabctlError
 from labctl.live import access, bird, iproute
 from labctl.live.bird import Session
-from labctl.plan.model import LabModel, Node, Router, as_node
+from labctl.plan.model import Node, Router, as_node
 from labctl.spec.providers import traits
 
 SECTION = "=====labctl:"
@@ -317,13 +317,3 @@ def gather(
         return parse_probe(f, out, protocols)
 
     return fanout.each(one, nodes)
-
-
-def gather_lab(
-    lab, model: LabModel, extra: dict[str, dict[str, str]] | None = None, names: bool = False, shell=None
-) -> list[NodeFacts]:
-    """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
-
-    prov = providers.get(model.provider, lab)
-    protocols = iproute.lab_protocols(model)
-    return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names, shell=shell)

@@ -6,10 +6,11 @@ a plausible-looking value such as BGP 0/2."""
 from __future__ import annotations
 
 from labctl import output
-from labctl.app import faults
 from labctl.host import routers
 from labctl.live import impair
 from labctl.live import nodes as live
+from labctl.observe import nodefacts
+from labctl.plan import faults
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
 
@@ -22,7 +23,7 @@ def rows(lab, shell=None) -> list[dict]:
     model = lab.model()
     # every interface's qdisc (the LAN NIC's, the tunnel's, lo's...): an impairment shows as an IMPAIR column
     tc = {n.name: {"tc": live.sudo(n) + impair.SHOW_ALL} for n in model.nodes}
-    facts = live.gather_lab(lab, model, extra=tc, shell=shell)
+    facts = nodefacts.gather_lab(lab, model, extra=tc, shell=shell)
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), None)
     api_labels = {

@@ -14,7 +14,7 @@ import time
 from labctl import providers
 from labctl.live import iproute
 from labctl.live import nodes as live
-from labctl.observe.verify import Check, skip
+from labctl.observe.checks import Check, skip
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
 from labctl.spec.topology import LabCheck

@@ -15,7 +15,9 @@ from labctl import output
 from labctl.host import routers
 from labctl.live import iproute
 from labctl.live import nodes as live
+from labctl.observe import labchecks, nodefacts
 from labctl.observe import pods as podinfo
+from labctl.observe.checks import Check, skip
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
 
@@ -26,23 +28,6 @@ DNS_NAME = "kubernetes.default.svc.cluster.local"
 # on each vm node: the keys of the labels labctl set there (node_labels role), so a label the topology
 # drops is removed by the next `up` and noticed by verify until then
 OWNED_LABELS = "labctl.io/labels"
-
-
-@dataclass
-class Check:
-    check: str
-    target: str
-    ok: bool
-    detail: str = ""
-    skipped: bool = False  # not run: what it needs could not be read (ok is False, but nothing failed)
-
-    @property
-    def result(self) -> str:
-        return "SKIP" if self.skipped else ("PASS" if self.ok else "FAIL")
-
-
-def skip(check: str, target: str, unreachable: str) -> Check:
-    return Check(check, target, False, f"not run: {unreachable} unreachable", skipped=True)
 
 
 @dataclass
@@ -89,7 +74,7 @@ def collect(lab) -> tuple[LabModel, Observed]:
         extra.setdefault(a["node"], {})[f"{a['name']}->{b['name']}"] = (
             f"ip netns exec {shlex.quote(netns[a['name']])} ping -c1 -W1 -q {shlex.quote(b['ip'])}"
         )
-    facts = {f.name: f for f in live.gather_lab(lab, model, extra, names=True)}
+    facts = {f.name: f for f in nodefacts.gather_lab(lab, model, extra, names=True)}
     pings = {k: v for f in facts.values() for k, v in f.extra.items()}
     routers_read = routers.read_all(lab, model)
     return model, Observed(facts, workloads, pings, routers=routers_read)
@@ -97,7 +82,7 @@ def collect(lab) -> tuple[LabModel, Observed]:
 
 def _collect_cluster(lab, model: LabModel) -> Observed:
     """vm labs: the nodes, then pings and a DNS lookup from pods through the control plane's kubectl."""
-    facts = {f.name: f for f in live.gather_lab(lab, model, names=True)}
+    facts = {f.name: f for f in nodefacts.gather_lab(lab, model, names=True)}
     cp = model.control_plane
     workloads = _api_workloads(facts[cp.name].k8s)
     obs = Observed(facts, workloads)
@@ -441,8 +426,6 @@ def run_checks(lab, only: str | None = None) -> list[Check]:
     """The built-in checks, then the topology's own (`checks:`); only: "builtin" or "checks"."""
     out = [] if only == "checks" else evaluate(*collect(lab))
     if only != "builtin":
-        from labctl.observe import labchecks
-
         out += labchecks.run(lab)
     return out
 
