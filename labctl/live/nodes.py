@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shlex
+import threading
 from dataclasses import dataclass, field
 
 from labctl import fanout
@@ -103,8 +105,6 @@ class NodeShell:
         """Run `command`, writing its stdout/stderr to these binary files as it comes and feeding
         it fd `stdin` (EOF included); no timeout while it runs. Ctrl-C (KeyboardInterrupt) kills
         the remote command's process group, then propagates. Returns the exit code."""
-        import select
-        import threading
 
         chan = self.client.get_transport().open_session()
         chan.settimeout(None)
