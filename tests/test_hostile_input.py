@@ -17,10 +17,11 @@ from conftest import ROOT, SEED, labctl, write_yaml
 from labctl import cli
 from labctl.errors import LabctlError, UsageError
 from labctl.host import sh
-from labctl.live import impair, nodes
+from labctl.live import nodes
 from labctl.live.access import RouteError
 from labctl.observe import capture as cap
 from labctl.providers.qemu import provider as qemu_provider
+from labctl.spec import netem
 
 RACKS = ROOT / "inventories" / "two-racks" / "topology.yml"
 QEMU = ROOT / "inventories" / "seed-qemu" / "topology.yml"
@@ -280,8 +281,8 @@ def test_describe_all_names_other_interfaces():
         '{"kind":"netem","dev":"ens192","options":{"delay":{"delay":0.05}}},'
         '{"kind":"tbf","dev":"lo","options":{"rate":1250000}}]'
     )
-    assert impair.describe_all(tc, "ens192") == "delay 50ms; lo: rate 10mbit; vxlan.calico: rate 1mbit"
-    assert impair.describe_all('[{"kind":"noqueue","dev":"ens192"}]', "ens192") == ""
+    assert netem.describe_all(tc, "ens192") == "delay 50ms; lo: rate 10mbit; vxlan.calico: rate 1mbit"
+    assert netem.describe_all('[{"kind":"noqueue","dev":"ens192"}]', "ens192") == ""
 
 
 # -- low: help text ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, host_snapshot, labctl, residue
 from labctl.errors import TopologyError
 from labctl.plan import names
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 
 def racks(name="rk", octet=140, enc="IPIPCrossSubnet", bgp="tor", net_asn=True, router_asn=True, extra="") -> str:
@@ -61,7 +61,7 @@ def test_the_samples_and_the_seed_validate():
         assert t.nodes
     t = topology.loads(racks())
     assert t.calico.design == "tor" and t.lans["rack-a"].host.compressed == "10.140.1.253"
-    assert topology.plan(t).nodes[2].network == "rack-b"
+    assert schedule.plan(t).nodes[2].network == "rack-b"
 
 
 def test_network_and_networks_exclude_each_other():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, host_snapshot, labctl, residue
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 RR = ROOT / "inventories/route-reflectors/topology.yml"
 
@@ -23,7 +23,7 @@ def test_init_writes_a_valid_topology(tmp_path, nodes, reflectors):
     t = topology.load(out)
     assert len(t.nodes) == nodes and t.calico.route_reflectors == list(t.nodes)[:reflectors]
     assert len({str(n.address) for n in t.nodes.values()}) == nodes
-    plan = topology.plan(t)
+    plan = schedule.plan(t)
     assert len({str(n.block) for n in plan.nodes}) == nodes
 
 
@@ -37,7 +37,7 @@ def test_rr_render_peers_clients_only_with_reflectors(tmp_path):
     from labctl.plan import layout
 
     t = topology.load(RR)
-    data = render.build(topology.plan(t), layout.LabDir(tmp_path)).to_data()
+    data = render.build(schedule.plan(t), layout.LabDir(tmp_path)).to_data()
     peers = {n["name"]: {p["name"]: p["type"] for p in n["peers"]} for n in data["nodes"]}
     assert peers["k8s-worker-3"] == {"k8s-master": "rr", "k8s-worker-1": "rr"}
     assert peers["k8s-master"] == {

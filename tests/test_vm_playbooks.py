@@ -10,7 +10,7 @@ import pytest
 
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
@@ -45,7 +45,7 @@ def vm_lab(tmp_path_factory) -> layout.LabDir:
     src = tmp / "topology.yml"
     src.write_text(VM_TOPOLOGY)
     lab = layout.LabDir(tmp / "lab")
-    render.render(topology.plan(topology.load(src)), lab, src)
+    render.render(schedule.plan(topology.load(src)), lab, src)
     return lab
 
 

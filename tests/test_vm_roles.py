@@ -23,7 +23,7 @@ import yaml
 from conftest import ROOT
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 ROLES = ROOT / "playbooks" / "roles"
 PYTHON = "/usr/bin/python3"
@@ -345,7 +345,7 @@ def test_reflectors_off_turns_the_mesh_back_on(tmp_path):
 def _two_racks_vm(tmp_path: Path) -> layout.LabDir:
     src = ROOT / "inventories" / "two-racks-vm" / "topology.yml"
     lab = layout.LabDir(tmp_path / "lab")
-    render.render(topology.plan(topology.load(src)), lab, src)
+    render.render(schedule.plan(topology.load(src)), lab, src)
     return lab
 
 

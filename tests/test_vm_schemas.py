@@ -21,7 +21,7 @@ import yaml
 from conftest import ROOT
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 TWO_RACKS_VM = ROOT / "inventories" / "two-racks-vm" / "topology.yml"
@@ -423,7 +423,7 @@ class Lab:
     def __init__(self, src: Path, out: Path):
         self.src = src
         self.t = topology.load(src)
-        self.plan = topology.plan(self.t)
+        self.plan = schedule.plan(self.t)
         self.out = out
         self.files = render.render(self.plan, layout.LabDir(out), src)
         self.cp = next(n for n in self.plan.nodes if n.role == "control-plane")

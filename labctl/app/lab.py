@@ -21,8 +21,9 @@ from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.progress import Progress
-from labctl.spec import topology
+from labctl.spec import netem, schedule, topology
 from labctl.spec.providers import traits
+from labctl.spec.schema import LAB_NAME, Topology
 
 
 def now() -> str:
@@ -60,7 +61,7 @@ class Lab:
                 raise UsageError(f"no lab under {layout.home()}", "run `labctl up` first")
             else:
                 raise UsageError(f"several labs: {', '.join(labs)}", "pick one with --name")
-        if not topology.LAB_NAME.fullmatch(name):
+        if not LAB_NAME.fullmatch(name):
             raise UsageError(f"{name!r} is not a lab name", "lab names match ^[a-z][a-z0-9-]{0,19}$")
         return cls(layout.lab_dir(name))
 
@@ -121,13 +122,13 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
 
-    def new_model(self, topo: topology.Topology, prov=None) -> LabModel:
+    def new_model(self, topo: Topology, prov=None) -> LabModel:
         """The lab model this topology builds to on this host: the plan plus the host's one fact,
         whether its kernel has ipip (so validate, `up --dry-run` and `up` judge the same model)."""
         prov = prov or providers.get(topo.provider, self)
-        return render.build(topology.plan(topo), self.dir, prov.ipip_supported())
+        return render.build(schedule.plan(topo), self.dir, prov.ipip_supported())
 
-    def check(self, topo: topology.Topology) -> list[str]:
+    def check(self, topo: Topology) -> list[str]:
         """The provider's checks that need no host access (up's preflight runs them too); warnings."""
         prov = providers.get(topo.provider, self)
         model = self.new_model(topo, prov)
@@ -135,7 +136,7 @@ class Lab:
         _tunnel_check(model)
         return prov.checks(model.to_data())
 
-    def plan_change(self, topo: topology.Topology, new: LabModel | None = None) -> reconcile.Diff:
+    def plan_change(self, topo: Topology, new: LabModel | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
         new = new if new is not None else self.new_model(topo)
         old = self.model() if self.dir.topology_data.exists() and self.dir.state.exists() else None
@@ -145,7 +146,7 @@ class Lab:
             new = new.model_copy(update={"calico": calico})
         return reconcile.diff(old, new)
 
-    def up(self, topo: topology.Topology, source: Path | None, progress: Progress, **options) -> dict:
+    def up(self, topo: Topology, source: Path | None, progress: Progress, **options) -> dict:
         """Build the lab, or bring a running one to the topology (see _up for the options)."""
         self.dir.refuse_unmarked()  # before `fresh` may remove it: a directory not labctl's stays as it is
         fresh = not self.dir.topology_data.exists()  # the lab dir holds at most this run's log
@@ -161,7 +162,7 @@ class Lab:
 
     def _up(
         self,
-        topo: topology.Topology,
+        topo: Topology,
         source: Path | None,
         progress: Progress,
         check: bool = False,
@@ -169,7 +170,7 @@ class Lab:
         accept_new_host_keys: bool = False,
         extravars: dict | None = None,
     ) -> dict:
-        plan = topology.plan(topo)
+        plan = schedule.plan(topo)
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
             self._cancel = (cancel, progress)
@@ -286,7 +287,7 @@ class Lab:
         """Remove everything the lab created; False if there was nothing to remove."""
         root = self.dir.root
         # only ever a lab's own directory: a bad name must never turn into rmtree of anything else
-        if root.parent != layout.home() or not topology.LAB_NAME.fullmatch(root.name):
+        if root.parent != layout.home() or not LAB_NAME.fullmatch(root.name):
             raise UsageError(f"refusing to remove {root}: not a lab directory under {layout.home()}")
         self.dir.refuse_unmarked()  # `down --name images`: never a directory labctl did not make
         if other := providers.other_home(self):
@@ -376,7 +377,7 @@ def _netem_check(prov, model: LabModel) -> None:
     need = impair.needs_netem(model)
     if need and prov.netem_supported() is False:
         raise HostError(
-            f"impairments {', '.join(need)}: {impair.NO_NETEM}",
+            f"impairments {', '.join(need)}: {netem.NO_NETEM}",
             "keep only rate in the topology's impairments, or use a kernel with sch_netem",
         )
 

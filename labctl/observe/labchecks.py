@@ -17,7 +17,7 @@ from labctl.live import nodes as live
 from labctl.observe.checks import Check, skip
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
-from labctl.spec.topology import LabCheck
+from labctl.spec.schema import LabCheck
 
 KINDS = ("exec", "reach", "route", "bgp")
 KILL_AFTER = 2  # seconds between timeout's TERM and its KILL

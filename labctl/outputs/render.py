@@ -19,7 +19,8 @@ from labctl.plan import layout, names
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.spec.providers import traits
-from labctl.spec.topology import Plan, Proxy, base_labels
+from labctl.spec.schedule import Plan, base_labels
+from labctl.spec.schema import Proxy
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 NETWORK_LABEL = "labctl.io/network"  # a vm node's network (`networks:`), as a Kubernetes node label
@@ -420,13 +421,13 @@ def _racks_data(t, routers: list[dict]) -> dict:
 
 def _exercise_data(t) -> dict:
     """impairments (node, interface, tc spec) and the lab's own checks, only when the topology has them."""
-    from labctl.live import impair
-    from labctl.spec.topology import impairment_targets
+    from labctl.spec import netem
+    from labctl.spec.schedule import impairment_targets
 
     out: dict = {}
     if t.impairments:
         out["impairments"] = [
-            {"node": node, "interface": iface, "spec": impair.spec(i.delay, i.jitter, i.loss, i.rate)}
+            {"node": node, "interface": iface, "spec": netem.spec(i.delay, i.jitter, i.loss, i.rate)}
             for i, (node, iface) in zip(t.impairments, impairment_targets(t), strict=True)
         ]
     if t.checks:

@@ -563,7 +563,7 @@ def _host_nodes(name: str, spaces: list[str] | None = None) -> list[dict]:
 
 def orphans() -> list[str]:
     from labctl.plan import layout
-    from labctl.spec import topology
+    from labctl.spec import schema
 
     try:
         names = {
@@ -576,7 +576,7 @@ def orphans() -> list[str]:
     out = []
     for name in sorted(names):
         d = layout.lab_dir(name)
-        if topology.LAB_NAME.fullmatch(name) and not d.is_lab() and orphan_data(d, sure=True) is not None:
+        if schema.LAB_NAME.fullmatch(name) and not d.is_lab() and orphan_data(d, sure=True) is not None:
             out.append(name)
     return out
 

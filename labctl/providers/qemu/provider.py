@@ -23,7 +23,7 @@ from labctl.providers.base import make_lab_keys
 from labctl.providers.netns.provider import SAFE_PATH, SSHD, check_routes, namespace_sshd
 from labctl.providers.qemu import bridgefw, dns, image, machine, proxy
 from labctl.providers.vm import VmProvider
-from labctl.spec.topology import Qemu
+from labctl.spec.schema import Qemu
 
 SSH_READY_SECONDS = 300  # TCG on a busy 2-core host: ~25 s each, booted side by side
 
