@@ -15,6 +15,7 @@ from labctl import fanout, providers
 from labctl.errors import LabctlError
 from labctl.live import access, bird, iproute
 from labctl.live.bird import Session
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node, Router, as_node
 from labctl.spec.providers import traits
 
@@ -248,7 +249,7 @@ def parse_names(text: str) -> dict[str, str]:
 
 def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -> NodeFacts:
     """Fill facts from the probe's output; `protocols` are the route protocols of the pod network
-    (iproute.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
+    (calico.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
     sections: dict[str, str] = {}
     key = None
     for line in out.splitlines():
@@ -269,7 +270,7 @@ def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -
         if link.get("ifname") == "vxlan.calico":
             facts.vtep_mac = link.get("address", "")
     facts.routes = iproute.loads(sections.get("route", ""))
-    facts.block = iproute.own_block(facts.routes, protocols or {iproute.BIRD})
+    facts.block = iproute.own_block(facts.routes, protocols or {calico.BIRD})
     facts.neigh = iproute.loads(sections.get("neigh", ""))
     facts.fdb = iproute.loads(sections.get("fdb", ""))
     if "names" in sections:
@@ -325,5 +326,5 @@ def gather_lab(
     """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
 
     prov = providers.get(model.provider, lab)
-    protocols = iproute.lab_protocols(model)
+    protocols = calico.lab_protocols(model)
     return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names, shell=shell)
