@@ -388,7 +388,7 @@ def _tunnel_check(model: LabModel) -> None:
     for i in model.impairments or []:
         if i.interface in tunnels and i.interface != model.calico.tunnel_device:
             have = model.calico.tunnel_device or "no tunnel device"
-            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == "tunl0" else ""
+            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == calico.TUNL0 else ""
             raise UsageError(
                 f"impairments {i.node}:{i.interface}: this lab's nodes have {have}, not {i.interface}{why}",
                 f"impair {i.node}:{have}" if model.calico.tunnel_device else "impair the node's LAN NIC",

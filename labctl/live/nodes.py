@@ -265,9 +265,9 @@ def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -
                 continue
             if a.get("local") == facts.address:
                 facts.interface, facts.physical_ip = link["ifname"], f"{a['local']}/{a['prefixlen']}"
-            if link.get("ifname") in ("tunl0", "vxlan.calico") and a.get("prefixlen") == 32:
+            if link.get("ifname") in calico.TUNNELS and a.get("prefixlen") == 32:
                 facts.tunnel_device, facts.tunnel_ip = link["ifname"], a["local"]
-        if link.get("ifname") == "vxlan.calico":
+        if calico.vteps(link.get("ifname")):
             facts.vtep_mac = link.get("address", "")
     facts.routes = iproute.loads(sections.get("route", ""))
     facts.block = iproute.own_block(facts.routes, protocols or {calico.BIRD})
