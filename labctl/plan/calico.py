@@ -85,8 +85,9 @@ def bird_action(native: bool, tunnel: str | None, peer: dict) -> str:
     (tunl0's gateway is the peer's node IP, vxlan.calico's the peer's VTEP)."""
     if native:
         return "accept;"
-    gw = peer["address"] if tunnel == TUNL0 else peer["tunnel_ip"]
-    return f'ifname = "{tunnel if tunnel == TUNL0 else VXLAN_DEVICE}"; onlink = true; gw = {gw}; accept;'
+    if tunnel == TUNL0:
+        return f'ifname = "{TUNL0}"; onlink = true; gw = {peer["address"]}; accept;'
+    return f'ifname = "{VXLAN_DEVICE}"; onlink = true; gw = {peer["tunnel_ip"]}; accept;'
 
 
 def felix_route(native: bool, peer: dict, interface: str) -> str:
