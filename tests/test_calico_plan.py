@@ -1,10 +1,12 @@
 """labctl.plan.calico: Calico's encapsulation semantics have one home, and nothing else decides them."""
 
 import re
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import ROOT
+from labctl.observe import trace
 from labctl.plan import calico
 
 PEER = {"address": "10.0.0.2", "tunnel_ip": "192.168.1.0", "block": "192.168.1.0/24"}
@@ -62,3 +64,20 @@ def test_no_other_module_decides_the_encapsulation():
         if names.search(line) or (p.suffix == ".py" and device.search(line))
     ]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    "enc, owner_net, why",
+    [
+        ("IPIP", "a", "; same subnet (a), still encapsulated under IPIP (IPIP emulated on vxlan.calico)"),
+        ("IPIPCrossSubnet", "a", "; same subnet (a): native under IPIPCrossSubnet (IPIP emulated on vxlan.calico)"),
+        ("VXLANCrossSubnet", "b", "; other subnet (b, behind a router): encapsulated under VXLANCrossSubnet"),
+        ("None", "b", "; None: never encapsulated, so routers between the networks must know the pod blocks"),
+    ],
+)
+def test_trace_names_calicos_rule_for_the_hop(enc, owner_net, why):
+    t = object.__new__(trace._Trace)  # encap_reason reads only the model and the plan, nothing live
+    t.routers, t.d = {"r1": None}, {"node": "n2"}
+    t.nodes = {"n1": SimpleNamespace(name="n1", network="a"), "n2": SimpleNamespace(name="n2", network=owner_net)}
+    t.model = SimpleNamespace(calico=SimpleNamespace(encapsulation=enc, tunnel_device="vxlan.calico"))
+    assert t.encap_reason("n1") == why
