@@ -33,7 +33,11 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
         parts = module.split(".")
         parts = parts if FILES[module].name == "__init__.py" else parts[:-1]
         base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-    return [f"{base}.{a.name}" if f"{base}.{a.name}" in FILES else base for a in node.names if base in FILES or f"{base}.{a.name}" in FILES]
+    return [
+        f"{base}.{a.name}" if f"{base}.{a.name}" in FILES else base
+        for a in node.names
+        if base in FILES or f"{base}.{a.name}" in FILES
+    ]
 
 
 def _imports(module: str, local_only: bool = False) -> set[str]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from labctl.live import bird, iproute, nodes
+from labctl.live import bird, nodes
 from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe import bgp
+from labctl.plan import calico
 from labctl.plan.model import Node
 
 # `birdcl -s /var/run/calico/bird.ctl show protocols` inside calico-node (Calico v3.30, BIRD 1.6 fork)
@@ -156,7 +157,7 @@ def probe_output(routes) -> str:
     ],
 )
 def test_the_nodes_block_comes_from_the_dataplanes_route_protocol(encapsulation, routes, block):
-    protocols = iproute.dataplane_protocols(encapsulation, None)
+    protocols = calico.dataplane_protocols(encapsulation, None)
     f = parse_probe(NodeFacts("n", "10.0.1.5", reachable=True), probe_output(routes), protocols)
     assert f.block == block
 
@@ -193,7 +194,7 @@ def test_bgp_row_of_a_vm_node_through_birdcl_with_felix_routes(monkeypatch):
     birdc = VmProvider.birdc(None, node)
     assert birdc.startswith("sudo -n crictl exec $(sudo -n crictl ps -q --name calico-node")
     assert birdc.endswith("birdcl -s /var/run/calico/bird.ctl")
-    row = bgp.node_row(Path("/nonexistent"), node, birdc, iproute.dataplane_protocols("VXLAN", None))
+    row = bgp.node_row(Path("/nonexistent"), node, birdc, calico.dataplane_protocols("VXLAN", None))
     assert row["error"] == ""
     assert [(s["name"], s["peer_address"], s["bgp_state"]) for s in row["sessions"]] == [
         ("Mesh_10_0_1_6", "10.0.1.6", "Established"),

@@ -16,8 +16,8 @@ from labctl import providers
 from labctl.app import decided
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.outputs import render
+from labctl.plan import calico, layout
 from labctl.plan import diff as reconcile
-from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.progress import Progress
@@ -186,7 +186,7 @@ class Lab:
             _netem_check(prov, model)
             _tunnel_check(model)
             tunnel = model.calico.tunnel_device
-            fallback = topo.calico.encapsulation.startswith("IPIP") and tunnel == "vxlan.calico"
+            fallback = calico.ipip_emulated(topo.calico.encapsulation, tunnel)
             if fallback:
                 progress.warn("this kernel has no ipip: IPIP is emulated with vxlan.calico (VNI 4096, UDP 4789)")
             if change.hosts:
@@ -385,11 +385,11 @@ def _netem_check(prov, model: LabModel) -> None:
 def _tunnel_check(model: LabModel) -> None:
     """Refuse an impairment on a tunnel device the lab will not have: the host decides it (a kernel
     without ipip emulates IPIP with vxlan.calico), so this is known before anything is built."""
-    tunnels = ("tunl0", "vxlan.calico")
+    tunnels = calico.TUNNELS
     for i in model.impairments or []:
         if i.interface in tunnels and i.interface != model.calico.tunnel_device:
             have = model.calico.tunnel_device or "no tunnel device"
-            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == "tunl0" else ""
+            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == calico.TUNL0 else ""
             raise UsageError(
                 f"impairments {i.node}:{i.interface}: this lab's nodes have {have}, not {i.interface}{why}",
                 f"impair {i.node}:{have}" if model.calico.tunnel_device else "impair the node's LAN NIC",

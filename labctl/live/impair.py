@@ -7,6 +7,8 @@ refused before anything changes."""
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from labctl import fanout
@@ -19,8 +21,6 @@ from labctl.spec import netem
 def netem_on_this_host() -> bool:
     """Whether this host's kernel has sch_netem: tried for real on the loopback of a throwaway
     network namespace (gone with the process), which is exact whether netem is a module or built in."""
-    import shutil
-    import subprocess
 
     if shutil.which("unshare") is None or shutil.which("tc") is None:
         return Path("/sys/module/sch_netem").exists()

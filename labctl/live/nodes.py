@@ -17,6 +17,7 @@ from labctl import fanout
 from labctl.errors import LabctlError
 from labctl.live import access, bird, iproute
 from labctl.live.bird import Session
+from labctl.plan import calico
 from labctl.plan.model import Node, Router, as_node
 from labctl.spec.providers import traits
 
@@ -248,7 +249,7 @@ def parse_names(text: str) -> dict[str, str]:
 
 def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -> NodeFacts:
     """Fill facts from the probe's output; `protocols` are the route protocols of the pod network
-    (iproute.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
+    (calico.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
     sections: dict[str, str] = {}
     key = None
     for line in out.splitlines():
@@ -264,12 +265,12 @@ def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -
                 continue
             if a.get("local") == facts.address:
                 facts.interface, facts.physical_ip = link["ifname"], f"{a['local']}/{a['prefixlen']}"
-            if link.get("ifname") in ("tunl0", "vxlan.calico") and a.get("prefixlen") == 32:
+            if link.get("ifname") in calico.TUNNELS and a.get("prefixlen") == 32:
                 facts.tunnel_device, facts.tunnel_ip = link["ifname"], a["local"]
-        if link.get("ifname") == "vxlan.calico":
+        if calico.vteps(link.get("ifname")):
             facts.vtep_mac = link.get("address", "")
     facts.routes = iproute.loads(sections.get("route", ""))
-    facts.block = iproute.own_block(facts.routes, protocols or {iproute.BIRD})
+    facts.block = iproute.own_block(facts.routes, protocols or {calico.BIRD})
     facts.neigh = iproute.loads(sections.get("neigh", ""))
     facts.fdb = iproute.loads(sections.get("fdb", ""))
     if "names" in sections:

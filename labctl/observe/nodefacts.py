@@ -4,8 +4,8 @@ route protocols to expect): what inspect and verify read."""
 from __future__ import annotations
 
 from labctl import providers
-from labctl.live import iproute
 from labctl.live.nodes import NodeFacts, gather
+from labctl.plan import calico
 from labctl.plan.model import LabModel
 
 
@@ -15,5 +15,5 @@ def gather_lab(
     """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
 
     prov = providers.get(model.provider, lab)
-    protocols = iproute.lab_protocols(model)
+    protocols = calico.lab_protocols(model)
     return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names, shell=shell)

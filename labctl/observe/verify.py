@@ -18,6 +18,7 @@ from labctl.live import nodes as live
 from labctl.observe import labchecks, nodefacts
 from labctl.observe import pods as podinfo
 from labctl.observe.checks import Check, skip
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
 
@@ -199,7 +200,7 @@ def _node_checks(v: View, n: Node) -> list[Check]:
     if v.cluster:
         out.append(skip("ready", name, v.api_from) if v.api_down else _ready_check(v, name))
     read = ["hostname", "bgp", "routes"]
-    read += ["vtep"] if v.model.calico.tunnel_device == "vxlan.calico" else []
+    read += ["vtep"] if calico.vteps(v.model.calico.tunnel_device) else []
     read += ["names"] + ([] if v.cluster else ["labels"])
     if not f.reachable:
         out += [skip(c, name, name) for c in read]
@@ -237,7 +238,7 @@ def _router_checks(v: View) -> list[Check]:
             )
             out.append(Check("bgp", name, not bad, detail))
         routed = {x.get("dst") for x in got["routes"] if x.get("type", "unicast") == "unicast"}
-        if enc != "None":
+        if calico.encapsulates(enc, same_network=False):  # a router is always between two networks
             detail = f"pod traffic crosses {name} encapsulated ({enc}, between node addresses): no pod routes needed"
             out.append(Check("router-routes", name, True, detail))
             continue
@@ -290,7 +291,7 @@ def _routes_check(v: View, n: Node, f) -> Check:
 def _vtep_check(v: View, n: Node, f) -> Check:
     """VXLAN: for every other node, the neighbour entry (its tunnel IP -> its VTEP MAC) and the fdb
     entry (that MAC -> its LAN address) on vxlan.calico; without them the tunnel cannot send."""
-    if f.tunnel_device != "vxlan.calico" or not f.vtep_mac:
+    if not calico.vteps(f.tunnel_device) or not f.vtep_mac:
         return Check("vtep", n.name, False, "no vxlan.calico device with a tunnel IP and a MAC")
     neigh = {(x.get("dst"), x.get("lladdr")) for x in f.neigh}
     fdb = {(x.get("mac"), x.get("dst")) for x in f.fdb}

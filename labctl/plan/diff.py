@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from labctl.errors import UsageError
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
 from labctl.spec import netem
 
@@ -141,7 +142,7 @@ def _hosts(old: LabModel, new: LabModel, fresh: list[str], gone: list[str], rela
     old_pods, new_pods = _pods(old), _pods(new)
     # with VXLAN every node holds a VTEP entry and a BIRD next-hop mapping per peer node, so
     # membership touches all of them; otherwise only nodes whose BGP peers changed
-    per_peer = bool(fresh or gone) and new.calico.tunnel_device == "vxlan.calico"
+    per_peer = bool(fresh or gone) and calico.vteps(new.calico.tunnel_device)
 
     def peers(n: Node) -> set[tuple]:
         # the peer's AS too: a router's new asn is in its peers' BIRD config ("Bad peer AS" otherwise)

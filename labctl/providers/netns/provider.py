@@ -18,7 +18,7 @@ from labctl.errors import HostError, UsageError
 from labctl.host import sh
 from labctl.host.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.host.nsshell import NsShell
-from labctl.plan import names
+from labctl.plan import calico, names
 from labctl.plan.layout import LabDir
 from labctl.providers.base import Provider, make_lab_keys
 
@@ -641,7 +641,7 @@ def neighbour_need(data: dict) -> NeighbourNeed:
     entry per peer; per pod one on each side of its veth. All permanent: nothing on the lab's paths
     is left to ARP (tests/test_netns_lifecycle.py pins this against a live count)."""
     n = len(data["nodes"])
-    vteps = n * (n - 1) if data["calico"].get("tunnel_device") == "vxlan.calico" else 0
+    vteps = n * (n - 1) if calico.vteps(data["calico"].get("tunnel_device")) else 0
     pods = sum(len(node.get("pods", [])) for node in data["nodes"])
     return NeighbourNeed(permanent=n + n * n + vteps + 2 * pods, dynamic=0)
 
