@@ -46,19 +46,42 @@ def kernel_missing() -> str | None:
     return _tools_missing(KERNEL_TOOLS)
 
 
-def pytest_collection_modifyitems(config, items):
-    # the most demanding tier a test is in decides: a VM test needs everything a netns test needs
-    whys = {"kernel": kernel_missing(), "qemu": qemu_missing(), "netns": netns_missing()}
+# Every test is in exactly one tier (pyproject.toml describes them): `make unit` runs one, and a test in
+# none would silently never run there, a test in two would run under the wrong prerequisites.
+TIERS = ("unit", "lint", "netns", "qemu", "kernel")
+
+
+def tier_problems(items) -> list[str]:
+    out = []
     for item in items:
-        marker = next((m for m in whys if m in item.keywords), None)
-        if marker is None or whys[marker] is None:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            out.append(f"{item.nodeid}: {'tiers ' + ' and '.join(tiers) if tiers else 'no tier'}")
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: a test without a tier is an error in every run
+def pytest_collection_modifyitems(config, items):
+    if problems := tier_problems(items):
+        raise pytest.UsageError(
+            f"every test needs exactly one tier marker ({', '.join(TIERS)}):\n  " + "\n  ".join(problems)
+        )
+    # a kernel or qemu test needs everything a netns test needs, and more
+    whys = {"kernel": kernel_missing, "qemu": qemu_missing, "netns": netns_missing}
+    found: dict[str, str | None] = {}
+    for item in items:
+        tier = next(m.name for m in item.iter_markers() if m.name in TIERS)
+        if tier not in whys:
             continue
-        why = whys[marker]
+        if tier not in found:
+            found[tier] = whys[tier]()
+        if (why := found[tier]) is None:
+            continue
         if os.environ.get("CI"):
             # CI installs everything: a skipped real-network or real-VM test there would hide a broken setup
-            item.add_marker(pytest.mark.xfail(reason=f"{marker} prerequisites: {why}", strict=True, run=False))
+            item.add_marker(pytest.mark.xfail(reason=f"{tier} prerequisites: {why}", strict=True, run=False))
         else:
-            item.add_marker(pytest.mark.skip(reason=f"{marker} test: {why}"))
+            item.add_marker(pytest.mark.skip(reason=f"{tier} test: {why}"))
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from conftest import ROOT, lab_model
 from labctl import access, layout, providers, render, topology
 from labctl.errors import LabctlError, UsageError
 
+pytestmark = pytest.mark.unit
+
 VM = """
 name: acc
 provider: vm

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from conftest import ROOT, SEED
 from labctl import cli, hostkeys, runner
 
+pytestmark = pytest.mark.unit
+
 VM = ROOT / "inventories/vm-cloud/topology.yml"
 
 

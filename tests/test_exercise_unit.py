@@ -16,6 +16,8 @@ from labctl.nodes import NodeFacts
 from labctl.topology import LabCheck
 from labctl.verify import Check
 
+pytestmark = pytest.mark.unit
+
 
 def seed(**extra) -> dict:
     return yaml.safe_load(SEED.read_text()) | extra

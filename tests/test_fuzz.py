@@ -24,6 +24,8 @@ from conftest import SEED
 from labctl import cli, layout, render, runner, topology, yamlsrc
 from labctl.errors import TopologyError
 
+pytestmark = pytest.mark.unit
+
 PROBLEM = re.compile(r"[^:]+:\d+: \S+: .+")
 SEED_TEXT = SEED.read_text()
 SEED_DATA = yaml.safe_load(SEED_TEXT)

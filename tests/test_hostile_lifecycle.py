@@ -15,6 +15,8 @@ from conftest import SEED, labctl
 from labctl import cli, generate, reconcile, render, topology
 from labctl.layout import LabDir
 
+pytestmark = pytest.mark.unit
+
 
 def invoke(*args, **env):
     return CliRunner().invoke(cli.app, [str(a) for a in args], env=env or None)

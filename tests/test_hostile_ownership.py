@@ -5,12 +5,15 @@ failed bootstrap."""
 import json
 import subprocess
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from conftest import ROOT, SEED, write_yaml
 from labctl import cli, reconcile, render, topology
 from labctl.layout import LabDir
+
+pytestmark = pytest.mark.unit
 
 
 def invoke(*args, **env):

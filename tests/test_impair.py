@@ -5,6 +5,8 @@ import pytest
 from labctl import impair
 from labctl.errors import UsageError
 
+pytestmark = pytest.mark.unit
+
 
 def test_spec_and_commands():
     s = impair.spec(delay="50ms", jitter="5ms", loss="5%", rate="10mbit")

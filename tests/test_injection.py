@@ -21,6 +21,8 @@ from labctl.errors import TopologyError, UsageError
 from labctl.lab import Lab
 from labctl.providers import netns
 
+pytestmark = pytest.mark.unit
+
 PROBLEM = re.compile(r"[^:]+:\d+: \S+: .+")
 SEED_DATA = yaml.safe_load(SEED.read_text())
 VM_DATA = yaml.safe_load((ROOT / "inventories/vm-cloud/topology.yml").read_text())

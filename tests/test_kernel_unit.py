@@ -9,6 +9,8 @@ import conftest
 from conftest import ROOT
 from labctl.qemu import image
 
+pytestmark = pytest.mark.unit
+
 
 def test_netns_image_has_what_make_up_installs():
     """debian-12-netns is where `make up` runs inside the VM: the Makefile's APT_PACKAGES (python3-pip

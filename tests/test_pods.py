@@ -11,6 +11,8 @@ from conftest import lab_model
 from labctl import iproute, pods, trace
 from labctl.nodes import NodeFacts, parse_probe
 
+pytestmark = pytest.mark.unit
+
 # -- recorded outputs ------------------------------------------------------------------------------
 
 # `kubectl get pods -A -l labctl.io/workload -o json` on the control plane: a v1 List of Pods; Calico

@@ -22,7 +22,7 @@ import yaml
 from conftest import QEMU_IMAGES, labctl
 from conftest import qemu_residue as residue
 
-pytestmark = [pytest.mark.netns, pytest.mark.qemu]  # root, bridges, taps and VMs
+pytestmark = pytest.mark.qemu  # root, bridges, taps and VMs
 NAME = "qnet"
 LAN = "10.247.21"
 GATEWAY = f"{LAN}.254"

@@ -13,6 +13,8 @@ from labctl import bgp, bird, iproute, nodes
 from labctl.model import Node
 from labctl.nodes import NodeFacts, parse_probe
 
+pytestmark = pytest.mark.unit
+
 # `birdcl -s /var/run/calico/bird.ctl show protocols` inside calico-node (Calico v3.30, BIRD 1.6 fork)
 BIRDCL_PROTOCOLS = """BIRD v0.3.3+birdv1.6.8 ready.
 name     proto    table    state  since       info

@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import SEED
 from labctl import generate, layout, reconcile, render, topology
 from labctl.model import LabModel
+
+pytestmark = pytest.mark.unit
 
 LAB = layout.LabDir(Path("/nonexistent/lab"))
 

@@ -11,6 +11,8 @@ import yaml
 from conftest import ROOT, labctl
 from labctl import layout, render, topology
 
+pytestmark = pytest.mark.unit
+
 GOLDEN = ROOT / "tests" / "golden"
 TOPOLOGIES = {
     "seed": "inventories/seed/topology.yml",

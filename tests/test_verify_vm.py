@@ -8,6 +8,8 @@ from labctl import layout, render, topology
 from labctl.nodes import NodeFacts, parse_probe
 from labctl.verify import Observed, _api_workloads, answers, evaluate
 
+pytestmark = pytest.mark.unit
+
 # `birdcl show protocols` inside calico-node (Calico's BIRD 1.6 fork), as calicoctl shows it
 BIRD = """BIRD v0.3.3+birdv1.6.8 ready.
 name     proto    table    state  since       info

@@ -21,6 +21,8 @@ import yaml
 from conftest import ROOT
 from labctl import layout, render, topology
 
+pytestmark = pytest.mark.unit
+
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 TWO_RACKS_VM = ROOT / "inventories" / "two-racks-vm" / "topology.yml"
 

@@ -23,6 +23,8 @@ from labctl import layout, render, runner, topology
 from labctl.errors import ProvisionError
 from labctl.progress import Progress
 
+pytestmark = pytest.mark.lint
+
 TOKEN = "abcdef.0123456789abcdef"
 HASH = "sha256:" + "5f" * 32
 TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")

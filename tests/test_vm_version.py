@@ -2,11 +2,14 @@
 anything runs (labctl installs a version; a new patch without `kubeadm upgrade` would put a new
 kubelet under an old control plane, and a new minor was silently ignored)."""
 
+import pytest
 import yaml
 
 from conftest import ROOT, labctl
 from labctl import layout, reconcile, render, topology
 from labctl.lab import Lab
+
+pytestmark = pytest.mark.unit
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 
