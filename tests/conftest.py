@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "inventories" / "seed" / "topology.yml"
 # The tools of the environment the tests run in (ansible-playbook, ansible-lint, yamllint) live beside its
 # python: `make test` runs .venv/bin/python without .venv/bin on PATH, and a test must not skip for that.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])
+# `make unit` runs the property tests (test_fuzz.py) with a fifth of their examples: `make test` runs them all
+settings.register_profile("unit")
 NETNS_TOOLS = ("bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "ip", "bridge")
 
 
