@@ -182,6 +182,7 @@ class RealLab:
     topology: Path
     up: subprocess.CompletedProcess
     before: dict  # host_snapshot before the lab was built
+    down: subprocess.CompletedProcess | None = None  # the final `down`, once the lab is gone
 
 
 @contextlib.contextmanager
@@ -190,13 +191,17 @@ def real_lab(topology: Path, require_up: bool = True):
     and ssh's sockets live under it), `up`; afterwards `down`, and nothing of the lab is left on the host."""
     home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     before = host_snapshot(home)
+    lab = None
     try:
         up = labctl("up", "-t", topology, home=home)
         if require_up:
             assert up.returncode == 0, up.stdout + up.stderr
-        yield RealLab(home, topology, up, before)
+        lab = RealLab(home, topology, up, before)
+        yield lab
     finally:
-        labctl("down", "-t", topology, home=home)
+        down = labctl("down", "-t", topology, home=home)
+        if lab is not None:
+            lab.down = down
         try:
             assert residue(before, host_snapshot(home)) == {}
         finally:
