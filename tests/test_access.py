@@ -18,6 +18,8 @@ from labctl.plan import layout, names
 from labctl.spec import providers as registry
 from labctl.spec import schedule, schema, topology
 
+pytestmark = pytest.mark.unit
+
 VM = """
 name: acc
 provider: vm

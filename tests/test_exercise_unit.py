@@ -21,6 +21,8 @@ from labctl.plan.model import LabModel
 from labctl.spec import netem, schedule, topology
 from labctl.spec.schema import LabCheck
 
+pytestmark = pytest.mark.unit
+
 
 def seed(**extra) -> dict:
     return yaml.safe_load(SEED.read_text()) | extra

@@ -27,13 +27,22 @@ from labctl.outputs import render, runner
 from labctl.plan import layout
 from labctl.spec import schedule, schema, topology, yamlsrc
 
+pytestmark = pytest.mark.unit
+
 PROBLEM = re.compile(r"[^:]+:\d+: \S+: .+")
 SEED_TEXT = SEED.read_text()
 SEED_DATA = yaml.safe_load(SEED_TEXT)
 
 # generation speed says nothing about labctl, and a loaded CI machine trips it
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
-FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=SLOW_OK)
+
+
+def examples(n: int) -> int:
+    """n examples in `make test`; a fifth under `make unit` (its hypothesis profile, tests/conftest.py)."""
+    return n // 5 if settings.default is settings.get_profile("unit") else n
+
+
+FAST = settings(max_examples=examples(150), deadline=None, database=None, suppress_health_check=SLOW_OK)
 FIXTURES = settings(
     FAST, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -404,7 +413,7 @@ def fresh_world(sb) -> dict[str, str]:
     }
 
 
-@settings(FIXTURES, max_examples=250)
+@settings(FIXTURES, max_examples=examples(250))
 @given(args=argv())
 def test_cli_arguments_never_crash(sandbox, args):
     files = fresh_world(sandbox)

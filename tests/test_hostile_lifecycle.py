@@ -18,6 +18,8 @@ from labctl.plan import diff as reconcile
 from labctl.plan.layout import LabDir
 from labctl.spec import generate, schedule, topology
 
+pytestmark = pytest.mark.unit
+
 
 def invoke(*args, **env):
     return CliRunner().invoke(cli.app, [str(a) for a in args], env=env or None)

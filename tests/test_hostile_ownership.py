@@ -5,6 +5,7 @@ failed bootstrap."""
 import json
 import subprocess
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -14,6 +15,8 @@ from labctl.outputs import render
 from labctl.plan import diff as reconcile
 from labctl.plan.layout import LabDir
 from labctl.spec import schedule, topology
+
+pytestmark = pytest.mark.unit
 
 
 def invoke(*args, **env):

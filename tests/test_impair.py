@@ -5,6 +5,8 @@ import pytest
 from labctl.errors import UsageError
 from labctl.spec import netem
 
+pytestmark = pytest.mark.unit
+
 
 def test_spec_and_commands():
     s = netem.spec(delay="50ms", jitter="5ms", loss="5%", rate="10mbit")

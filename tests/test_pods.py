@@ -12,6 +12,8 @@ from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe import pods, trace
 from labctl.plan import calico
 
+pytestmark = pytest.mark.unit
+
 # -- recorded outputs ------------------------------------------------------------------------------
 
 # `kubectl get pods -A -l labctl.io/workload -o json` on the control plane: a v1 List of Pods; Calico

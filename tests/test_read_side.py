@@ -15,6 +15,8 @@ from labctl.observe import bgp
 from labctl.plan import calico
 from labctl.plan.model import Node
 
+pytestmark = pytest.mark.unit
+
 # `birdcl -s /var/run/calico/bird.ctl show protocols` inside calico-node (Calico v3.30, BIRD 1.6 fork)
 BIRDCL_PROTOCOLS = """BIRD v0.3.3+birdv1.6.8 ready.
 name     proto    table    state  since       info

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import SEED
@@ -10,6 +11,8 @@ from labctl.plan import diff as reconcile
 from labctl.plan import layout
 from labctl.plan.model import LabModel
 from labctl.spec import generate, schedule, topology
+
+pytestmark = pytest.mark.unit
 
 LAB = layout.LabDir(Path("/nonexistent/lab"))
 

@@ -13,6 +13,8 @@ from labctl.outputs import render
 from labctl.plan import layout
 from labctl.spec import schedule, schema, topology
 
+pytestmark = pytest.mark.unit
+
 GOLDEN = ROOT / "tests" / "golden"
 TOPOLOGIES = {
     "seed": "inventories/seed/topology.yml",

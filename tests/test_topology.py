@@ -11,6 +11,8 @@ from conftest import SEED, labctl
 from labctl.errors import TopologyError
 from labctl.spec import schedule, topology
 
+pytestmark = pytest.mark.unit
+
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>\S+): (?P<msg>.+)$")
 
 

@@ -10,6 +10,8 @@ from labctl.outputs import render
 from labctl.plan import layout
 from labctl.spec import schedule, topology
 
+pytestmark = pytest.mark.unit
+
 # `birdcl show protocols` inside calico-node (Calico's BIRD 1.6 fork), as calicoctl shows it
 BIRD = """BIRD v0.3.3+birdv1.6.8 ready.
 name     proto    table    state  since       info

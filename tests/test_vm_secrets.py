@@ -25,6 +25,8 @@ from labctl.plan import layout
 from labctl.progress import Progress
 from labctl.spec import schedule, topology
 
+pytestmark = pytest.mark.lint
+
 TOKEN = "abcdef.0123456789abcdef"
 HASH = "sha256:" + "5f" * 32
 TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")

@@ -2,6 +2,7 @@
 anything runs (labctl installs a version; a new patch without `kubeadm upgrade` would put a new
 kubelet under an old control plane, and a new minor was silently ignored)."""
 
+import pytest
 import yaml
 
 from conftest import ROOT, labctl
@@ -10,6 +11,8 @@ from labctl.outputs import render
 from labctl.plan import diff as reconcile
 from labctl.plan import layout
 from labctl.spec import schedule, schema, topology
+
+pytestmark = pytest.mark.unit
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 
