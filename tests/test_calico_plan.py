@@ -9,6 +9,8 @@ from conftest import ROOT
 from labctl.observe import trace
 from labctl.plan import calico
 
+pytestmark = pytest.mark.unit
+
 PEER = {"address": "10.0.0.2", "tunnel_ip": "192.168.1.0", "block": "192.168.1.0/24"}
 
 
