@@ -1,6 +1,7 @@
 # The two commands of the README (run as root on Debian 12 / Ubuntu 22.04+):
 #   make up     system packages, a venv with labctl, then `labctl up` of the seed lab
 #   make test   the same setup, then the test suite (real namespaces, sshd, BIRD, ansible)
+#   make unit   the unit tier only (no root, no namespaces, no VMs, no ansible-playbook), <= 60 s; tiers: docs/development.md
 VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = bird2 tcpdump sudo openssh-server openssh-client iproute2 iputils-ping procps util-linux python3 python3-venv python3-pip python3-apt openssl
@@ -9,7 +10,7 @@ APT_PACKAGES = bird2 tcpdump sudo openssh-server openssh-client iproute2 iputils
 QEMU_APT_PACKAGES = qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng dnsmasq-base cloud-image-utils iptables chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: deps qemu-deps venv up down verify test bench bench-qemu lint clean
+.PHONY: deps qemu-deps venv up down verify test unit bench bench-qemu lint clean
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "run as root (sudo make ...): namespaces and apt need it" >&2; exit 1; fi
@@ -39,6 +40,9 @@ verify: venv
 
 test: deps qemu-deps venv
 	$(VENV)/bin/python -m pytest -v $(PYTEST_ARGS) tests
+
+unit: venv
+	$(VENV)/bin/python -m pytest -q -m unit --hypothesis-profile=unit $(PYTEST_ARGS) tests
 
 bench: deps venv
 	$(VENV)/bin/python bench/up.py

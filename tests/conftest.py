@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "inventories" / "seed" / "topology.yml"
 # The tools of the environment the tests run in (ansible-playbook, ansible-lint, yamllint) live beside its
 # python: `make test` runs .venv/bin/python without .venv/bin on PATH, and a test must not skip for that.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])
+# `make unit` runs the property tests (test_fuzz.py) with a fifth of their examples: `make test` runs them all
+settings.register_profile("unit")
 NETNS_TOOLS = ("bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "ip", "bridge")
 
 
@@ -46,19 +49,42 @@ def kernel_missing() -> str | None:
     return _tools_missing(KERNEL_TOOLS)
 
 
-def pytest_collection_modifyitems(config, items):
-    # the most demanding tier a test is in decides: a VM test needs everything a netns test needs
-    whys = {"kernel": kernel_missing(), "qemu": qemu_missing(), "netns": netns_missing()}
+# Every test is in exactly one tier (pyproject.toml describes them): `make unit` runs one, and a test in
+# none would silently never run there, a test in two would run under the wrong prerequisites.
+TIERS = ("unit", "lint", "netns", "qemu", "kernel")
+
+
+def tier_problems(items) -> list[str]:
+    out = []
     for item in items:
-        marker = next((m for m in whys if m in item.keywords), None)
-        if marker is None or whys[marker] is None:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            out.append(f"{item.nodeid}: {'tiers ' + ' and '.join(tiers) if tiers else 'no tier'}")
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: a test without a tier is an error in every run
+def pytest_collection_modifyitems(config, items):
+    if problems := tier_problems(items):
+        raise pytest.UsageError(
+            f"every test needs exactly one tier marker ({', '.join(TIERS)}):\n  " + "\n  ".join(problems)
+        )
+    # a kernel or qemu test needs everything a netns test needs, and more
+    whys = {"kernel": kernel_missing, "qemu": qemu_missing, "netns": netns_missing}
+    found: dict[str, str | None] = {}
+    for item in items:
+        tier = next(m.name for m in item.iter_markers() if m.name in TIERS)
+        if tier not in whys:
             continue
-        why = whys[marker]
+        if tier not in found:
+            found[tier] = whys[tier]()
+        if (why := found[tier]) is None:
+            continue
         if os.environ.get("CI"):
             # CI installs everything: a skipped real-network or real-VM test there would hide a broken setup
-            item.add_marker(pytest.mark.xfail(reason=f"{marker} prerequisites: {why}", strict=True, run=False))
+            item.add_marker(pytest.mark.xfail(reason=f"{tier} prerequisites: {why}", strict=True, run=False))
         else:
-            item.add_marker(pytest.mark.skip(reason=f"{marker} test: {why}"))
+            item.add_marker(pytest.mark.skip(reason=f"{tier} test: {why}"))
 
 
 @pytest.fixture
@@ -156,6 +182,7 @@ class RealLab:
     topology: Path
     up: subprocess.CompletedProcess
     before: dict  # host_snapshot before the lab was built
+    down: subprocess.CompletedProcess | None = None  # the final `down`, once the lab is gone
 
 
 @contextlib.contextmanager
@@ -164,13 +191,17 @@ def real_lab(topology: Path, require_up: bool = True):
     and ssh's sockets live under it), `up`; afterwards `down`, and nothing of the lab is left on the host."""
     home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
     before = host_snapshot(home)
+    lab = None
     try:
         up = labctl("up", "-t", topology, home=home)
         if require_up:
             assert up.returncode == 0, up.stdout + up.stderr
-        yield RealLab(home, topology, up, before)
+        lab = RealLab(home, topology, up, before)
+        yield lab
     finally:
-        labctl("down", "-t", topology, home=home)
+        down = labctl("down", "-t", topology, home=home)
+        if lab is not None:
+            lab.down = down
         try:
             assert residue(before, host_snapshot(home)) == {}
         finally:

@@ -16,7 +16,9 @@ from labctl.live import access
 from labctl.outputs import render
 from labctl.plan import layout, names
 from labctl.spec import providers as registry
-from labctl.spec import topology
+from labctl.spec import schedule, schema, topology
+
+pytestmark = pytest.mark.unit
 
 VM = """
 name: acc
@@ -34,7 +36,7 @@ nodes:
 
 def reach(text: str, tmp_path: Path) -> dict:
     t = topology.loads(text)
-    ctx = render.context(topology.plan(t), layout.LabDir(tmp_path / "lab"))
+    ctx = render.context(schedule.plan(t), layout.LabDir(tmp_path / "lab"))
     return ctx["access"]
 
 
@@ -60,7 +62,7 @@ def test_node_block_is_merged_over_defaults_field_by_field(tmp_path):
 def test_netns_nodes_use_the_lab_key_and_the_lab_bridge(tmp_path):
     t = topology.load(ROOT / "inventories/seed/topology.yml")
     lab = layout.LabDir(tmp_path / "lab")
-    r = render.context(topology.plan(t), lab)["access"]
+    r = render.context(schedule.plan(t), lab)["access"]
     for a in r.values():
         assert a == access.Access("root", 22, str(lab.ssh_key), None, False, names.bridge("lc", "seed"))
     assert r["k8s-master"].bridge.startswith("br-lc")
@@ -127,7 +129,7 @@ def test_vm_cloud_sample_inventory_gives_every_node_its_bastion(tmp_path):
     """The shipped sample: k8s-worker-2 sets only user and key, and must keep the bastion."""
     out = tmp_path / "lab"
     src = ROOT / "inventories/vm-cloud/topology.yml"
-    render.render(topology.plan(topology.load(src)), layout.LabDir(out), src)
+    render.render(schedule.plan(topology.load(src)), layout.LabDir(out), src)
     inv = yaml.safe_load((out / "ansible-inventory.yml").read_text())
     hosts = inv["all"]["children"]["kube_control_plane"]["hosts"] | inv["all"]["children"]["kube_node"]["hosts"]
     want = {
@@ -151,7 +153,7 @@ def test_the_jump_hop_really_uses_that_user_and_key(tmp_path):
     """What OpenSSH itself makes of the rendered ssh_config (`ssh -G` prints it, connecting nowhere)."""
     out = tmp_path / "lab"
     src = ROOT / "inventories/vm-cloud/topology.yml"
-    render.render(topology.plan(topology.load(src)), layout.LabDir(out), src)
+    render.render(schedule.plan(topology.load(src)), layout.LabDir(out), src)
     cfg = out / "ssh" / "ssh_config"
     g = subprocess.run(["ssh", "-G", "-F", str(cfg), "10.12.22.3"], capture_output=True, text=True, check=True)
     opts = dict(line.split(" ", 1) for line in g.stdout.splitlines() if " " in line)
@@ -166,7 +168,7 @@ def test_unknown_provider_lists_the_registry():
     assert "'kvm' is not one of the providers: netns, vm" in str(e.value.problems)
     with pytest.raises(UsageError, match="unknown provider"):
         providers.get("kvm")
-    assert topology.Topology.model_json_schema()["properties"]["provider"]["enum"] == list(registry.REGISTRY)
+    assert schema.Topology.model_json_schema()["properties"]["provider"]["enum"] == list(registry.REGISTRY)
 
 
 def test_no_provider_name_is_compared_outside_providers():

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SEED, labctl
+from conftest import labctl, real_lab, renumbered, write_yaml
 from labctl.plan import names
 
 pytestmark = pytest.mark.netns
@@ -20,25 +19,11 @@ NAME, OCTET = "lcacc", 57
 
 
 @pytest.fixture(scope="module")
-def lab():
-    import shutil
-    import tempfile
-
-    home = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
-    d = yaml.safe_load(SEED.read_text())
-    d["name"] = NAME
-    d["network"] = {"lan": f"10.{OCTET}.0.0/16"}
-    for i, node in enumerate(d["nodes"].values()):
-        node["address"] = f"10.{OCTET}.22.{i + 1}"
-    topo = home / "t.yml"
-    topo.write_text(yaml.safe_dump(d, sort_keys=False))
-    try:
-        labctl("up", "-t", topo, home=home / "labs", check=True)
-        yield {"home": home / "labs", "topo": topo, "dir": home / "labs" / NAME}
-    finally:
-        down = labctl("down", "-t", topo, home=home / "labs")
-        shutil.rmtree(home, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
+def lab(tmp_path_factory):
+    topo = write_yaml(tmp_path_factory.mktemp(NAME) / "t.yml", renumbered(NAME, OCTET))
+    with real_lab(topo) as r:
+        yield {"home": r.home, "topo": topo, "dir": r.home / NAME}
+    assert r.down.returncode == 0, r.down.stderr
 
 
 def run(lab, *args, **kw):

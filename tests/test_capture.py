@@ -46,6 +46,7 @@ def pcap(linktype: int, frames: list[bytes]) -> bytes:
     return out
 
 
+@pytest.mark.unit
 def test_vxlan_shows_outer_and_inner_headers():
     layers = cap.decode(1, vxlan_frame())
     line = cap.line(layers, 148)
@@ -55,6 +56,7 @@ def test_vxlan_shows_outer_and_inner_headers():
     assert [x["src"] for x in layers] == ["10.12.22.2", "192.168.1.2"]
 
 
+@pytest.mark.unit
 def test_ipip_shows_outer_and_inner_headers():
     pkt = ipv4("10.12.22.2", "10.12.22.3", 4, ipv4("192.168.1.2", "192.168.2.2", 1, ECHO))
     for linktype, frame in ((1, ether(pkt)), (101, pkt)):  # on the LAN NIC, and on tunl0 (raw IP)
@@ -63,6 +65,7 @@ def test_ipip_shows_outer_and_inner_headers():
         assert cap.packet(0, linktype, frame, 104)["encap"] == "IPIP"
 
 
+@pytest.mark.unit
 def test_arp_tcp_and_truncated_frames_decode_without_errors():
     arp = struct.pack(
         "!HHBBH6s4s6s4s",
@@ -82,6 +85,7 @@ def test_arp_tcp_and_truncated_frames_decode_without_errors():
     assert "truncated" in cap.decode(1, ether(b"\x45\x00"))[0]["text"]
 
 
+@pytest.mark.unit
 def test_pcap_stream_in_arbitrary_chunks():
     data = pcap(1, [vxlan_frame(), vxlan_frame()])
     s, got = cap.PcapStream(), []
@@ -90,6 +94,7 @@ def test_pcap_stream_in_arbitrary_chunks():
     assert s.linktype == 1 and len(got) == 2 and got[0][1] == vxlan_frame()
 
 
+@pytest.mark.unit
 def test_command_lines_root_and_sudo():
     pod = {"name": "pod-a", "ip": "192.168.0.2", "veth": "cali1", "netns": "lc-x.n1.pod-a"}
     data = lab_model([{"name": "n1", "interface": "ens192", "pods": [pod]}])
@@ -262,6 +267,7 @@ def test_bad_input_one_line_exit_2_nothing_started(vxlab, args, msg):
     assert tcpdumps_in_lab() == []
 
 
+@pytest.mark.unit
 def test_trace_capture_points_per_hop():
     pod = {"name": "pod-a", "ip": "192.168.0.2", "netns": "ns-a", "veth": "cali1"}
     data = lab_model([{"name": "w1", "interface": "ens192", "pods": [pod]}], calico={"tunnel_device": "vxlan.calico"})

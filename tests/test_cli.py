@@ -11,6 +11,8 @@ from labctl import cli
 from labctl.live import hostkeys
 from labctl.outputs import runner
 
+pytestmark = pytest.mark.unit
+
 VM = ROOT / "inventories/vm-cloud/topology.yml"
 
 

@@ -32,6 +32,7 @@ def key_server(tmp_path):
         srv.server_close()
 
 
+@pytest.mark.lint
 def test_up_check_on_a_fresh_node_passes_kube_packages(tmp_path, key_server):
     """Item 7: in check mode the repository file is not written, so apt knows no kubelet yet: the
     install and the hold are skipped instead of failing (this host has no Kubernetes repository)."""
@@ -58,6 +59,7 @@ def _node(name, labels, owned=None):
     return json.dumps({"kind": "Node", "metadata": meta})
 
 
+@pytest.mark.lint
 def test_node_labels_removes_the_labels_it_set_earlier_and_only_those(tmp_path):
     """Item 10: w1 carries rack=r1, which labctl set (its annotation lists it) and the topology
     dropped, and team=net, which someone else set: rack goes, team stays. w2, labelled before the
@@ -90,6 +92,7 @@ def test_node_labels_removes_the_labels_it_set_earlier_and_only_those(tmp_path):
     ], calls  # team=net is not labctl's; cp's annotation is already right; worker=no-N is there already
 
 
+@pytest.mark.lint
 @pytest.mark.usefixtures("no_containerd_here")
 def test_the_containerd_each_node_runs_is_recorded_for_labctl(tmp_path):
     """Item 9: after the containerd role, containerd_record writes what each node runs into the lab
@@ -106,6 +109,7 @@ def test_the_containerd_each_node_runs_is_recorded_for_labctl(tmp_path):
     assert json.loads((tmp_path / "decided.json").read_text()) == {"containerd_source": {"up": "upstream", "none": ""}}
 
 
+@pytest.mark.unit
 def test_labctl_keeps_the_first_containerd_decision_and_passes_it_back(tmp_path):
     from labctl.app import decided
     from labctl.app.lab import Lab

@@ -8,18 +8,20 @@ import yaml
 
 from conftest import SEED, lab_model, labctl
 from labctl import providers
-from labctl.app import faults
 from labctl.errors import TopologyError, UsageError
 from labctl.live import impair
 from labctl.live.bird import Session
 from labctl.live.nodes import NodeFacts
 from labctl.observe import labchecks
-from labctl.observe.verify import Check
+from labctl.observe.checks import Check
 from labctl.outputs import render
+from labctl.plan import faults
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
-from labctl.spec import topology
-from labctl.spec.topology import LabCheck
+from labctl.spec import netem, schedule, topology
+from labctl.spec.schema import LabCheck
+
+pytestmark = pytest.mark.unit
 
 
 def seed(**extra) -> dict:
@@ -83,7 +85,7 @@ def test_netem_in_the_topology_is_refused_where_the_kernel_lacks_it(tmp_path, la
     if impair.netem_on_this_host():
         assert p.returncode == 0, p.stderr
     else:
-        assert p.returncode == 1 and impair.NO_NETEM in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        assert p.returncode == 1 and netem.NO_NETEM in p.stderr and len(p.stderr.strip().splitlines()) == 1
     # rate alone needs only tbf
     t = write(tmp_path, seed(impairments=[{"node": "k8s-worker-1", "rate": "10mbit"}]))
     assert labctl("validate", "-t", t, home=labhome).returncode == 0
@@ -95,7 +97,7 @@ def test_render_carries_impairments_and_checks(tmp_path):
         checks=[{"name": "c", "route": {"node": "k8s-master", "prefix": "192.168.1.0/24", "via": "k8s-worker-1"}}],
     )
     t = topology.loads(yaml.safe_dump(d))
-    plan = topology.plan(t)
+    plan = schedule.plan(t)
     model = render.build(plan, LabDir(tmp_path))
     data = model.to_data()
     assert data["impairments"] == [
@@ -106,17 +108,17 @@ def test_render_carries_impairments_and_checks(tmp_path):
     assert data["checks"][0]["route"] == {"node": "k8s-master", "prefix": "192.168.1.0/24", "via": "k8s-worker-1"}
     assert LabModel.model_validate_json(model.dump_json()).dump_json() == model.dump_json()
     plain = topology.loads(SEED.read_text())
-    p2 = topology.plan(plain)
+    p2 = schedule.plan(plain)
     assert not {"impairments", "checks"} & render.build(p2, LabDir(tmp_path)).to_data().keys()
 
 
 def test_summary_matches_what_tc_shows():
-    s = impair.spec(delay="50ms", jitter="5ms", loss="5%", rate="10mbit")
+    s = netem.spec(delay="50ms", jitter="5ms", loss="5%", rate="10mbit")
     tc = [
         {"kind": "netem", "options": {"delay": {"delay": 0.05, "jitter": 0.005}, "loss-random": {"loss": 0.05}}},
         {"kind": "tbf", "options": {"rate": 1250000}},
     ]
-    assert impair.summary(s) == impair.describe(json.dumps(tc)) == "delay 50ms±5ms loss 5% rate 10mbit"
+    assert netem.summary(s) == netem.describe(json.dumps(tc)) == "delay 50ms±5ms loss 5% rate 10mbit"
 
 
 NODES = [
@@ -212,7 +214,7 @@ def test_the_plan_names_impairment_changes_and_reruns_no_play(tmp_path):
 
     def data(**extra):
         t = topology.loads(yaml.safe_dump(seed(**extra)))
-        plan = topology.plan(t)
+        plan = schedule.plan(t)
         return render.build(plan, LabDir(tmp_path))
 
     old = data(impairments=[{"node": "k8s-worker-1", "rate": "10mbit"}, {"node": "k8s-master", "rate": "1mbit"}])

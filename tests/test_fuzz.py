@@ -25,7 +25,9 @@ from labctl import cli
 from labctl.errors import TopologyError
 from labctl.outputs import render, runner
 from labctl.plan import layout
-from labctl.spec import topology, yamlsrc
+from labctl.spec import schedule, schema, topology, yamlsrc
+
+pytestmark = pytest.mark.unit
 
 PROBLEM = re.compile(r"[^:]+:\d+: \S+: .+")
 SEED_TEXT = SEED.read_text()
@@ -33,7 +35,14 @@ SEED_DATA = yaml.safe_load(SEED_TEXT)
 
 # generation speed says nothing about labctl, and a loaded CI machine trips it
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
-FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=SLOW_OK)
+
+
+def examples(n: int) -> int:
+    """n examples in `make test`; a fifth under `make unit` (its hypothesis profile, tests/conftest.py)."""
+    return n // 5 if settings.default is settings.get_profile("unit") else n
+
+
+FAST = settings(max_examples=examples(150), deadline=None, database=None, suppress_health_check=SLOW_OK)
 FIXTURES = settings(
     FAST, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -47,7 +56,7 @@ def assert_problem_lines(err: TopologyError) -> None:
     assert str(err).splitlines() == err.problems
 
 
-def load_or_problems(text: str | bytes) -> topology.Topology | None:
+def load_or_problems(text: str | bytes) -> schema.Topology | None:
     """The property every input must have: a Topology, or a TopologyError of well-formed lines."""
     src = yamlsrc.load(text, "fuzz.yml")
     for p in src.problems:
@@ -229,10 +238,10 @@ def strings(x):
             yield from strings(v)
 
 
-def render_into(t: topology.Topology, base: Path) -> None:
+def render_into(t: schema.Topology, base: Path) -> None:
     out = Path(tempfile.mkdtemp(prefix="r", dir=base))
     try:
-        files = render.render(topology.plan(t), layout.LabDir(out / "lab"), None)
+        files = render.render(schedule.plan(t), layout.LabDir(out / "lab"), None)
         assert files
         reparse(out / "lab")
     finally:
@@ -275,7 +284,7 @@ def valid_topology(draw) -> dict:
         "kubernetes": {"version": draw(st.sampled_from(["1.32", "1.34", "1.35.1"]))},
         "calico": {
             "version": "v3.30.7",
-            "encapsulation": draw(st.sampled_from(topology.ENCAPSULATIONS)),
+            "encapsulation": draw(st.sampled_from(schema.ENCAPSULATIONS)),
             "block_size": draw(st.integers(20, 28)),
             "asn": draw(st.integers(1, 4294967294).filter(lambda a: a not in (23456, 65535))),
             "nat_outgoing": draw(st.booleans()),
@@ -404,7 +413,7 @@ def fresh_world(sb) -> dict[str, str]:
     }
 
 
-@settings(FIXTURES, max_examples=250)
+@settings(FIXTURES, max_examples=examples(250))
 @given(args=argv())
 def test_cli_arguments_never_crash(sandbox, args):
     files = fresh_world(sandbox)

@@ -17,10 +17,11 @@ from conftest import ROOT, SEED, labctl, write_yaml
 from labctl import cli
 from labctl.errors import LabctlError, UsageError
 from labctl.host import sh
-from labctl.live import impair, nodes
+from labctl.live import nodes
 from labctl.live.access import RouteError
 from labctl.observe import capture as cap
 from labctl.providers.qemu import provider as qemu_provider
+from labctl.spec import netem
 
 RACKS = ROOT / "inventories" / "two-racks" / "topology.yml"
 QEMU = ROOT / "inventories" / "seed-qemu" / "topology.yml"
@@ -38,6 +39,7 @@ def one_line(p, code: int, text: str) -> None:
 # -- item 12: validate refuses, in one line, before anything is built --------------------------------
 
 
+@pytest.mark.unit
 def test_a_network_named_lo_is_refused(tmp_path):
     d = yaml.safe_load(RACKS.read_text())
     d["networks"]["lo"] = d["networks"].pop("rack-b")
@@ -47,6 +49,7 @@ def test_a_network_named_lo_is_refused(tmp_path):
     one_line(p, 2, "networks.lo: network name 'lo' names a kernel device")
 
 
+@pytest.mark.unit
 def test_tor_with_a_network_asn_equal_to_its_router_asn_is_refused(tmp_path):
     d = yaml.safe_load(RACKS.read_text())
     d["networks"]["rack-b"]["asn"] = d["routers"]["core"]["asn"]
@@ -54,6 +57,7 @@ def test_tor_with_a_network_asn_equal_to_its_router_asn_is_refused(tmp_path):
     one_line(p, 2, "routers.core.asn: 65000 is also network rack-b's asn: its ToR sessions would be iBGP")
 
 
+@pytest.mark.unit
 def test_qemu_memory_beyond_any_lab_vm_is_refused(tmp_path):
     d = yaml.safe_load(QEMU.read_text())
     d["qemu"]["worker"]["memory"] = 1000000000
@@ -61,6 +65,7 @@ def test_qemu_memory_beyond_any_lab_vm_is_refused(tmp_path):
     one_line(p, 2, "qemu.worker.memory: 1000000000 MiB is more than a lab VM needs")
 
 
+@pytest.mark.unit
 def test_qemu_memory_beyond_this_host_is_refused_by_validate_as_by_up(tmp_path, monkeypatch):
     from labctl.app.lab import Lab
     from labctl.plan import layout
@@ -75,6 +80,7 @@ def test_qemu_memory_beyond_this_host_is_refused_by_validate_as_by_up(tmp_path, 
         Lab(layout.lab_dir(t.name)).check(t)
 
 
+@pytest.mark.unit
 def test_impairment_on_tunl0_where_ipip_falls_back_to_vxlan_is_refused_before_up(tmp_path, labhome, monkeypatch):
     from labctl.providers.netns.provider import NetnsProvider
 
@@ -91,6 +97,7 @@ def test_impairment_on_tunl0_where_ipip_falls_back_to_vxlan_is_refused_before_up
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.unit
 def test_a_host_route_overlap_is_found_by_validate_and_dry_run_as_by_up(labhome, monkeypatch):
     """`up` refused it in preflight (exit 1); validate and --dry-run said ok."""
     real = sh.run
@@ -111,6 +118,7 @@ def test_a_host_route_overlap_is_found_by_validate_and_dry_run_as_by_up(labhome,
 # -- low: checks ------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "check, msg",
     [
@@ -133,12 +141,14 @@ def test_bad_checks_are_refused(tmp_path, check, msg):
 # -- item 13: one clear line, not a traceback -------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_init_and_render_outputs_that_cannot_be_written(tmp_path):
     one_line(labctl("init", "-o", tmp_path, home=tmp_path), 2, f"-o {tmp_path}: is a directory")
     one_line(labctl("init", "-o", "/nope/x.yml", home=tmp_path), 2, "-o /nope/x.yml: no directory /nope")
     one_line(labctl("render", "-o", "/dev/null", home=tmp_path), 2, "/dev/null is not a directory")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "target, msg",
     [
@@ -170,6 +180,7 @@ def _python_for_nobody() -> str:
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("args", [["list"], ["inspect"], ["up"], ["down"], ["down", "-n", "seed"]])
 def test_non_root_against_a_root_owned_home_is_one_line(args):
     if os.geteuid() != 0:
@@ -197,6 +208,7 @@ def test_non_root_against_a_root_owned_home_is_one_line(args):
 # -- item 14: the pcap goes to a new file, renamed over the target only once tcpdump sent it ----------
 
 
+@pytest.mark.unit
 def test_pcap_file_keeps_the_old_file_when_nothing_came_and_replaces_it_when_something_did(tmp_path):
     f = tmp_path / "old.pcap"
     f.write_bytes(b"old capture")
@@ -213,6 +225,7 @@ def test_pcap_file_keeps_the_old_file_when_nothing_came_and_replaces_it_when_som
     assert f.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
+@pytest.mark.unit
 def test_pcap_file_never_writes_through_a_symlink(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("keep me")
@@ -237,6 +250,7 @@ def _umask() -> int:
 # -- item 4: SSH paths try again under loss ---------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_retry_tries_longer_timeouts_until_one_connects():
     tried = []
 
@@ -249,6 +263,7 @@ def test_retry_tries_longer_timeouts_until_one_connects():
     assert nodes.retry(connect, (3.0, 8.0, 20.0)) == "shell" and tried == [3.0, 8.0, 20.0]
 
 
+@pytest.mark.unit
 def test_retry_raises_the_last_failure_and_never_retries_a_refused_route():
     tried = []
 
@@ -273,6 +288,7 @@ def test_retry_raises_the_last_failure_and_never_retries_a_refused_route():
 # -- item 15: every interface's impairment, named when it is not the LAN NIC ------------------------
 
 
+@pytest.mark.unit
 def test_describe_all_names_other_interfaces():
     tc = (
         '[{"kind":"tbf","dev":"vxlan.calico","options":{"rate":125000}},'
@@ -280,13 +296,14 @@ def test_describe_all_names_other_interfaces():
         '{"kind":"netem","dev":"ens192","options":{"delay":{"delay":0.05}}},'
         '{"kind":"tbf","dev":"lo","options":{"rate":1250000}}]'
     )
-    assert impair.describe_all(tc, "ens192") == "delay 50ms; lo: rate 10mbit; vxlan.calico: rate 1mbit"
-    assert impair.describe_all('[{"kind":"noqueue","dev":"ens192"}]', "ens192") == ""
+    assert netem.describe_all(tc, "ens192") == "delay 50ms; lo: rate 10mbit; vxlan.calico: rate 1mbit"
+    assert netem.describe_all('[{"kind":"noqueue","dev":"ens192"}]', "ens192") == ""
 
 
 # -- low: help text ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_help_has_no_python_types_and_one_line_summaries():
     env = {"COLUMNS": "250", "NO_COLOR": "1"}
     top = _help([], env)

@@ -16,7 +16,9 @@ from labctl import cli
 from labctl.outputs import render
 from labctl.plan import diff as reconcile
 from labctl.plan.layout import LabDir
-from labctl.spec import generate, topology
+from labctl.spec import generate, schedule, topology
+
+pytestmark = pytest.mark.unit
 
 
 def invoke(*args, **env):
@@ -40,7 +42,7 @@ def fake_running(home, topo_file) -> LabDir:
     """A lab dir as `up` leaves it (rendered, with its state), without building anything."""
     t = topology.load(topo_file)
     lab = LabDir(home / t.name)
-    render.render(topology.plan(t), lab, topo_file)
+    render.render(schedule.plan(t), lab, topo_file)
     lab.state.write_text(json.dumps({"name": t.name, "provider": "netns", "phase": "ready"}))
     return lab
 
@@ -87,7 +89,7 @@ def test_render_into_a_new_or_empty_dir_and_over_its_own_render(tmp_path, labhom
 
 def test_changing_the_lan_is_refused_in_the_plan(tmp_path, labhome):
     def data(t):
-        plan = topology.plan(topology.load(t))
+        plan = schedule.plan(topology.load(t))
         return render.build(plan, LabDir(labhome / "x"))
 
     old, new = data(seed_as(tmp_path)), data(seed_as(tmp_path, lan="10.93.0.0/16"))

@@ -5,6 +5,7 @@ failed bootstrap."""
 import json
 import subprocess
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -13,7 +14,9 @@ from labctl import cli
 from labctl.outputs import render
 from labctl.plan import diff as reconcile
 from labctl.plan.layout import LabDir
-from labctl.spec import topology
+from labctl.spec import schedule, topology
+
+pytestmark = pytest.mark.unit
 
 
 def invoke(*args, **env):
@@ -53,7 +56,7 @@ def test_labs_of_this_labctl_carry_the_mark_and_older_ones_are_still_labs(tmp_pa
     assert invoke("down", "--name", "lcmark").exit_code == 0 and not lab.root.exists()
     # a lab dir written before the mark existed: known by the files only labctl writes there
     old = LabDir(labhome / "lcold")
-    render.render(topology.plan(topology.load(t)), old, t)
+    render.render(schedule.plan(topology.load(t)), old, t)
     old.mark.unlink()
     assert old.is_marked()
     assert invoke("down", "--name", "lcold").exit_code == 0 and not old.root.exists()
@@ -109,7 +112,7 @@ def test_a_routers_new_asn_replans_the_nodes_that_peer_with_it(tmp_path):
         d = yaml.safe_load((ROOT / "inventories/two-racks/topology.yml").read_text())
         d["routers"]["core"]["asn"] = asn
         t = topology.load(write_yaml(tmp_path / f"r{asn}.yml", d))
-        return render.build(topology.plan(t), LabDir(tmp_path / "two-racks"))
+        return render.build(schedule.plan(t), LabDir(tmp_path / "two-racks"))
 
     d = reconcile.diff(model(65000), model(65010))
     assert [c.name for c in d.changes] == ["core"] and "asn 65000 -> 65010" in d.changes[0].detail

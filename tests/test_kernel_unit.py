@@ -9,6 +9,8 @@ import conftest
 from conftest import ROOT
 from labctl.providers.qemu import image
 
+pytestmark = pytest.mark.unit
+
 
 def test_netns_image_has_what_make_up_installs():
     """debian-12-netns is where `make up` runs inside the VM: the Makefile's APT_PACKAGES (python3-pip
@@ -24,6 +26,9 @@ def test_netns_image_has_what_make_up_installs():
 
 
 class Item(SimpleNamespace):
+    def iter_markers(self):
+        return [SimpleNamespace(name=self.tier)]
+
     def add_marker(self, m):
         self.marks.append(m)
 
@@ -33,7 +38,7 @@ def test_a_missing_vm_tool_is_a_strict_xfail_on_ci_and_a_skip_elsewhere(monkeypa
     monkeypatch.setattr(conftest, "netns_missing", lambda: None)
     monkeypatch.setattr(conftest.shutil, "which", lambda t: None if t == "qemu-img" else f"/usr/bin/{t}")
     monkeypatch.setenv("CI", ci)
-    kernel, netns = Item(keywords={"kernel": 1}, marks=[]), Item(keywords={"netns": 1}, marks=[])
+    kernel, netns = Item(tier="kernel", marks=[]), Item(tier="netns", marks=[])
     conftest.pytest_collection_modifyitems(None, [kernel, netns])
     [m] = kernel.marks
     assert m.name == want and "missing qemu-img" in m.kwargs["reason"]

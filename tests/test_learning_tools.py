@@ -114,6 +114,7 @@ ROUTES_TWO_PATHS = """Table master4:
 """
 
 
+@pytest.mark.unit
 def test_parse_protocols_all_sessions():
     s = bgp.parse_protocols_all(PROTOCOLS_ALL)
     assert [x["name"] for x in s] == ["Mesh_10_88_22_1", "Mesh_10_88_22_3"]  # BGP only
@@ -131,6 +132,7 @@ def test_parse_protocols_all_sessions():
     assert down["last_error"] == "Socket: Connection reset by peer"
 
 
+@pytest.mark.unit
 def test_parse_plain_protocols_takes_peer_from_calico_name():
     s = bgp.parse_protocols_all(PROTOCOLS)
     assert [(x["name"], x["peer_address"], x["state"], x["info"]) for x in s] == [
@@ -139,6 +141,7 @@ def test_parse_plain_protocols_takes_peer_from_calico_name():
     ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("name", "description", "kind"),
     [("Mesh_10_12_22_2", "", "mesh"), ("Node_10_12_0_9", "", "peer"), ("Global_10_0_0_1", "route reflector", "rr")],
@@ -147,6 +150,7 @@ def test_session_type(name, description, kind):
     assert bgp.session_type(name, description) == kind
 
 
+@pytest.mark.unit
 def test_parse_routes_all():
     r = {x["prefix"]: x for x in bgp.parse_routes(ROUTES_ALL)}
     assert set(r) == {"192.168.0.0/24", "192.168.1.0/24", "192.168.2.0/24", "10.88.0.0/16"}
@@ -165,6 +169,7 @@ def test_parse_routes_all():
     assert (lan["source"], lan["device"], lan["next_hop"]) == ("device", "ens192", "")
 
 
+@pytest.mark.unit
 def test_parse_routes_second_path_keeps_prefix():
     a, b = bgp.parse_routes(ROUTES_TWO_PATHS)
     assert a["prefix"] == b["prefix"] == "192.168.2.0/24"
@@ -172,6 +177,7 @@ def test_parse_routes_second_path_keeps_prefix():
     assert (b["protocol"], b["next_hop"]) == ("Node_10_88_22_9", "10.88.22.9")
 
 
+@pytest.mark.unit
 def test_bgp_table_format():
     row = {
         "node": "n1",
@@ -213,6 +219,7 @@ MODEL = lab_model(
 )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("x", "kind", "node"),
     [
@@ -230,6 +237,7 @@ def test_trace_resolve(x, kind, node):
     assert (r["kind"], r["node"]) == (kind, node)
 
 
+@pytest.mark.unit
 def test_trace_resolve_rejects_unknown_names():
     from labctl.errors import UsageError
 
@@ -237,6 +245,7 @@ def test_trace_resolve_rejects_unknown_names():
         trace.resolve(MODEL, "nope")
 
 
+@pytest.mark.unit
 def test_route_line_from_ip_json():
     r = {
         "dst": "192.168.2.0/24",
@@ -280,6 +289,7 @@ def _rows(established=True):
     ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("established", [True, False])
 def test_svg_is_xml_with_every_node_and_ip(established):
     out = graph_svg.svg(MODEL, _rows(established))

@@ -239,10 +239,10 @@ def test_neighbour_need_counts_every_entry_and_leaves_none_to_arp():
     from labctl.outputs import render
     from labctl.plan.layout import LabDir
     from labctl.providers.netns import checks as netns
-    from labctl.spec import generate, topology
+    from labctl.spec import generate, schedule, topology
 
     def need(text: str, ipip: bool = False):
-        plan = topology.plan(topology.loads(text))
+        plan = schedule.plan(topology.loads(text))
         return netns.neighbour_need(render.build(plan, LabDir(Path("/x")), ipip))
 
     # the seed with VXLAN: host 3, nodes 3 x (gateway + 2 peers), VTEPs 3 x 2, two pods x 2 sides
@@ -257,14 +257,14 @@ def test_gc_thresh_limits_apply_only_where_the_kernel_counts_permanent_entries(t
     from labctl.outputs import render
     from labctl.plan.layout import LabDir
     from labctl.providers.netns import checks as netns
-    from labctl.spec import generate, topology
+    from labctl.spec import generate, schedule, topology
 
     (tmp_path / "gc_thresh2").write_text("512\n")
     (tmp_path / "gc_thresh3").write_text("1024\n")
     monkeypatch.setattr(netns, "GC_THRESH3", tmp_path / "gc_thresh3")
 
     def data(text: str):
-        plan = topology.plan(topology.loads(text))
+        plan = schedule.plan(topology.loads(text))
         return render.build(plan, LabDir(Path("/x")), ipip=True)
 
     releases = ("4.18.0-553.el8_10.x86_64", "4.19.0", "5.10.0-33-amd64", "6.18.44-fc")

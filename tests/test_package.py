@@ -9,6 +9,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.lint
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):

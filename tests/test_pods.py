@@ -8,9 +8,11 @@ import json
 import pytest
 
 from conftest import lab_model
-from labctl.live import iproute
 from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe import pods, trace
+from labctl.plan import calico
+
+pytestmark = pytest.mark.unit
 
 # -- recorded outputs ------------------------------------------------------------------------------
 
@@ -440,7 +442,7 @@ ROUTES = {
     ],
 )
 def test_route_owner_by_calico_version(version, encapsulation, owner):
-    assert iproute.route_owner(version, encapsulation) == owner
+    assert calico.route_owner(version, encapsulation) == owner
 
 
 @pytest.mark.parametrize(
@@ -454,13 +456,13 @@ def test_route_owner_by_calico_version(version, encapsulation, owner):
 )
 def test_the_clusters_own_block_follows_the_versions_route_owner(version, routes, block):
     model = cluster_model(version)
-    f = parse_probe(NodeFacts("w1", "10.12.22.2", reachable=True), probe(ROUTES[routes]), iproute.lab_protocols(model))
+    f = parse_probe(NodeFacts("w1", "10.12.22.2", reachable=True), probe(ROUTES[routes]), calico.lab_protocols(model))
     assert f.block == block
 
 
 def test_netns_labs_keep_the_emulations_protocols():
     # labctl's BIRD plays Calico there: its routes are proto bird whatever the version
     model = lab_model([{"name": "n1"}], calico={"version": "v3.32.1", "encapsulation": "IPIP"})
-    assert iproute.lab_protocols(model) == {"bird"}
+    assert calico.lab_protocols(model) == {"bird"}
     model = lab_model([{"name": "n1"}], calico={"version": "v3.32.1", "encapsulation": "VXLAN"})
-    assert iproute.lab_protocols(model) == {"bird", "80"}
+    assert calico.lab_protocols(model) == {"bird", "80"}

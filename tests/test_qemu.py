@@ -26,7 +26,6 @@ from conftest import QEMU_IMAGES, labctl
 from conftest import qemu_residue as residue
 from labctl.plan import names
 
-pytestmark = pytest.mark.netns  # root, bridges and taps, like the netns tests; the VM tests are marked qemu too
 LAN = "10.207.0"
 
 
@@ -86,6 +85,7 @@ def changed_tasks(stderr: str) -> list[str]:
     return [line.strip() for line in stderr.splitlines() if re.match(r"^\s{4}\S+\s+changed\s", line)]
 
 
+@pytest.mark.netns
 def test_validation_rejects_what_cannot_boot(tmp_path, qhome):
     bad = topology(tmp_path, "qbad", control_plane={"cpus": 1, "memory": 512})
     p = labctl("validate", "-t", bad, home=qhome)
@@ -101,6 +101,7 @@ def test_validation_rejects_what_cannot_boot(tmp_path, qhome):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.netns
 def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     """A user-supplied cloud image boots with a cloud-init NoCloud seed made by cloud-localds. No
     cloud image can be downloaded here, so this reads the seed ISO back instead of booting it: the
@@ -146,6 +147,7 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     assert not (nd / "seed").exists()  # the sources (with the host key) do not stay behind
 
 
+@pytest.mark.netns
 def test_lan_overlapping_a_host_route_is_refused_before_anything_exists(tmp_path, qhome):
     routes = json.loads(subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True).stdout)
     uplink = next(r["dev"] for r in routes if r.get("dst") == "default")
@@ -160,6 +162,7 @@ def test_lan_overlapping_a_host_route_is_refused_before_anything_exists(tmp_path
     assert residue(qhome, "qroute") == []
 
 
+@pytest.mark.netns
 def test_a_lab_of_the_same_name_in_another_home_keeps_its_links(tmp_path, qhome):
     """Two labctl homes, one lab name: the second `up` is refused, and its `down` must not take the
     first lab's bridge (the link names come from the lab name alone). The first lab is stood in for
@@ -381,6 +384,7 @@ def test_down_after_ctrl_c_at_boot_then_two_labs_side_by_side(tmp_path, qhome):
     assert residue(qhome, "qsidea") == [] and residue(qhome, "qsideb") == []
 
 
+@pytest.mark.netns
 def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
     VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""

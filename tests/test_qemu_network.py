@@ -23,7 +23,7 @@ from conftest import QEMU_IMAGES, labctl
 from conftest import qemu_residue as residue
 from labctl.plan import names
 
-pytestmark = [pytest.mark.netns, pytest.mark.qemu]  # root, bridges, taps and VMs
+pytestmark = pytest.mark.qemu  # root, bridges, taps and VMs
 NAME = "qnet"
 LAN = "10.247.21"
 GATEWAY = f"{LAN}.254"

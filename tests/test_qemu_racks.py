@@ -20,8 +20,6 @@ from conftest import labctl
 from conftest import qemu_residue as residue
 from labctl.plan import names
 
-pytestmark = pytest.mark.netns  # root, bridges, taps and namespaces
-
 
 def racks(tmp_path: Path, name: str, tor: bool = False, **extra) -> Path:
     """tor: each network's AS and the router's (it runs BIRD), `calico.bgp: tor` (Calico's AS per rack)."""
@@ -78,6 +76,7 @@ def router_forwarded(ns: str) -> int:
     return link["stats64"]["rx"]["packets"]
 
 
+@pytest.mark.netns
 def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     """Validation accepts them for qemu; each network gets its own bridge, the VMs their gateway."""
     from labctl.providers.qemu import machine
@@ -95,6 +94,7 @@ def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     assert machine.lan(data, w1) == (24, "10.192.2.254", "10.192.2.253")
 
 
+@pytest.mark.netns
 def test_a_qemu_tor_router_gets_a_bird_config_and_a_root_login(tmp_path, qhome):
     """bgp: tor on qemu: the router labctl builds on this host gets BIRD's config (one eBGP session per node of its
     networks, in the node's network AS, from its own address there) and, like a netns router, its own sshd's
@@ -119,7 +119,6 @@ def bird_pid(home: Path) -> int:
     return int((home / "qracks" / "nodes" / "core" / "bird.pid").read_text())
 
 
-@pytest.mark.qemu
 @pytest.mark.qemu
 def test_two_vms_in_two_networks_talk_through_the_router_and_down_leaves_nothing(tmp_path, qhome):
     """Also ToR peering (`calico.bgp: tor`): the router runs BIRD in its namespace with one eBGP session per VM,

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, host_snapshot, labctl, residue
 from labctl.errors import TopologyError
 from labctl.plan import names
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 
 def racks(name="rk", octet=140, enc="IPIPCrossSubnet", bgp="tor", net_asn=True, router_asn=True, extra="") -> str:
@@ -55,15 +55,17 @@ def problems(text: str) -> list[str]:
 # --- the contract and its validation (no host touched) ---------------------------------------
 
 
+@pytest.mark.unit
 def test_the_samples_and_the_seed_validate():
     for sample in ("two-racks", "vxlan-no-bgp", "seed"):
         t = topology.load(ROOT / "inventories" / sample / "topology.yml")
         assert t.nodes
     t = topology.loads(racks())
     assert t.calico.design == "tor" and t.lans["rack-a"].host.compressed == "10.140.1.253"
-    assert topology.plan(t).nodes[2].network == "rack-b"
+    assert schedule.plan(t).nodes[2].network == "rack-b"
 
 
+@pytest.mark.unit
 def test_network_and_networks_exclude_each_other():
     both = racks() + "network: {lan: 10.140.0.0/16}\n"
     assert any("network and networks are both set" in p for p in problems(both))
@@ -71,6 +73,7 @@ def test_network_and_networks_exclude_each_other():
     assert any("network: is required" in p for p in problems(neither))
 
 
+@pytest.mark.unit
 def test_a_node_outside_its_network_or_without_one():
     p = problems(racks().replace("network: rack-b, address: 10.140.2.3", "network: rack-b, address: 10.140.1.9"))
     assert any("nodes.k8s-worker-2.address: 10.140.1.9 is not inside network rack-b 10.140.2.0/24" in x for x in p)
@@ -83,6 +86,7 @@ def test_a_node_outside_its_network_or_without_one():
     assert any("is the host's address on rack-b" in x for x in p)
 
 
+@pytest.mark.unit
 def test_router_interfaces_and_reachability():
     p = problems(racks().replace("rack-b: 10.140.2.254", "rack-b: 10.140.9.254"))
     assert any("routers.core.interfaces.rack-b: 10.140.9.254 is not a host address of rack-b" in x for x in p)
@@ -93,6 +97,7 @@ def test_router_interfaces_and_reachability():
     assert any("networks.rack-b.gateway: 10.140.2.254 is no router's interface" in x for x in p)
 
 
+@pytest.mark.unit
 def test_bgp_designs_need_what_they_use():
     p = problems(racks(net_asn=False, router_asn=False))
     assert any("networks.rack-a.asn: bgp: tor needs the AS" in x for x in p)
@@ -103,6 +108,7 @@ def test_bgp_designs_need_what_they_use():
     assert any("reflectors needs calico.route_reflectors" in x for x in p)
 
 
+@pytest.mark.unit
 def test_one_lan_refuses_router_fields():
     seed = (ROOT / "inventories" / "seed" / "topology.yml").read_text()
     p = problems(seed.replace("asn: 64512", "asn: 64512\n  bgp: tor"))
@@ -111,6 +117,7 @@ def test_one_lan_refuses_router_fields():
     assert any("nodes.k8s-worker-2.network: a node network needs networks:" in x for x in p)
 
 
+@pytest.mark.unit
 def test_vm_and_qemu_labs_take_networks():
     """vm: the racks and routers exist; labctl renders Calico's side. qemu: labctl makes the VMs' bridges
     and builds the routers itself (builds_routers; tests/test_qemu_racks.py)."""
@@ -120,6 +127,7 @@ def test_vm_and_qemu_labs_take_networks():
     assert topology.loads(racks() + "provider: qemu\n").provider == "qemu"
 
 
+@pytest.mark.unit
 def test_validate_cli_exit_2_one_line_per_problem(tmp_path):
     f = tmp_path / "t.yml"
     f.write_text(racks(net_asn=False, router_asn=False))
@@ -129,6 +137,7 @@ def test_validate_cli_exit_2_one_line_per_problem(tmp_path):
     assert len([x for x in lines if "asn" in x]) == 3, p.stderr
 
 
+@pytest.mark.unit
 def test_render_ccross_subnet_kernel_routes_and_tor_sessions(tmp_path):
     f = tmp_path / "t.yml"
     f.write_text(racks(name="rk-render"))
@@ -333,6 +342,7 @@ def test_rk_no_encapsulation_needs_the_router_to_know_the_blocks():
         assert v["checks"][("ping", "pod-a->pod-m")]["ok"]  # same rack: no router on the way
 
 
+@pytest.mark.unit
 def test_bgp_none_disables_calico_bgp_in_the_operator_resources(tmp_path):
     seed = (ROOT / "inventories" / "seed" / "topology.yml").read_text()
     f = tmp_path / "t.yml"
@@ -365,6 +375,7 @@ routers:
     return seed_in_racks(name, octet, layout, enc, bgp)
 
 
+@pytest.mark.unit
 def test_routers_route_to_networks_behind_other_routers(tmp_path):
     """Routers pass on only BGP-learned routes: a network two routers away needs a static route
     through the neighbour router, breadth first (fewest routers)."""

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from labctl.live import bird, iproute, nodes
+from labctl.live import bird, nodes
 from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe import bgp
+from labctl.plan import calico
 from labctl.plan.model import Node
+
+pytestmark = pytest.mark.unit
 
 # `birdcl -s /var/run/calico/bird.ctl show protocols` inside calico-node (Calico v3.30, BIRD 1.6 fork)
 BIRDCL_PROTOCOLS = """BIRD v0.3.3+birdv1.6.8 ready.
@@ -156,7 +159,7 @@ def probe_output(routes) -> str:
     ],
 )
 def test_the_nodes_block_comes_from_the_dataplanes_route_protocol(encapsulation, routes, block):
-    protocols = iproute.dataplane_protocols(encapsulation, None)
+    protocols = calico.dataplane_protocols(encapsulation, None)
     f = parse_probe(NodeFacts("n", "10.0.1.5", reachable=True), probe_output(routes), protocols)
     assert f.block == block
 
@@ -193,7 +196,7 @@ def test_bgp_row_of_a_vm_node_through_birdcl_with_felix_routes(monkeypatch):
     birdc = VmProvider.birdc(None, node)
     assert birdc.startswith("sudo -n crictl exec $(sudo -n crictl ps -q --name calico-node")
     assert birdc.endswith("birdcl -s /var/run/calico/bird.ctl")
-    row = bgp.node_row(Path("/nonexistent"), node, birdc, iproute.dataplane_protocols("VXLAN", None))
+    row = bgp.node_row(Path("/nonexistent"), node, birdc, calico.dataplane_protocols("VXLAN", None))
     assert row["error"] == ""
     assert [(s["name"], s["peer_address"], s["bgp_state"]) for s in row["sessions"]] == [
         ("Mesh_10_0_1_6", "10.0.1.6", "Established"),
@@ -238,7 +241,8 @@ def test_no_module_imports_a_private_name_of_another(module):
         for n in ast.walk(tree)
         if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("labctl")
         for a in n.names
-        if a.name.startswith("_") and not a.name.startswith("__")
+        if a.name.startswith("_")
+        and not a.name.startswith("__")
         # a package's own private helpers are its modules' to share
         and n.module != "labctl." + module.rpartition("/")[0].replace("/", ".")
     ]

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import SEED
@@ -9,13 +10,15 @@ from labctl.outputs import render
 from labctl.plan import diff as reconcile
 from labctl.plan import layout
 from labctl.plan.model import LabModel
-from labctl.spec import generate, topology
+from labctl.spec import generate, schedule, topology
+
+pytestmark = pytest.mark.unit
 
 LAB = layout.LabDir(Path("/nonexistent/lab"))
 
 
 def data(d: dict, ipip: bool) -> LabModel:
-    plan = topology.plan(topology.loads(yaml.safe_dump(d)))
+    plan = schedule.plan(topology.loads(yaml.safe_dump(d)))
     return render.build(plan, LAB, ipip)
 
 
@@ -160,9 +163,9 @@ def test_up_plans_and_builds_the_lab_model_once(monkeypatch, labhome):
     from labctl.providers.vm import VmProvider
 
     built, planned = [], []
-    build, plan = render.build, topology._plan
+    build, plan = render.build, schedule._plan
     monkeypatch.setattr(render, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
-    monkeypatch.setattr(topology, "_plan", lambda t: planned.append(t) or plan(t))
+    monkeypatch.setattr(schedule, "_plan", lambda t: planned.append(t) or plan(t))
     monkeypatch.setattr(VmProvider, "check_host_keys", lambda self, data, progress: None)
     monkeypatch.setattr(sshmux, "open_masters", lambda model, lab: [])
     monkeypatch.setattr(runner, "run_playbook", lambda *a, **k: SimpleNamespace(changed={}))

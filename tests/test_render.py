@@ -11,7 +11,9 @@ import yaml
 from conftest import ROOT, labctl
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, schema, topology
+
+pytestmark = pytest.mark.unit
 
 GOLDEN = ROOT / "tests" / "golden"
 TOPOLOGIES = {
@@ -24,7 +26,7 @@ TOPOLOGIES = {
 
 
 def rendered(src: Path, out: Path, ipip: bool = True) -> dict[str, str]:
-    files = render.render(topology.plan(topology.load(src)), layout.LabDir(out), src, ipip=ipip)
+    files = render.render(schedule.plan(topology.load(src)), layout.LabDir(out), src, ipip=ipip)
     return {str(f.relative_to(out)): f.read_text().replace(str(out), "@LABDIR@") for f in files}
 
 
@@ -64,7 +66,7 @@ def test_rendered_documents_are_valid(name, tmp_path):
         assert j["discovery"]["bootstrapToken"]["token"] == "{{ kubeadm_join_token }}"
     inst, api = yaml.safe_load_all((out / "calico/custom-resources.yaml").read_text())
     pool = inst["spec"]["calicoNetwork"]["ipPools"][0]
-    assert pool["encapsulation"] in topology.ENCAPSULATIONS
+    assert pool["encapsulation"] in schema.ENCAPSULATIONS
     assert pool["blockSize"] == t.calico.block_size
     assert api["kind"] == "APIServer"
     labels = yaml.safe_load((out / "node-labels.yaml").read_text())

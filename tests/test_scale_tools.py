@@ -10,11 +10,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, host_snapshot, labctl, residue
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 RR = ROOT / "inventories/route-reflectors/topology.yml"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("nodes, reflectors", [(3, 0), (5, 2), (300, 2), (1000, 3)])
 def test_init_writes_a_valid_topology(tmp_path, nodes, reflectors):
     out = tmp_path / "t.yml"
@@ -23,21 +24,23 @@ def test_init_writes_a_valid_topology(tmp_path, nodes, reflectors):
     t = topology.load(out)
     assert len(t.nodes) == nodes and t.calico.route_reflectors == list(t.nodes)[:reflectors]
     assert len({str(n.address) for n in t.nodes.values()}) == nodes
-    plan = topology.plan(t)
+    plan = schedule.plan(t)
     assert len({str(n.block) for n in plan.nodes}) == nodes
 
 
+@pytest.mark.unit
 def test_init_refuses_more_reflectors_than_nodes():
     p = labctl("init", "--nodes", 2, "--route-reflectors", 3)
     assert p.returncode == 2 and "more than --nodes" in p.stderr
 
 
+@pytest.mark.unit
 def test_rr_render_peers_clients_only_with_reflectors(tmp_path):
     from labctl.outputs import render
     from labctl.plan import layout
 
     t = topology.load(RR)
-    data = render.build(topology.plan(t), layout.LabDir(tmp_path)).to_data()
+    data = render.build(schedule.plan(t), layout.LabDir(tmp_path)).to_data()
     peers = {n["name"]: {p["name"]: p["type"] for p in n["peers"]} for n in data["nodes"]}
     assert peers["k8s-worker-3"] == {"k8s-master": "rr", "k8s-worker-1": "rr"}
     assert peers["k8s-master"] == {
@@ -48,6 +51,7 @@ def test_rr_render_peers_clients_only_with_reflectors(tmp_path):
     }
 
 
+@pytest.mark.unit
 def test_rr_problems_are_reported():
     d = yaml.safe_load(RR.read_text())
     d["calico"]["route_reflectors"] = ["k8s-master", "nope", "k8s-master"]
@@ -93,6 +97,7 @@ def test_route_reflectors_live_and_ssh(labhome):
     assert residue(before, host_snapshot(labhome)) == {}
 
 
+@pytest.mark.unit
 def test_route_devs_batch_answers_like_one_ip_per_address():
     """sshmux checks every node's route with one `ip -batch`: the same devices as one `ip route get`
     each, and an address ip cannot answer does not spoil the others."""
@@ -104,6 +109,7 @@ def test_route_devs_batch_answers_like_one_ip_per_address():
     assert batch["127.0.0.1"] == "lo" and batch["not-an-address"] is None
 
 
+@pytest.mark.unit
 def test_host_key_made_in_process_is_one_ssh_keygen_reads(tmp_path):
     """netns nodes' host keys come from cryptography, not ssh-keygen: sshd must load them as its own."""
     from labctl.providers.base import host_key_pair

@@ -9,7 +9,9 @@ import yaml
 
 from conftest import SEED, labctl
 from labctl.errors import TopologyError
-from labctl.spec import topology
+from labctl.spec import schedule, topology
+
+pytestmark = pytest.mark.unit
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>\S+): (?P<msg>.+)$")
 
@@ -35,7 +37,7 @@ def mutate(fn) -> str:
 
 def test_seed_is_valid_and_plans_the_seed_table():
     t = topology.load(SEED)
-    p = topology.plan(t)
+    p = schedule.plan(t)
     assert [(n.name, str(n.address), str(n.tunnel_ip), str(n.block)) for n in p.nodes] == [
         ("k8s-master", "10.12.22.1", "192.168.0.1", "192.168.0.0/24"),
         ("k8s-worker-1", "10.12.22.2", "192.168.1.1", "192.168.1.0/24"),
@@ -247,3 +249,30 @@ def test_schema_is_json_schema():
     assert {"name", "nodes"} <= set(s["required"])
     assert {"required": ["network"]} in s["anyOf"] and {"required": ["networks"]} in s["anyOf"]
     assert s["additionalProperties"] is False
+
+
+def test_the_spec_package_imports_nothing_above_it():
+    """Issue 20: reading a topology needs no provider and no node (spec is the lowest layer but one),
+    not even in a function: the qemu image check and the netem values live in spec."""
+    import ast
+    from pathlib import Path
+
+    import labctl.spec
+
+    below = ("labctl.spec", "labctl.errors", "labctl.progress", "labctl.output", "labctl.fanout")
+    pkg = Path(labctl.spec.__file__).parent
+    imported = {
+        f"{f.name}: {n.module}"
+        for f in pkg.glob("*.py")
+        for n in ast.walk(ast.parse(f.read_text()))
+        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("labctl")
+        if not (n.module + ".").startswith(tuple(b + "." for b in below))
+    }
+    assert imported == set()
+
+
+def test_the_images_validation_takes_for_built_are_the_ones_labctl_builds():
+    from labctl.providers.qemu import image
+    from labctl.spec.schema import BUILT_IMAGES
+
+    assert BUILT_IMAGES == tuple(image.RECIPES)

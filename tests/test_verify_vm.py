@@ -8,7 +8,9 @@ from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe.verify import Observed, _api_workloads, answers, evaluate
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, topology
+
+pytestmark = pytest.mark.unit
 
 # `birdcl show protocols` inside calico-node (Calico's BIRD 1.6 fork), as calicoctl shows it
 BIRD = """BIRD v0.3.3+birdv1.6.8 ready.
@@ -68,7 +70,7 @@ rc=1
 def lab(tmp_path):
     src = ROOT / "inventories/vm-cloud/topology.yml"
     t = topology.load(src)
-    ctx_plan = topology.plan(t)
+    ctx_plan = schedule.plan(t)
     return render.build(ctx_plan, layout.LabDir(tmp_path / "lab"))
 
 
@@ -235,7 +237,7 @@ def test_collect_pings_and_resolves_from_the_pods_own_namespace(lab, monkeypatch
         def model(self):
             return lab
 
-    monkeypatch.setattr(verify.live, "gather_lab", lambda *a, **k: list(obs.facts.values()))
+    monkeypatch.setattr(verify.nodefacts, "gather_lab", lambda *a, **k: list(obs.facts.values()))
     monkeypatch.setattr(verify.live, "NodeShell", Shell)
     model, got = verify.collect(Lab())
     k = "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf"  # vm-cloud logs in as ubuntu

@@ -52,6 +52,7 @@ def _row(name, peers, reachable=True):
     return row | {"block": "", "labels": {}, "bgp": {"established": est, "expected": 2, "peers": ps}}
 
 
+@pytest.mark.unit
 def test_sessions_take_the_worse_end_and_a_silent_bird_is_down():
     model = _mesh()
     rows = [
@@ -76,6 +77,7 @@ def racks_model(tmp_path_factory):
     return LabModel.load(out / "topology-data.json")
 
 
+@pytest.mark.unit
 def test_build_groups_nodes_by_network_with_the_router_between(racks_model):
     m = racks_model
     rows = [_row(n.name, [p.protocol for p in n.peers]) for n in m.speakers]
@@ -99,6 +101,7 @@ def test_build_groups_nodes_by_network_with_the_router_between(racks_model):
     }
 
 
+@pytest.mark.unit
 def test_route_reflectors_are_marked(tmp_path):
     out = tmp_path / "lab"
     labctl("render", "-t", ROOT / "inventories" / "route-reflectors" / "topology.yml", "-o", out, check=True)
@@ -108,6 +111,7 @@ def test_route_reflectors_are_marked(tmp_path):
     assert {s["type"] for s in d["sessions"]} == {"rr"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "route, by",
     [
@@ -126,6 +130,7 @@ def test_who_programmed_a_route(route, by):
     assert view.programmed_by(route) == by
 
 
+@pytest.mark.unit
 def test_exported_page_is_self_contained_and_data_cannot_break_out():
     model = _mesh()
     evil = "</script><script>alert(1)</script><!--"
@@ -141,6 +146,7 @@ def test_exported_page_is_self_contained_and_data_cannot_break_out():
     assert 'src="static/cytoscape.min.js"' in served and "labctl-data" not in served
 
 
+@pytest.mark.unit
 def test_the_wheel_list_of_assets_exists():
     for name in [*view.ASSETS, "view.html", "cytoscape.LICENSE"]:
         assert (view.STATIC / name).is_file(), name
@@ -192,6 +198,7 @@ def _get(port, path, host=None, method="GET", headers=None):
     return r.status, dict(r.getheaders()), body
 
 
+@pytest.mark.unit
 def test_server_wants_the_token_and_its_own_host(stub_server):
     port = stub_server.port
     assert stub_server.url == f"http://127.0.0.1:{port}/?token=tok-123"
@@ -215,6 +222,7 @@ def test_server_wants_the_token_and_its_own_host(stub_server):
     assert _get(port, "/static/view.js", headers={"Cookie": f"labctl-view-{port}=nope"})[0] == 403
 
 
+@pytest.mark.unit
 def test_server_serves_only_its_files_and_only_reads(stub_server):
     port = stub_server.port
     for path in ("/static/../view_http.py", "/static/view.py", "/static/%2e%2e/view.py", "/etc/passwd", "/api/exec"):
@@ -233,6 +241,7 @@ def test_server_serves_only_its_files_and_only_reads(stub_server):
         assert status == 400, (path, body)
 
 
+@pytest.mark.unit
 def test_live_reads_while_polled_and_keeps_the_last_snapshot_on_error():
     calls = []
 
@@ -260,6 +269,7 @@ def test_live_reads_while_polled_and_keeps_the_last_snapshot_on_error():
         live.wake.set()
 
 
+@pytest.mark.unit
 def test_listen_must_be_an_address():
     from labctl.errors import UsageError
 
@@ -467,6 +477,7 @@ def test_ctrl_c_ends_the_server_with_130(served):
     assert "token=" not in err  # requests are not logged: their URL carries the token
 
 
+@pytest.mark.unit
 def test_pool_keeps_a_connection_and_replaces_a_broken_one(monkeypatch):
     from labctl.errors import LabctlError
     from labctl.live import shellpool
@@ -517,6 +528,7 @@ def test_pool_keeps_a_connection_and_replaces_a_broken_one(monkeypatch):
     pool.close()
 
 
+@pytest.mark.unit
 def test_a_taken_port_is_bad_input_and_any_address_answers_to_this_hosts_names():
     import socket
 

@@ -10,7 +10,7 @@ import pytest
 
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
@@ -45,10 +45,11 @@ def vm_lab(tmp_path_factory) -> layout.LabDir:
     src = tmp / "topology.yml"
     src.write_text(VM_TOPOLOGY)
     lab = layout.LabDir(tmp / "lab")
-    render.render(topology.plan(topology.load(src)), lab, src)
+    render.render(schedule.plan(topology.load(src)), lab, src)
     return lab
 
 
+@pytest.mark.unit
 def test_rendered_vm_inventory_has_what_the_roles_use(vm_lab):
     text = vm_lab.inventory.read_text()
     for key in ("ansible_become", "ansible_ssh_common_args", "node_labels", "calico_encapsulation", "lab_dir"):
@@ -58,6 +59,7 @@ def test_rendered_vm_inventory_has_what_the_roles_use(vm_lab):
         assert "{{ kubeadm_join_token }}" in join and "{{ kubeadm_ca_cert_hash }}" in join
 
 
+@pytest.mark.lint
 @pytest.mark.parametrize("playbook", ["vm-up.yml", "vm-down.yml"])
 def test_syntax(vm_lab, playbook):
     exe = need("ansible-playbook")
@@ -73,6 +75,7 @@ def test_syntax(vm_lab, playbook):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.lint
 def test_ansible_lint_production():
     exe = need("ansible-lint")
     p = subprocess.run(
@@ -86,12 +89,14 @@ def test_ansible_lint_production():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.lint
 def test_yamllint():
     exe = need("yamllint")
     p = subprocess.run([exe, "-s", "playbooks/"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.lint
 def test_yamllint_sample_topologies():
     """`make lint` checks the samples too; their own config only allows aligned colons."""
     exe = need("yamllint")
@@ -100,6 +105,7 @@ def test_yamllint_sample_topologies():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.unit
 def test_every_task_touching_join_secrets_is_no_log():
     """Join tokens and the CA hash must never reach output, logs or ansible-runner's artifacts:
     every task that names them hides its result. Allowed without no_log: modules that only see a
@@ -155,6 +161,7 @@ def _validate(lab: layout.LabDir, inventory: Path) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.lint
 def test_validate_inventory_names_a_hand_broken_node(vm_lab, tmp_path):
     import yaml
 
@@ -172,6 +179,7 @@ def test_validate_inventory_names_a_hand_broken_node(vm_lab, tmp_path):
     assert "cp-1" not in p.stdout.split("bad inventory:")[-1]
 
 
+@pytest.mark.lint
 def test_down_resets_the_nodes_that_answer_and_names_the_others(vm_lab, tmp_path):
     """Issue 11 item 14: one unreachable node must not stop `down` for the others. cp-1 is this
     host over a local connection, in check mode (nothing changes); wk-1 and wk-2 point at a
@@ -204,6 +212,7 @@ def test_down_resets_the_nodes_that_answer_and_names_the_others(vm_lab, tmp_path
     assert re.search(r"cp-1\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out
 
 
+@pytest.mark.lint
 def test_down_through_labctl_names_the_unreachable_nodes_not_the_first_contact(vm_lab, tmp_path):
     """vm-down.yml tries each node once with raw (ignore_unreachable) before waiting for it: that
     ignored unreachable must not become the error `labctl down` prints; the last play's is it."""
@@ -230,6 +239,7 @@ def test_down_through_labctl_names_the_unreachable_nodes_not_the_first_contact(v
     assert "not reset: cp-1, wk-1, wk-2 (unreachable: cp-1, wk-1, wk-2)" in str(e.value), str(e.value)
 
 
+@pytest.mark.unit
 def test_reset_undoes_what_host_prep_and_containerd_wrote():
     import yaml
 

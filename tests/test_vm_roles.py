@@ -23,7 +23,7 @@ import yaml
 from conftest import ROOT
 from labctl.outputs import render
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, topology
 
 ROLES = ROOT / "playbooks" / "roles"
 PYTHON = "/usr/bin/python3"
@@ -129,6 +129,7 @@ def _pods(*pods):
     )
 
 
+@pytest.mark.lint
 def test_workloads_recreates_moved_pods_prunes_removed_ones_and_applies_nothing_empty(tmp_path):
     """Two control planes of two labs: `moved` changed pod-b's nodeSelector and dropped `old`;
     `empty` has `workloads: []`."""
@@ -167,6 +168,7 @@ def test_workloads_recreates_moved_pods_prunes_removed_ones_and_applies_nothing_
     assert "labctl-pod-a" in host_part(tasks["Delete pods that are gone from the topology or must move"], "empty")
 
 
+@pytest.mark.unit
 def test_workload_pods_carry_the_managed_by_label(tmp_path):
     text = (ROLES / "workloads" / "templates" / "pods.yaml.j2").read_text()
     assert "app.kubernetes.io/managed-by: labctl" in text and "labctl.io/workload:" in text
@@ -201,6 +203,7 @@ def _cp_host(tmp_path: Path, name: str, admin_conf: bool, pending: bool = False)
     }
 
 
+@pytest.mark.lint
 def test_control_plane_decides_init_from_the_cluster(tmp_path):
     """half: labctl's own init started (its marker) and the API never came up -> reset, init.
     held (issue 21 item 4): admin.conf, no marker, the API does not answer (a reboot, a slow start)
@@ -262,6 +265,7 @@ def test_control_plane_decides_init_from_the_cluster(tmp_path):
     assert "stable-" not in fill
 
 
+@pytest.mark.unit
 def test_kubeadm_init_skips_the_token_print():
     tasks = yaml.safe_load((ROLES / "control_plane" / "tasks" / "main.yml").read_text())
     block = next(t for t in tasks if t.get("name") == "Kubeadm init")
@@ -274,6 +278,7 @@ def test_kubeadm_init_skips_the_token_print():
 # ---------------------------------------------------------------------------------------------
 # join (item 9)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.lint
 def test_join_decides_from_the_cluster(tmp_path):
     """stray: kubelet.conf but the cluster has no such node -> reset, join. reinstalled: no
     kubelet.conf but a node object of that name -> delete it, join. joined: both -> nothing.
@@ -322,6 +327,7 @@ def test_join_decides_from_the_cluster(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # calico_bgp (item 14)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.lint
 def test_reflectors_off_turns_the_mesh_back_on(tmp_path):
     rules = [
         {"match": ["get bgpconfiguration"], "out": "false"},
@@ -345,10 +351,11 @@ def test_reflectors_off_turns_the_mesh_back_on(tmp_path):
 def _two_racks_vm(tmp_path: Path) -> layout.LabDir:
     src = ROOT / "inventories" / "two-racks-vm" / "topology.yml"
     lab = layout.LabDir(tmp_path / "lab")
-    render.render(topology.plan(topology.load(src)), lab, src)
+    render.render(schedule.plan(topology.load(src)), lab, src)
     return lab
 
 
+@pytest.mark.lint
 def test_tor_sets_each_nodes_as_applies_the_rack_peers_and_drops_a_gone_one(tmp_path):
     lab = _two_racks_vm(tmp_path)
     rules = [
@@ -378,6 +385,7 @@ def test_tor_sets_each_nodes_as_applies_the_rack_peers_and_drops_a_gone_one(tmp_
     assert DECIDED_NOT in tasks["Nodes without their own AS any more"]
 
 
+@pytest.mark.lint
 def test_mesh_after_tor_gives_the_nodes_back_the_cluster_as_and_drops_the_rack_peers(tmp_path):
     rules = [
         {"match": ["get bgpconfiguration"], "out": "false"},
@@ -396,6 +404,7 @@ def test_mesh_after_tor_gives_the_nodes_back_the_cluster_as_and_drops_the_rack_p
     assert back.count(WOULD_RUN) == 1 and "k8s-master" in back and '\\"asNumber\\": null' in back
 
 
+@pytest.mark.unit
 def test_calico_bgp_runs_after_the_labels_and_always():
     plays = yaml.safe_load((ROOT / "playbooks" / "vm-up.yml").read_text())
     names = [p["name"] for p in plays]
@@ -416,6 +425,7 @@ def no_containerd_here():
     assert not Path("/etc/containerd").exists() and not Path("/etc/crictl.yaml").exists()
 
 
+@pytest.mark.lint
 def test_containerd_source_choice_in_check_mode(tmp_path, no_containerd_here):
     """On this Debian 12 host (distro containerd 1.6.20), four nodes:
     distro: forced distro for 1.34 -> completes in check mode (item 5), warns, holds, pause 3.10.1;
@@ -480,6 +490,7 @@ def _all_tasks():
             yield path.relative_to(ROOT), t, env
 
 
+@pytest.mark.unit
 def test_every_download_goes_through_the_lab_proxy():
     seen = 0
     for path, t, env in _all_tasks():
@@ -489,6 +500,7 @@ def test_every_download_goes_through_the_lab_proxy():
     assert seen >= 4  # Release.key, Calico manifests, containerd, runc
 
 
+@pytest.mark.unit
 def test_no_kubectl_fetches_from_the_internet_and_calico_applies_server_side():
     for path, t, _ in _all_tasks():
         cmd = str(t.get("ansible.builtin.command", "")) + str(t.get("ansible.builtin.shell", ""))
@@ -498,6 +510,7 @@ def test_no_kubectl_fetches_from_the_internet_and_calico_applies_server_side():
     assert calico.count("--server-side") == 2 and "--force-conflicts" in calico
 
 
+@pytest.mark.unit
 def test_every_apt_task_waits_for_the_dpkg_lock():
     seen = 0
     for path, t, _ in _all_tasks():
@@ -508,6 +521,7 @@ def test_every_apt_task_waits_for_the_dpkg_lock():
     assert seen >= 5
 
 
+@pytest.mark.unit
 def test_host_prep_waits_for_cloud_init_and_names_the_host_before_apt():
     tasks = yaml.safe_load((ROLES / "host_prep" / "tasks" / "main.yml").read_text())
     names = [t["name"] for t in tasks]
@@ -524,6 +538,7 @@ def test_host_prep_waits_for_cloud_init_and_names_the_host_before_apt():
     assert wait < hostname and wait < names.index("Apt through the lab proxy")
 
 
+@pytest.mark.lint
 def test_host_prep_sets_hostname_and_hosts_in_check_mode(tmp_path):
     hosts = {
         "k8s-master": {

@@ -23,7 +23,9 @@ from labctl.errors import ProvisionError
 from labctl.outputs import render, runner
 from labctl.plan import layout
 from labctl.progress import Progress
-from labctl.spec import topology
+from labctl.spec import schedule, topology
+
+pytestmark = pytest.mark.lint
 
 TOKEN = "abcdef.0123456789abcdef"
 HASH = "sha256:" + "5f" * 32
@@ -41,7 +43,7 @@ kubeadm join 10.12.22.1:6443 --token {TOKEN} \\
 def test_no_token_or_ca_hash_in_any_file_of_the_lab_dir(tmp_path, monkeypatch):
     lab = layout.LabDir(tmp_path / "lab")
     src = ROOT / "inventories" / "vm-cloud" / "topology.yml"
-    render.render(topology.plan(topology.load(src)), lab, src)
+    render.render(schedule.plan(topology.load(src)), lab, src)
 
     # the nodes: this host, every path the roles write inside tmp_path
     work = tmp_path / "node"

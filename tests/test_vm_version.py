@@ -2,6 +2,7 @@
 anything runs (labctl installs a version; a new patch without `kubeadm upgrade` would put a new
 kubelet under an old control plane, and a new minor was silently ignored)."""
 
+import pytest
 import yaml
 
 from conftest import ROOT, labctl
@@ -9,7 +10,9 @@ from labctl.app.lab import Lab
 from labctl.outputs import render
 from labctl.plan import diff as reconcile
 from labctl.plan import layout
-from labctl.spec import topology
+from labctl.spec import schedule, schema, topology
+
+pytestmark = pytest.mark.unit
 
 VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 
@@ -17,8 +20,8 @@ VM_CLOUD = ROOT / "inventories" / "vm-cloud" / "topology.yml"
 def _data(version: str):
     d = yaml.safe_load(VM_CLOUD.read_text())
     d["kubernetes"]["version"] = version
-    t = topology.Topology.model_validate(d)
-    plan = topology.plan(t)
+    t = schema.Topology.model_validate(d)
+    plan = schedule.plan(t)
     return render.build(plan, layout.LabDir(ROOT / "unused"))
 
 
@@ -37,7 +40,7 @@ def test_up_refuses_it_on_a_built_lab(labhome, tmp_path):
     src = tmp_path / "topology.yml"
     src.write_text(VM_CLOUD.read_text())
     lab = Lab(layout.LabDir(labhome / "seed-vm"))
-    render.render(topology.plan(topology.load(src)), lab.dir, src)
+    render.render(schedule.plan(topology.load(src)), lab.dir, src)
     lab.save_state(name="seed-vm", provider="vm", phase="done")  # as a finished `up` leaves it
     changed = tmp_path / "newer.yml"
     changed.write_text(VM_CLOUD.read_text().replace('version: "1.34"', 'version: "1.35"'))

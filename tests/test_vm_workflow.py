@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.unit
 
 WORKFLOW = ROOT / ".github" / "workflows" / "smoke-cloud.yml"
 

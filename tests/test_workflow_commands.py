@@ -12,6 +12,8 @@ import yaml
 
 from conftest import labctl
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("smoke-*.yml"))
 

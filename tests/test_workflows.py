@@ -26,22 +26,26 @@ def tool(name: str) -> str:
     return path
 
 
+@pytest.mark.unit
 def test_there_are_both_workflows():
     assert {w.name for w in WORKFLOWS} == {"smoke-cloud.yml", "smoke-local.yml"}
 
 
+@pytest.mark.lint
 def test_zizmor_finds_nothing():
     p = subprocess.run([tool("zizmor"), "--offline", *map(str, WORKFLOWS)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "No findings to report" in p.stdout + p.stderr
 
 
+@pytest.mark.lint
 def test_the_workflows_match_githubs_schema():
     argv = [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)]
     p = subprocess.run(argv, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
 def test_the_job_outlasts_its_steps(workflow):
     job = yaml.safe_load(workflow.read_text())["jobs"]["smoke"]
@@ -55,6 +59,7 @@ def step(name: str) -> dict:
     return next(s for s in yaml.safe_load(LOCAL.read_text())["jobs"]["smoke"]["steps"] if s["name"].startswith(name))
 
 
+@pytest.mark.unit
 def test_a_failing_down_still_leaves_the_logs_readable(tmp_path):
     """Run the teardown step as GitHub does (bash -eo pipefail) with a `labctl` whose down fails."""
     home, art = tmp_path / "labs", tmp_path / "artifacts"
@@ -86,6 +91,7 @@ def _size(tmp_path, avail_kib: int) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.unit
 def test_the_vms_are_sized_to_the_runner(tmp_path):
     """A 7 GB runner (~6.2 GB available): 2048 MiB for the control plane, 1280 for each worker, which
     labctl's preflight then finds fitting; a 16 GB runner gets 2048 each; too little fails naming it."""
@@ -108,6 +114,7 @@ def test_the_vms_are_sized_to_the_runner(tmp_path):
     assert p.returncode == 1 and "3906 MiB available: too little" in p.stderr, p.stderr
 
 
+@pytest.mark.unit
 def test_the_smoke_run_verifies_with_dns_and_traces_after_up():
     names = [s["name"] for s in yaml.safe_load(LOCAL.read_text())["jobs"]["smoke"]["steps"]]
     assert names.index("Size the VMs to the runner") < names.index("labctl up") < names.index("labctl verify")

@@ -7,11 +7,8 @@ from __future__ import annotations
 from labctl import providers
 from labctl.app.clock import now
 from labctl.errors import UsageError
+from labctl.plan.faults import KINDS, ORDER
 from labctl.plan.model import LabModel, Node
-
-KINDS = ("bird", "link", "node")
-# repair order: a frozen node, or one cut off its LAN, cannot be reached to restart its BIRD
-ORDER = ("node", "link", "bird")
 
 
 def _node(model: LabModel, name: str) -> Node:
@@ -70,8 +67,3 @@ def repair_recorded(lab, prov, model: LabModel, progress) -> None:
                 progress.info(f"  repairing {node}: {kind}")
                 prov.repair(model, by_name[node], kind, have[kind])
     lab.save_state(faults={})
-
-
-def shown(state: dict) -> dict[str, str]:
-    """node -> "bird,link" for inspect."""
-    return {node: ",".join(k for k in KINDS if k in have) for node, have in (state.get("faults") or {}).items() if have}

@@ -17,14 +17,15 @@ from labctl.app.clock import now
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.live import impair, sshmux
 from labctl.outputs import render, runner
+from labctl.plan import calico, layout
 from labctl.plan import diff as reconcile
-from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.progress import Progress
 from labctl.providers.base import LeftNode, Remains
-from labctl.spec import topology
+from labctl.spec import netem, schedule, topology
 from labctl.spec.providers import traits
+from labctl.spec.schema import LAB_NAME, Topology
 
 
 class Lab:
@@ -58,7 +59,7 @@ class Lab:
                 raise UsageError(f"no lab under {layout.home()}", "run `labctl up` first")
             else:
                 raise UsageError(f"several labs: {', '.join(labs)}", "pick one with --name")
-        if not topology.LAB_NAME.fullmatch(name):
+        if not LAB_NAME.fullmatch(name):
             raise UsageError(f"{name!r} is not a lab name", "lab names match ^[a-z][a-z0-9-]{0,19}$")
         return cls(layout.lab_dir(name))
 
@@ -119,13 +120,13 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
 
-    def new_model(self, topo: topology.Topology, prov=None) -> LabModel:
+    def new_model(self, topo: Topology, prov=None) -> LabModel:
         """The lab model this topology builds to on this host: the plan plus the host's one fact,
         whether its kernel has ipip (so validate, `up --dry-run` and `up` judge the same model)."""
         prov = prov or providers.get(topo.provider, self)
-        return render.build(topology.plan(topo), self.dir, prov.ipip_supported())
+        return render.build(schedule.plan(topo), self.dir, prov.ipip_supported())
 
-    def check(self, topo: topology.Topology) -> list[str]:
+    def check(self, topo: Topology) -> list[str]:
         """The provider's checks that need no host access (up's preflight runs them too); warnings."""
         prov = providers.get(topo.provider, self)
         model = self.new_model(topo, prov)
@@ -133,7 +134,7 @@ class Lab:
         _tunnel_check(model)
         return prov.checks(model)
 
-    def plan_change(self, topo: topology.Topology, new: LabModel | None = None) -> reconcile.Diff:
+    def plan_change(self, topo: Topology, new: LabModel | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
         new = new if new is not None else self.new_model(topo)
         old = self.model() if self.dir.topology_data.exists() and self.dir.state.exists() else None
@@ -143,7 +144,7 @@ class Lab:
             new = new.model_copy(update={"calico": calico})
         return reconcile.diff(old, new)
 
-    def up(self, topo: topology.Topology, source: Path | None, progress: Progress, **options) -> dict:
+    def up(self, topo: Topology, source: Path | None, progress: Progress, **options) -> dict:
         """Build the lab, or bring a running one to the topology (see _up for the options)."""
         self.dir.refuse_unmarked()  # before `fresh` may remove it: a directory not labctl's stays as it is
         fresh = not self.dir.topology_data.exists()  # the lab dir holds at most this run's log
@@ -159,7 +160,7 @@ class Lab:
 
     def _up(
         self,
-        topo: topology.Topology,
+        topo: Topology,
         source: Path | None,
         progress: Progress,
         check: bool = False,
@@ -167,7 +168,7 @@ class Lab:
         accept_new_host_keys: bool = False,
         extravars: dict | None = None,
     ) -> dict:
-        plan = topology.plan(topo)
+        plan = schedule.plan(topo)
         prov = providers.get(topo.provider, self)
         with self.lock(progress), _signals() as cancel:
             self._cancel = (cancel, progress)
@@ -220,7 +221,7 @@ class Lab:
             for line in reconcile.format(change).splitlines():
                 progress.info(f"  {line}" if line else "")
 
-    def _begin(self, topo: topology.Topology, model: LabModel, progress: Progress) -> None:
+    def _begin(self, topo: Topology, model: LabModel, progress: Progress) -> None:
         """The state of a lab being built (what `list` shows from here on)."""
         self.save_state(
             name=topo.name,
@@ -298,7 +299,7 @@ class Lab:
         """Remove everything the lab created; False if there was nothing to remove."""
         root = self.dir.root
         # only ever a lab's own directory: a bad name must never turn into rmtree of anything else
-        if root.parent != layout.home() or not topology.LAB_NAME.fullmatch(root.name):
+        if root.parent != layout.home() or not LAB_NAME.fullmatch(root.name):
             raise UsageError(f"refusing to remove {root}: not a lab directory under {layout.home()}")
         self.dir.refuse_unmarked()  # `down --name images`: never a directory labctl did not make
         if other := providers.other_home(self):
@@ -384,7 +385,7 @@ class Lab:
 
 def _ipip_fallback(model: LabModel) -> bool:
     """The topology asked for IPIP and this host's kernel has none: vxlan.calico stands in."""
-    return model.calico.encapsulation.startswith("IPIP") and model.calico.tunnel_device == "vxlan.calico"
+    return calico.ipip_emulated(model.calico.encapsulation, model.calico.tunnel_device)
 
 
 def _netem_check(prov, model: LabModel) -> None:
@@ -392,7 +393,7 @@ def _netem_check(prov, model: LabModel) -> None:
     need = impair.needs_netem(model)
     if need and prov.netem_supported() is False:
         raise HostError(
-            f"impairments {', '.join(need)}: {impair.NO_NETEM}",
+            f"impairments {', '.join(need)}: {netem.NO_NETEM}",
             "keep only rate in the topology's impairments, or use a kernel with sch_netem",
         )
 
@@ -400,11 +401,11 @@ def _netem_check(prov, model: LabModel) -> None:
 def _tunnel_check(model: LabModel) -> None:
     """Refuse an impairment on a tunnel device the lab will not have: the host decides it (a kernel
     without ipip emulates IPIP with vxlan.calico), so this is known before anything is built."""
-    tunnels = ("tunl0", "vxlan.calico")
+    tunnels = calico.TUNNELS
     for i in model.impairments or []:
         if i.interface in tunnels and i.interface != model.calico.tunnel_device:
             have = model.calico.tunnel_device or "no tunnel device"
-            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == "tunl0" else ""
+            why = " (this kernel has no ipip: IPIP runs over vxlan.calico)" if i.interface == calico.TUNL0 else ""
             raise UsageError(
                 f"impairments {i.node}:{i.interface}: this lab's nodes have {have}, not {i.interface}{why}",
                 f"impair {i.node}:{have}" if model.calico.tunnel_device else "impair the node's LAN NIC",

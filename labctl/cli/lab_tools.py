@@ -76,10 +76,11 @@ def impair(
     from labctl.cli import find_node
     from labctl.live import impair as imp
     from labctl.live import nodes
+    from labctl.spec import netem
 
     if clear and any(x is not None for x in (delay, jitter, loss, rate)):
         raise UsageError("--clear takes no --delay/--jitter/--loss/--rate")
-    s = None if clear else imp.spec(delay, jitter, loss, rate)
+    s = None if clear else netem.spec(delay, jitter, loss, rate)
     lab = find_lab(name, None)
     node_name, _, iface = target.partition(":")
     n = find_node(lab, node_name)
@@ -87,8 +88,8 @@ def impair(
     prov = providers.get(lab.model().provider, lab)
     with imp.shell(prov, lab.dir, n) as shell:
         imp.apply(shell, n, iface, s)
-        _, out, _ = shell.run(nodes.sudo(n) + imp.show_command(iface))
-    typer.echo(f"{node_name}:{iface}: {imp.describe(out) or 'no impairment'}")
+        _, out, _ = shell.run(nodes.sudo(n) + netem.show_command(iface))
+    typer.echo(f"{node_name}:{iface}: {netem.describe(out) or 'no impairment'}")
 
 
 class FaultKind(enum.StrEnum):

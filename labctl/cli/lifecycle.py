@@ -37,9 +37,9 @@ def validate(topology_file: TopologyOpt = None) -> None:
 @command()
 def schema() -> None:
     """Print the topology file's JSON Schema."""
-    from labctl.spec import topology
+    from labctl.spec import schema as s
 
-    typer.echo(json.dumps(topology.schema(), indent=2))
+    typer.echo(json.dumps(s.schema(), indent=2))
 
 
 @command()
@@ -78,12 +78,12 @@ def render(
     """Write the lab directory (inventory, kubeadm, Calico, BIRD, labels) without touching any host."""
     from labctl.outputs import render as r
     from labctl.plan import layout
-    from labctl.spec import topology
+    from labctl.spec import schedule
 
     t, src = load_topology(topology_file)
     lab = layout.LabDir(output.resolve()) if output else layout.lab_dir(t.name)
     _render_target(lab)
-    for path in r.render(topology.plan(t), lab, src, ipip=not no_ipip):
+    for path in r.render(schedule.plan(t), lab, src, ipip=not no_ipip):
         typer.echo(path)
 
 

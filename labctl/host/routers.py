@@ -8,9 +8,10 @@ from pathlib import Path
 
 from labctl import fanout
 from labctl.errors import LabctlError
-from labctl.live import bird, impair, iproute
+from labctl.live import bird, iproute
 from labctl.live import nodes as live
 from labctl.plan.model import LabModel, Router, as_node
+from labctl.spec import netem
 
 
 def birdc(prov, node) -> str:
@@ -27,8 +28,8 @@ def read(lab, r: Router) -> dict:
         with live.NodeShell(lab.dir, r) as s:
             _, out, _ = s.run("ip -j -4 route show")
             got = {"routes": iproute.loads(out), "sessions": None, "error": ""}
-            _, tc, _ = s.run(impair.SHOW_ALL)
-            got["impair"] = impair.describe_all(tc, r.interface)
+            _, tc, _ = s.run(netem.SHOW_ALL)
+            got["impair"] = netem.describe_all(tc, r.interface)
             if r.asn is not None:
                 _, out, _ = s.run(f"{birdc(None, r)} show protocols")
                 got["sessions"] = bird.sessions(out) if bird.running(out) else []

@@ -16,14 +16,17 @@ gone must never make labctl send its packets out of the host's default route."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labctl.errors import LabctlError
 from labctl.plan import names
+from labctl.plan.model import as_node
 
 
 class RouteError(LabctlError):
@@ -197,8 +200,6 @@ def for_router(lab_dir, bridge: str | None) -> Access:
 
 def of_node(node) -> Access:
     """The access of a node of the lab model (or its dict form)."""
-    from labctl.plan.model import as_node
-
     return Access.from_data(as_node(node).ssh.to_data())
 
 
@@ -235,13 +236,11 @@ def paramiko():
     """paramiko, with its logger silenced: an unreachable node is one line of ours, never the
     traceback paramiko logs from its transport thread ("Error reading SSH protocol banner")."""
     global _silenced
-    import logging
-    import sys
 
     # paramiko imports invoke (a third of its import time, unittest.mock with it) only to run an
     # ssh_config's `Match exec`; labctl hands paramiko its arguments and never parses an ssh_config
     sys.modules.setdefault("invoke", None)
-    import paramiko as p
+    import paramiko as p  # noqa: PLC0415 (heavy: imported where it is used)
 
     if not _silenced:
         log = logging.getLogger("paramiko")

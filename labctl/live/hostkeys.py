@@ -6,6 +6,8 @@ always refused."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import socket
 from pathlib import Path
 
@@ -55,8 +57,6 @@ class _Pinner:
 
 
 def _fingerprint(key) -> str:
-    import base64
-    import hashlib
 
     return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 

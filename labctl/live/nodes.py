@@ -8,14 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shlex
+import threading
 from dataclasses import dataclass, field
 
-from labctl import fanout, providers
+from labctl import fanout
 from labctl.errors import LabctlError
 from labctl.live import access, bird, iproute
 from labctl.live.bird import Session
-from labctl.plan.model import LabModel, Node, Router, as_node
+from labctl.plan import calico
+from labctl.plan.model import Node, Router, as_node
 from labctl.spec.providers import traits
 
 SECTION = "=====labctl:"
@@ -103,8 +106,6 @@ class NodeShell:
         """Run `command`, writing its stdout/stderr to these binary files as it comes and feeding
         it fd `stdin` (EOF included); no timeout while it runs. Ctrl-C (KeyboardInterrupt) kills
         the remote command's process group, then propagates. Returns the exit code."""
-        import select
-        import threading
 
         chan = self.client.get_transport().open_session()
         chan.settimeout(None)
@@ -248,7 +249,7 @@ def parse_names(text: str) -> dict[str, str]:
 
 def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -> NodeFacts:
     """Fill facts from the probe's output; `protocols` are the route protocols of the pod network
-    (iproute.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
+    (calico.lab_protocols: who programs them in this lab, by Calico version and encapsulation)."""
     sections: dict[str, str] = {}
     key = None
     for line in out.splitlines():
@@ -264,12 +265,12 @@ def parse_probe(facts: NodeFacts, out: str, protocols: set[str] | None = None) -
                 continue
             if a.get("local") == facts.address:
                 facts.interface, facts.physical_ip = link["ifname"], f"{a['local']}/{a['prefixlen']}"
-            if link.get("ifname") in ("tunl0", "vxlan.calico") and a.get("prefixlen") == 32:
+            if link.get("ifname") in calico.TUNNELS and a.get("prefixlen") == 32:
                 facts.tunnel_device, facts.tunnel_ip = link["ifname"], a["local"]
-        if link.get("ifname") == "vxlan.calico":
+        if calico.vteps(link.get("ifname")):
             facts.vtep_mac = link.get("address", "")
     facts.routes = iproute.loads(sections.get("route", ""))
-    facts.block = iproute.own_block(facts.routes, protocols or {iproute.BIRD})
+    facts.block = iproute.own_block(facts.routes, protocols or {calico.BIRD})
     facts.neigh = iproute.loads(sections.get("neigh", ""))
     facts.fdb = iproute.loads(sections.get("fdb", ""))
     if "names" in sections:
@@ -317,13 +318,3 @@ def gather(
         return parse_probe(f, out, protocols)
 
     return fanout.each(one, nodes)
-
-
-def gather_lab(
-    lab, model: LabModel, extra: dict[str, dict[str, str]] | None = None, names: bool = False, shell=None
-) -> list[NodeFacts]:
-    """gather() for a lab: its provider's way to BIRD, its dataplane's route protocols."""
-
-    prov = providers.get(model.provider, lab)
-    protocols = iproute.lab_protocols(model)
-    return gather(lab.dir, model.nodes, extra, model.provider, prov.birdc, protocols, names, shell=shell)

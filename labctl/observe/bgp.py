@@ -11,6 +11,7 @@ from labctl.errors import LabctlError, UsageError
 from labctl.host import routers
 from labctl.live import bird, iproute
 from labctl.live import nodes as live
+from labctl.plan import calico
 from labctl.plan.model import Node, Router
 
 # the parsers' old names, for callers that used them from here
@@ -45,7 +46,7 @@ def node_row(lab_dir, node: Node | Router, birdc: str = "", protocols: set[str] 
         with live.NodeShell(lab_dir, node) as s:
             row["sessions"] = bird.protocols_all(run_birdc(s, birdc, "show protocols all"))
             routes = bird.routes(run_birdc(s, birdc, "show route all"))
-            kernel = kernel_routes(s, protocols or {iproute.BIRD})
+            kernel = kernel_routes(s, protocols or {calico.BIRD})
     except LabctlError as e:
         row["error"] = str(e)
         return row
@@ -77,7 +78,7 @@ def sessions_and_routes(lab, node_name: str | None = None) -> list[dict]:
                 f"no node {node_name!r} in lab {lab.name}", f"nodes: {', '.join(n.name for n in model.nodes)}"
             )
     prov = providers.get(model.provider, lab)
-    protocols = iproute.lab_protocols(model)
+    protocols = calico.lab_protocols(model)
     rows = fanout.each(lambda n: node_row(lab.dir, n, routers.birdc(prov, n), protocols), nodes)
     # name the peer's lab node too, so a reader need not map addresses to nodes by hand
     by_addr = {n.address: n.name for n in model.nodes}

@@ -37,6 +37,16 @@ def svg(model: LabModel, rows: list[dict]) -> str:
         f'<rect x="{MARGIN}" y="{LAN_Y - 6}" width="{width - 2 * MARGIN}" height="12" fill="#90a4ae" rx="3"/>',
         _text(width - MARGIN - 4, LAN_Y - 10, f"LAN {lan}", text_anchor="end", fill="#455a64"),
     ]
+    out += _sessions(model, rows, centre)
+    for i, r in enumerate(rows):
+        out += _box(MARGIN + i * (BOX_W + GAP), centre[r["name"]], r)
+    out += _legend(height - 14)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _sessions(model: LabModel, rows: list[dict], centre: dict[str, float]) -> list[str]:
+    out = []
     bottom = BOX_Y + BOX_H
     for a, b, state in edges(model, rows):
         x1, x2 = sorted((centre[a], centre[b]))
@@ -48,42 +58,44 @@ def svg(model: LabModel, rows: list[dict]) -> str:
             f"<title>{escape(f'BGP {a} - {b}: {state}')}</title></path>"
         )
         out.append(_text((x1 + x2) / 2, bottom + depth + 4, f"BGP {state}", text_anchor="middle", fill=color))
-    for i, r in enumerate(rows):
-        x = MARGIN + i * (BOX_W + GAP)
-        cx = centre[r["name"]]
-        out.append(
-            f'<line x1="{cx:.0f}" y1="{LAN_Y + 6}" x2="{cx:.0f}" y2="{BOX_Y}" stroke="#90a4ae" stroke-width="2"/>'
-        )
-        ok = r.get("state") == "running"
-        out.append(
-            f'<rect x="{x}" y="{BOX_Y}" width="{BOX_W}" height="{BOX_H}" rx="6" fill="#f5f7fa" '
-            f'stroke="{"#37474f" if ok else RED}" stroke-width="1.5">'
-            f"<title>{escape(r['name'] + ' ' + str(r.get('labels') or {}))}</title></rect>"
-        )
-        labels = "?" if r.get("labels") is None else ", ".join(f"{k}={v}" for k, v in r["labels"].items())
-        if len(labels) > 24:  # keep the box's width; the full set is in the box's tooltip
-            labels = labels[:23] + "…"
-        bgp = r.get("bgp") or {}
-        est = shown(bgp.get("established"))
-        lines = [
-            (r["name"], {"font_weight": "bold", "font_size": "13"}),
-            (f"{shown(r.get('interface'))} {shown(r.get('physical_ip'))}", {}),
-            (f"{shown(r.get('tunnel_device'))} {shown(r.get('tunnel_ip'))}", {}),
-            (f"block {shown(r.get('block'))}", {}),
-            (f"labels {labels or '-'}", {}),
-            (f"{r.get('role', '')} {r.get('state', '')} BGP {est}/{bgp.get('expected', 0)}", {}),
-        ]
-        for j, (s, attrs) in enumerate(lines):
-            out.append(_text(x + 10, BOX_Y + 20 + j * 17, s, **attrs))
-    ly = height - 14
-    out.append(_text(MARGIN, ly, "BGP session:", fill="#455a64"))
+    return out
+
+
+def _box(x: float, cx: float, r: dict) -> list[str]:
+    out = [f'<line x1="{cx:.0f}" y1="{LAN_Y + 6}" x2="{cx:.0f}" y2="{BOX_Y}" stroke="#90a4ae" stroke-width="2"/>']
+    ok = r.get("state") == "running"
     out.append(
-        f'<line x1="{MARGIN + 100}" y1="{ly - 4}" x2="{MARGIN + 130}" y2="{ly - 4}" stroke="{GREEN}" stroke-width="2"/>'
+        f'<rect x="{x}" y="{BOX_Y}" width="{BOX_W}" height="{BOX_H}" rx="6" fill="#f5f7fa" '
+        f'stroke="{"#37474f" if ok else RED}" stroke-width="1.5">'
+        f"<title>{escape(r['name'] + ' ' + str(r.get('labels') or {}))}</title></rect>"
     )
-    out.append(_text(MARGIN + 136, ly, "Established", fill=GREEN))
-    out.append(
-        f'<line x1="{MARGIN + 230}" y1="{ly - 4}" x2="{MARGIN + 260}" y2="{ly - 4}" stroke="{RED}" stroke-width="2"/>'
-    )
-    out.append(_text(MARGIN + 266, ly, "other state", fill=RED))
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    labels = "?" if r.get("labels") is None else ", ".join(f"{k}={v}" for k, v in r["labels"].items())
+    if len(labels) > 24:  # keep the box's width; the full set is in the box's tooltip
+        labels = labels[:23] + "…"
+    bgp = r.get("bgp") or {}
+    est = shown(bgp.get("established"))
+    lines = [
+        (r["name"], {"font_weight": "bold", "font_size": "13"}),
+        (f"{shown(r.get('interface'))} {shown(r.get('physical_ip'))}", {}),
+        (f"{shown(r.get('tunnel_device'))} {shown(r.get('tunnel_ip'))}", {}),
+        (f"block {shown(r.get('block'))}", {}),
+        (f"labels {labels or '-'}", {}),
+        (f"{r.get('role', '')} {r.get('state', '')} BGP {est}/{bgp.get('expected', 0)}", {}),
+    ]
+    for j, (s, attrs) in enumerate(lines):
+        out.append(_text(x + 10, BOX_Y + 20 + j * 17, s, **attrs))
+    return out
+
+
+def _legend(ly: float) -> list[str]:
+    return [
+        _text(MARGIN, ly, "BGP session:", fill="#455a64"),
+        _swatch(MARGIN + 100, ly - 4, GREEN),
+        _text(MARGIN + 136, ly, "Established", fill=GREEN),
+        _swatch(MARGIN + 230, ly - 4, RED),
+        _text(MARGIN + 266, ly, "other state", fill=RED),
+    ]
+
+
+def _swatch(x: int, y: int, color: str) -> str:
+    return f'<line x1="{x}" y1="{y}" x2="{x + 30}" y2="{y}" stroke="{color}" stroke-width="2"/>'

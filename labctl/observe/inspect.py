@@ -6,11 +6,12 @@ a plausible-looking value such as BGP 0/2."""
 from __future__ import annotations
 
 from labctl import output
-from labctl.app import faults
 from labctl.host import routers
-from labctl.live import impair
 from labctl.live import nodes as live
+from labctl.observe import nodefacts
+from labctl.plan import faults
 from labctl.plan.model import LabModel, Node
+from labctl.spec import netem
 from labctl.spec.providers import traits
 
 COLUMNS = ["name", "role", "state", "interface", "physical_ip", "tunnel_device", "tunnel_ip", "block", "labels", "bgp"]
@@ -21,8 +22,8 @@ def rows(lab, shell=None) -> list[dict]:
     """`shell(node)`: the SSH connection to read a node over (nodes.gather's; default a new one)."""
     model = lab.model()
     # every interface's qdisc (the LAN NIC's, the tunnel's, lo's...): an impairment shows as an IMPAIR column
-    tc = {n.name: {"tc": live.sudo(n) + impair.SHOW_ALL} for n in model.nodes}
-    facts = live.gather_lab(lab, model, extra=tc, shell=shell)
+    tc = {n.name: {"tc": live.sudo(n) + netem.SHOW_ALL} for n in model.nodes}
+    facts = nodefacts.gather_lab(lab, model, extra=tc, shell=shell)
     # vm labs: labels come from the API, which the control plane's probe read
     api = next((f.k8s for f in facts if f.k8s), None)
     api_labels = {
@@ -58,7 +59,7 @@ def _row(model: LabModel, node: Node, f: live.NodeFacts, api_labels: dict | None
     }
     row["error"] = f.error
     tc = f.extra.get("tc", "").rsplit("rc=", 1)[0]
-    row["impair"] = impair.describe_all(tc, node.interface) if f.reachable else None
+    row["impair"] = netem.describe_all(tc, node.interface) if f.reachable else None
     return row
 
 

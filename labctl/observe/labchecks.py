@@ -14,10 +14,11 @@ import time
 from labctl import providers
 from labctl.live import iproute
 from labctl.live import nodes as live
-from labctl.observe.verify import Check, skip
+from labctl.observe.checks import Check, skip
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
-from labctl.spec.topology import LabCheck
+from labctl.spec.schema import LabCheck
 
 KINDS = ("exec", "reach", "route", "bgp")
 KILL_AFTER = 2  # seconds between timeout's TERM and its KILL
@@ -94,7 +95,7 @@ def _round(lab, model: LabModel, specs: list[tuple[int, LabCheck]]) -> dict[int,
         extra,
         model.provider,
         prov.birdc,
-        iproute.lab_protocols(model),
+        calico.lab_protocols(model),
         timeout=30.0 + max(budget.values(), default=0.0),
     )
     by_node = {f.name: f for f in facts}

@@ -18,6 +18,7 @@ from labctl.live import bird, iproute
 from labctl.live import nodes as live
 from labctl.observe import pods as podinfo
 from labctl.observe.pods import LivePod
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node, Router
 
 
@@ -156,7 +157,7 @@ class _Trace:
         self.router_addr = {i.address: r.name for r in self.routers.values() for i in r.interfaces}
         self.hops: list[dict] = []
         self.prov = providers.get(model.provider, lab)
-        self.protocols = iproute.lab_protocols(model)
+        self.protocols = calico.lab_protocols(model)
 
     def add(self, at: str, kind: str, text: str, why: str, **raw) -> None:
         self.hops.append({"hop": len(self.hops) + 1, "at": at, "kind": kind, "text": text, "why": why, **raw})
@@ -224,7 +225,7 @@ class _Trace:
 
     def route_hop(self, cur: str, get: dict, route: dict, note: str, local_pod: LivePod | None) -> None:
         dev, gw = get.get("dev", ""), get.get("gateway", "")
-        if iproute.protocol(route) == iproute.FELIX and not local_pod:
+        if iproute.protocol(route) == calico.FELIX and not local_pod:
             why = (
                 "Felix programmed it (proto 80) from the block's affinity in Calico's datastore, not from BGP: "
                 f"via {gw or '-'} on {dev}"
@@ -265,18 +266,15 @@ class _Trace:
         if not self.routers or owner is None or owner.name == cur:
             return ""
         enc = self.model.calico.encapsulation
-        emulated = enc.startswith("IPIP") and self.model.calico.tunnel_device == "vxlan.calico"
-        mode = enc + (" (IPIP emulated on vxlan.calico)" if emulated else "")
+        mode = calico.mode(enc, self.model.calico.tunnel_device)
         here = self.nodes[cur].network
+        same = owner.network == here
+        if calico.encapsulates(enc, same):
+            where = f"same subnet ({here}), still" if same else f"other subnet ({owner.network}, behind a router):"
+            return f"; {where} encapsulated under {mode}"
         if enc == "None":
             return f"; {mode}: never encapsulated, so routers between the networks must know the pod blocks"
-        if owner.network == here:
-            return (
-                f"; same subnet ({here}): native under {mode}"
-                if enc.endswith("CrossSubnet")
-                else (f"; same subnet ({here}), still encapsulated under {mode}")
-            )
-        return f"; other subnet ({owner.network}, behind a router): encapsulated under {mode}"
+        return f"; same subnet ({here}): native under {mode}"
 
     def cross_routers(self, cur: str, outer: str) -> None:
         """The outer packet of a tunnel on its way through the lab routers to the peer's network."""

@@ -15,7 +15,10 @@ from labctl import output
 from labctl.host import routers
 from labctl.live import iproute
 from labctl.live import nodes as live
+from labctl.observe import labchecks, nodefacts
 from labctl.observe import pods as podinfo
+from labctl.observe.checks import Check, skip
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
 from labctl.spec.providers import traits
 
@@ -26,23 +29,6 @@ DNS_NAME = "kubernetes.default.svc.cluster.local"
 # on each vm node: the keys of the labels labctl set there (node_labels role), so a label the topology
 # drops is removed by the next `up` and noticed by verify until then
 OWNED_LABELS = "labctl.io/labels"
-
-
-@dataclass
-class Check:
-    check: str
-    target: str
-    ok: bool
-    detail: str = ""
-    skipped: bool = False  # not run: what it needs could not be read (ok is False, but nothing failed)
-
-    @property
-    def result(self) -> str:
-        return "SKIP" if self.skipped else ("PASS" if self.ok else "FAIL")
-
-
-def skip(check: str, target: str, unreachable: str) -> Check:
-    return Check(check, target, False, f"not run: {unreachable} unreachable", skipped=True)
 
 
 @dataclass
@@ -89,7 +75,7 @@ def collect(lab) -> tuple[LabModel, Observed]:
         extra.setdefault(a["node"], {})[f"{a['name']}->{b['name']}"] = (
             f"ip netns exec {shlex.quote(netns[a['name']])} ping -c1 -W1 -q {shlex.quote(b['ip'])}"
         )
-    facts = {f.name: f for f in live.gather_lab(lab, model, extra, names=True)}
+    facts = {f.name: f for f in nodefacts.gather_lab(lab, model, extra, names=True)}
     pings = {k: v for f in facts.values() for k, v in f.extra.items()}
     routers_read = routers.read_all(lab, model)
     return model, Observed(facts, workloads, pings, routers=routers_read)
@@ -97,7 +83,7 @@ def collect(lab) -> tuple[LabModel, Observed]:
 
 def _collect_cluster(lab, model: LabModel) -> Observed:
     """vm labs: the nodes, then pings and a DNS lookup from pods through the control plane's kubectl."""
-    facts = {f.name: f for f in live.gather_lab(lab, model, names=True)}
+    facts = {f.name: f for f in nodefacts.gather_lab(lab, model, names=True)}
     cp = model.control_plane
     workloads = _api_workloads(facts[cp.name].k8s)
     obs = Observed(facts, workloads)
@@ -214,7 +200,7 @@ def _node_checks(v: View, n: Node) -> list[Check]:
     if v.cluster:
         out.append(skip("ready", name, v.api_from) if v.api_down else _ready_check(v, name))
     read = ["hostname", "bgp", "routes"]
-    read += ["vtep"] if v.model.calico.tunnel_device == "vxlan.calico" else []
+    read += ["vtep"] if calico.vteps(v.model.calico.tunnel_device) else []
     read += ["names"] + ([] if v.cluster else ["labels"])
     if not f.reachable:
         out += [skip(c, name, name) for c in read]
@@ -252,7 +238,7 @@ def _router_checks(v: View) -> list[Check]:
             )
             out.append(Check("bgp", name, not bad, detail))
         routed = {x.get("dst") for x in got["routes"] if x.get("type", "unicast") == "unicast"}
-        if enc != "None":
+        if calico.encapsulates(enc, same_network=False):  # a router is always between two networks
             detail = f"pod traffic crosses {name} encapsulated ({enc}, between node addresses): no pod routes needed"
             out.append(Check("router-routes", name, True, detail))
             continue
@@ -305,7 +291,7 @@ def _routes_check(v: View, n: Node, f) -> Check:
 def _vtep_check(v: View, n: Node, f) -> Check:
     """VXLAN: for every other node, the neighbour entry (its tunnel IP -> its VTEP MAC) and the fdb
     entry (that MAC -> its LAN address) on vxlan.calico; without them the tunnel cannot send."""
-    if f.tunnel_device != "vxlan.calico" or not f.vtep_mac:
+    if not calico.vteps(f.tunnel_device) or not f.vtep_mac:
         return Check("vtep", n.name, False, "no vxlan.calico device with a tunnel IP and a MAC")
     neigh = {(x.get("dst"), x.get("lladdr")) for x in f.neigh}
     fdb = {(x.get("mac"), x.get("dst")) for x in f.fdb}
@@ -441,8 +427,6 @@ def run_checks(lab, only: str | None = None) -> list[Check]:
     """The built-in checks, then the topology's own (`checks:`); only: "builtin" or "checks"."""
     out = [] if only == "checks" else evaluate(*collect(lab))
     if only != "builtin":
-        from labctl.observe import labchecks
-
         out += labchecks.run(lab)
     return out
 

@@ -16,6 +16,7 @@ from labctl.live import iproute
 from labctl.live import nodes as live
 from labctl.observe import bgp, trace
 from labctl.observe import inspect as ins
+from labctl.plan import calico
 from labctl.plan.model import LabModel
 
 STATIC = Path(__file__).parent.parent / "static"
@@ -101,9 +102,9 @@ def snapshot(lab, shell=None) -> dict:
 def programmed_by(r: dict) -> str:
     """Who put a kernel route there, as far as the route itself tells."""
     proto = iproute.protocol(r)
-    if proto == iproute.BIRD:
+    if proto == calico.BIRD:
         return "BIRD (own block)" if r.get("type") == "blackhole" else "BIRD (learned over BGP)"
-    if proto == iproute.FELIX:
+    if proto == calico.FELIX:
         return "Felix (proto 80)"
     if proto == "kernel":
         return "kernel (directly connected)"

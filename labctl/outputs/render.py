@@ -15,11 +15,13 @@ import jinja2
 
 from labctl.errors import LabctlError, UsageError
 from labctl.live import access
-from labctl.plan import layout, names
+from labctl.plan import bgp, calico, layout, names
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
+from labctl.spec import netem
 from labctl.spec.providers import traits
-from labctl.spec.topology import Plan, Proxy, base_labels
+from labctl.spec.schedule import Plan, base_labels, impairment_targets
+from labctl.spec.schema import Proxy
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 NETWORK_LABEL = "labctl.io/network"  # a vm node's network (`networks:`), as a Kubernetes node label
@@ -62,15 +64,6 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def tunnel_device(encapsulation: str, ipip: bool) -> str | None:
-    """The node's tunnel device; IPIP falls back to VXLAN where the kernel has no ipip."""
-    if encapsulation == "None":
-        return None
-    if encapsulation.startswith("IPIP") and ipip:
-        return "tunl0"
-    return "vxlan.calico"
-
-
 def k8s_version(version: str) -> str:
     # without a patch, kubeadm resolves the newest patch of the minor (or its own version offline)
     return f"v{version}" if version.count(".") == 2 else f"stable-{version}"
@@ -108,10 +101,12 @@ def build(plan: Plan, lab: LabDir, ipip: bool = True) -> LabModel:
                 ],
             }
         )
-    _peers(nodes, set(t.calico.route_reflectors))
-    routers = _racks(t, kind, lab, nodes, ipip) if _designed(t, ipip) else []
+    bgp.peers(nodes, set(t.calico.route_reflectors))
+    routers = bgp.racks(t, kind, lab, nodes, ipip) if bgp.designed(t) else []
     # only routers labctl builds are the lab's to reach (vm: the user's, only peered with)
     routers = routers if kind.builds_routers else []
+    for r in routers:
+        r["ssh"] = access.for_router(lab, r["interfaces"][0]["bridge"]).to_data()
     for n in nodes:
         # Calico's BGPPeer selects reflectors by this label (vm); netns reads the list directly
         rr = {"route-reflector": "true"} if n["route_reflector"] and kind.route_reflector_label else {}
@@ -131,28 +126,7 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True, model: LabModel | None =
     nodes, routers = data["nodes"], data.get("routers") or []
     reach = {n["name"]: access.Access.from_data(n["ssh"]) for n in nodes + routers}
     tunnel = model.calico.tunnel_device
-    # CrossSubnet: every node here shares one LAN, so routes go straight over it
-    cross = t.calico.encapsulation.endswith("CrossSubnet")
-    proxy = None
-    # a provider that makes the machines may bring the lab's proxy (qemu: the one on the gateway)
-    proxy_cfg = t.proxy or (Proxy(http=kind.default_proxy, https=kind.default_proxy) if kind.default_proxy else None)
-    if proxy_cfg is not None:
-        # what must never go through the proxy: the nodes, the pods, the services, the API
-        implied = [
-            "localhost",
-            "127.0.0.1",
-            *([str(t.network.lan)] if t.network is not None else [str(x.lan) for x in t.lans.values()]),
-            str(t.kubernetes.pod_subnet),
-            str(t.kubernetes.service_subnet),
-            ".svc",
-            ".cluster.local",
-        ]
-        implied += [n.address for n in model.nodes]
-        proxy = {
-            "http": proxy_cfg.http or "",
-            "https": proxy_cfg.https or "",
-            "no_proxy": ",".join(dict.fromkeys(implied + list(proxy_cfg.no_proxy))),
-        }
+    proxy = _proxy(t, kind, [n.address for n in model.nodes])
     return {
         "lab": t.name,
         "proxy": proxy,
@@ -178,202 +152,37 @@ def context(plan: Plan, lab: LabDir, ipip: bool = True, model: LabModel | None =
         "tunnel_device": tunnel,
         "routers": routers,
         "felix": bool(model.calico.felix),  # set only with networks or a chosen calico.bgp
-        "route_mode": "direct" if tunnel is None or cross else tunnel,
+        # CrossSubnet: every node here shares one LAN, so routes go straight over it
+        "route_mode": calico.route_mode(t.calico.encapsulation, tunnel),
+        "encapsulation_mode": calico.mode(t.calico.encapsulation, tunnel),
         "k8s_version": k8s_version(t.kubernetes.version),
         "cri_socket": CRI_SOCKET,
         "python": "/usr/bin/python3",
     }
 
 
-def _peers(nodes: list[dict], reflectors: set[str]) -> None:
-    """Each node's BGP sessions, named as calico-node names them: the full mesh (Mesh_<ip>), or
-    with route reflectors, clients to every reflector and reflectors to everyone (Node_<ip>)."""
-    for n in nodes:
-        n["route_reflector"] = n["name"] in reflectors
-        peers = []
-        for p in nodes:
-            if p is n:
-                continue
-            proto = p["address"].replace(".", "_")
-            if not reflectors:
-                peers.append({"name": p["name"], "address": p["address"], "protocol": "Mesh_" + proto, "type": "mesh"})
-            elif n["name"] in reflectors:
-                kind = "rr" if p["name"] in reflectors else "rr-client"
-                peers.append({"name": p["name"], "address": p["address"], "protocol": "Node_" + proto, "type": kind})
-            elif p["name"] in reflectors:
-                peers.append({"name": p["name"], "address": p["address"], "protocol": "Node_" + proto, "type": "rr"})
-        n["peers"] = peers
-
-
-def _designed(t, ipip: bool) -> bool:
-    """Whether the lab carries a routing design (networks, a BGP design, Felix's routes): then each node
-    gets its design data (_racks) and the lab's calico block its `bgp` and `felix`."""
-    return bool(t.networks) or t.calico.bgp is not None or felix_programs(t, ipip)
-
-
-def felix_programs(t, ipip: bool) -> bool:
-    """VXLAN routes come from Felix (proto 80), not BIRD, as in Calico; IPIP emulated on vxlan.calico stays
-    BIRD's (the kernel's ipip is missing, not Felix's VXLAN chosen)."""
-    return t.calico.encapsulation.startswith("VXLAN")
-
-
-def encapsulates(encapsulation: str, same_network: bool) -> bool:
-    """Calico's rule: IPIP/VXLAN always; the CrossSubnet modes only towards another network; None never."""
-    if encapsulation == "None":
-        return False
-    return not (encapsulation.endswith("CrossSubnet") and same_network)
-
-
-def _racks(t, kind, lab: LabDir, nodes: list[dict], ipip: bool) -> list[dict]:
-    """With `networks` or a chosen `calico.bgp`: each node's network, gateway, AS, BGP peers (tor, none),
-    what programs its pod routes (BIRD's kernel filter per block, or Felix's routes), and the routers."""
-    lans = t.lans
-    design = t.calico.design
-    enc = t.calico.encapsulation
-    felix = felix_programs(t, ipip)
-    tunnel = tunnel_device(enc, ipip)
-    gw_router = {}  # network -> (router, its asn)
-    for r, router in (t.routers or {}).items():
-        for net, addr in router.interfaces.items():
-            if net in lans and addr == lans[net].gateway:
-                gw_router[net] = (r, router.asn)
-    for n in nodes:
-        net = n.get("network")
-        lan = lans.get(net) if net else None
-        if lan is not None:
-            n["gateway"] = str(lan.gateway)
-            n["lans"] = [{"lan": str(x.lan), "via": str(lan.gateway)} for x in lans.values() if x is not lan]
-        n["asn"] = lan.asn if design == "tor" and lan is not None else t.calico.asn
-        if design == "none":
-            n["peers"] = []
-        elif design == "tor" and lan is not None and net in gw_router:
-            r, asn = gw_router[net]
-            gw = str(lan.gateway)
-            n["peers"] = [
-                {"name": r, "address": gw, "protocol": "Node_" + gw.replace(".", "_"), "type": "tor", "asn": asn}
-            ]
-        n["kernel"] = "felix" if felix else []
-        routes = [f"blackhole {n['block']} proto 80"]
-        for o in nodes:
-            if o is n:
-                continue
-            same = o.get("network") == net
-            native = not encapsulates(enc, same)
-            if felix:
-                routes.append(
-                    f"{o['block']} via {o['address']} dev {n['interface']} proto 80"
-                    if native
-                    else f"{o['block']} via {o['tunnel_ip']} dev vxlan.calico onlink proto 80"
-                )
-            elif native:
-                n["kernel"].append({"block": o["block"], "action": "accept;"})
-            elif tunnel == "tunl0":
-                action = f'ifname = "tunl0"; onlink = true; gw = {o["address"]}; accept;'
-                n["kernel"].append({"block": o["block"], "action": action})
-            else:
-                action = f'ifname = "vxlan.calico"; onlink = true; gw = {o["tunnel_ip"]}; accept;'
-                n["kernel"].append({"block": o["block"], "action": action})
-        if felix:
-            n["felix_routes"] = routes
-    out = []
-    for r, router in (t.routers or {}).items():
-        ifaces = [
-            {
-                "network": net,
-                "ifname": net,
-                "address": str(addr),
-                "prefixlen": lans[net].lan.prefixlen,
-                "bridge": names.bridge(kind.links, t.name, net) if kind.links else None,
-                "host": str(lans[net].host),
-            }
-            for net, addr in router.interfaces.items()
-        ]
-        first = ifaces[0]
-        reach = access.for_router(lab, first["bridge"]).to_data()
-        out.append(
-            {
-                "name": r,
-                "role": "router",
-                "address": first["address"],
-                "interface": first["ifname"],
-                "asn": router.asn,
-                "interfaces": ifaces,
-                "ssh": reach,
-                "dir": str(lab.node_dir(r)),
-                "bird_socket": str(lab.bird_socket(r)),
-                "pods": [],
-                "peers": [],
-            }
-        )
-    _router_routes(out, lans)
-    by_name = {x["name"]: x for x in out}
-    for x in out:
-        if x["asn"] is None:
-            continue
-        mine = {i["network"]: i["address"] for i in x["interfaces"]}
-        for n in nodes:
-            if design == "tor" and n.get("network") in mine and gw_router.get(n["network"], ("",))[0] == x["name"]:
-                x["peers"].append(
-                    {
-                        "name": n["name"],
-                        "address": n["address"],
-                        "protocol": "Node_" + n["address"].replace(".", "_"),
-                        "type": "tor-client",
-                        "asn": n["asn"],
-                        "local": mine[n["network"]],
-                    }
-                )
-        for y in out:
-            shared = [i for i in y["interfaces"] if i["network"] in mine]
-            if y is x or y["asn"] is None or not shared:
-                continue
-            addr = shared[0]["address"]
-            x["peers"].append(
-                {
-                    "name": y["name"],
-                    "address": addr,
-                    "protocol": "Router_" + addr.replace(".", "_"),
-                    "type": "router",
-                    "asn": by_name[y["name"]]["asn"],
-                    "local": mine[shared[0]["network"]],
-                }
-            )
-    return out
-
-
-def _router_routes(routers: list[dict], lans: dict) -> None:
-    """Each router's static routes to the networks it does not join: via the nearest router that joins
-    them (fewest routers on the way), through the neighbour router on the first shared network. Routers
-    pass on only what they learn over BGP, never their connected networks, so a second router needs these."""
-    joins = {r["name"]: {i["network"]: i["address"] for i in r["interfaces"]} for r in routers}
-    for r in routers:
-        first: dict[str, tuple[str, str]] = {}  # router -> (next hop address, our interface), breadth first
-        todo, seen = [r["name"]], {r["name"]}
-        while todo:
-            cur = todo.pop(0)
-            for other, nets in joins.items():
-                shared = [n for n in joins[cur] if n in nets]
-                if other in seen or not shared:
-                    continue
-                seen.add(other)
-                first[other] = first.get(cur) or (nets[shared[0]], shared[0])
-                todo.append(other)
-        r["routes"] = []
-        for net, lan in lans.items():
-            hop = next((first[o] for o in first if net in joins[o]), None)
-            if net not in joins[r["name"]] and hop is not None:
-                r["routes"].append({"lan": str(lan.lan), "via": hop[0], "dev": hop[1]})
-
-
-def tor_peers(ctx: dict) -> list[dict]:
-    """bgp: tor as Calico resources: one BGPPeer per network with nodes, its nodes selected by their
-    network label, peering with the network's gateway router in the router's AS."""
-    out = {}
-    for n in ctx["nodes"]:
-        for p in n["peers"]:
-            if p["type"] == "tor":
-                out[n["network"]] = {"network": n["network"], "address": p["address"], "asn": p["asn"]}
-    return list(out.values())
+def _proxy(t, kind, addresses: list[str]) -> dict | None:
+    """The lab's proxy settings for the nodes, if it has a proxy."""
+    # a provider that makes the machines may bring the lab's proxy (qemu: the one on the gateway)
+    proxy_cfg = t.proxy or (Proxy(http=kind.default_proxy, https=kind.default_proxy) if kind.default_proxy else None)
+    if proxy_cfg is None:
+        return None
+    # what must never go through the proxy: the nodes, the pods, the services, the API
+    implied = [
+        "localhost",
+        "127.0.0.1",
+        *([str(t.network.lan)] if t.network is not None else [str(x.lan) for x in t.lans.values()]),
+        str(t.kubernetes.pod_subnet),
+        str(t.kubernetes.service_subnet),
+        ".svc",
+        ".cluster.local",
+    ]
+    implied += addresses
+    return {
+        "http": proxy_cfg.http or "",
+        "https": proxy_cfg.https or "",
+        "no_proxy": ",".join(dict.fromkeys(implied + list(proxy_cfg.no_proxy))),
+    }
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -387,6 +196,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 def _topology_data(plan: Plan, nodes: list[dict], routers: list[dict], ipip: bool) -> dict:
     t = plan.topology
     lan = str(t.network.lan) if t.network is not None else ",".join(str(x.lan) for x in t.lans.values())
+    design = {"bgp": t.calico.design, "felix": calico.felix_programs(t.calico.encapsulation)} if bgp.designed(t) else {}
     return (
         {
             "name": t.name,
@@ -394,8 +204,8 @@ def _topology_data(plan: Plan, nodes: list[dict], routers: list[dict], ipip: boo
             "network": {"lan": lan, "gateway": str(t.gateway)},
             "kubernetes": t.kubernetes.model_dump(mode="json"),
             "calico": t.calico.model_dump(mode="json", exclude={"bgp"})
-            | {"pool": str(t.pool), "tunnel_device": tunnel_device(t.calico.encapsulation, ipip)}
-            | ({"bgp": t.calico.design, "felix": felix_programs(t, ipip)} if _designed(t, ipip) else {}),
+            | {"pool": str(t.pool), "tunnel_device": calico.tunnel_device(t.calico.encapsulation, ipip)}
+            | design,
             "nodes": nodes,
             "workloads": [
                 {"name": p.name, "node": p.node, "ip": str(p.ip), "veth": p.veth, "node_selector": p.node_selector}
@@ -420,13 +230,10 @@ def _racks_data(t, routers: list[dict]) -> dict:
 
 def _exercise_data(t) -> dict:
     """impairments (node, interface, tc spec) and the lab's own checks, only when the topology has them."""
-    from labctl.live import impair
-    from labctl.spec.topology import impairment_targets
-
     out: dict = {}
     if t.impairments:
         out["impairments"] = [
-            {"node": node, "interface": iface, "spec": impair.spec(i.delay, i.jitter, i.loss, i.rate)}
+            {"node": node, "interface": iface, "spec": netem.spec(i.delay, i.jitter, i.loss, i.rate)}
             for i, (node, iface) in zip(t.impairments, impairment_targets(t), strict=True)
         ]
     if t.checks:
@@ -466,7 +273,7 @@ def render(
         put(lab.kubeadm_join(w["name"]), "kubeadm-join.yaml.j2", node=w)
     put(lab.calico_resources, "calico-resources.yaml.j2")
     if plan.topology.calico.route_reflectors or plan.topology.calico.design == "tor":
-        put(lab.calico_bgp, "calico-bgp.yaml.j2", tor=tor_peers(ctx))
+        put(lab.calico_bgp, "calico-bgp.yaml.j2", tor=bgp.tor_peers(ctx["nodes"]))
     if plan.topology.calico.design == "tor":
         put(lab.calico_nodes, "calico-nodes.yaml.j2")
     put(lab.node_labels, "node-labels.yaml.j2")

@@ -122,7 +122,7 @@ def _no_close_delay() -> None:
     """ansible-runner closes ansible-playbook's pty after its loop saw the process end, and ptyprocess
     then sleeps 0.1 s "to give the kernel time to update process status" before checking it: every
     `up` paid that for a process already reaped. Skipped only then; a live child gets the sleep."""
-    import ptyprocess
+    import ptyprocess  # noqa: PLC0415 (heavy: imported where it is used)
 
     close = ptyprocess.PtyProcess.close
     if getattr(close, "labctl", False):
@@ -147,7 +147,7 @@ def run_playbook(
     cancel: threading.Event | None = None,
     tags: str | None = None,
 ) -> Result:
-    import ansible_runner  # heavy: imported only when a playbook runs
+    import ansible_runner  # noqa: PLC0415 - heavy: imported only when a playbook runs
 
     _no_close_delay()
     playbooks = layout.shipped("playbooks")

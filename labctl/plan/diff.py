@@ -11,7 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from labctl.errors import UsageError
+from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
+from labctl.spec import netem
 
 IDENTITY = ("address", "interface", "role", "block", "tunnel_ip", "vtep_mac")
 
@@ -48,15 +50,32 @@ def diff(old: LabModel | None, new: LabModel) -> Diff:
         d.changes = [Change("+", "node", n.name, f"{n.address}, block {n.block}") for n in new.nodes]
         d.changes += [Change("+", "workload", w.name, f"on {w.node} ({w.ip})") for w in new.workloads]
         return d
+    d.changes = _lab_changes(old, new)
+    before = {n.name: n for n in old.nodes}
+    after = {n.name: n for n in new.nodes}
+    node_changes, added, replaced, relabelled = _node_changes(old, new)
+    gone = [name for name in before if name not in after]
+    d.changes += node_changes + [Change("-", "node", name, before[name].address) for name in gone]
+    d.changes += _workload_changes(old, new) + _impairment_changes(old, new)
+    if d.empty:
+        return d  # nothing changed: `up` converges everything (and so repairs drift)
+    d.removed_nodes = gone + replaced
+    d.hosts = _hosts(old, new, added + replaced, gone, relabelled)
+    return d
+
+
+def _lab_changes(old: LabModel, new: LabModel) -> list[Change]:
+    """What only a new lab can change: the provider, the Kubernetes version, the LAN(s)."""
+    out = []
     for key in ("provider",):
         o, n = getattr(old, key), getattr(new, key)
         if o != n:
-            d.changes.append(Change("~", "lab", key, f"{o} -> {n} (run `labctl down` first)"))
+            out.append(Change("~", "lab", key, f"{o} -> {n} (run `labctl down` first)"))
     # labctl installs a version, it does not upgrade one: a new patch would change the kubelet
     # under a control plane that `kubeadm upgrade` never saw, a new minor would be ignored
     old_k8s, new_k8s = old.kubernetes.version, new.kubernetes.version
     if old_k8s != new_k8s:
-        d.changes.append(
+        out.append(
             Change(
                 "~",
                 "lab",
@@ -69,52 +88,61 @@ def diff(old: LabModel | None, new: LabModel) -> Diff:
     # the lab is created: renumbering the nodes alone would cut them off from the host
     o_net, n_net = old.network.to_data(), new.network.to_data()
     if old.networks and new.networks:  # several networks: `network` only sums them up; they may be added
-        d.changes += _rack_changes(old, new)
+        out += _rack_changes(old, new)
     elif o_net != n_net:
         what = ", ".join(
             f"{k} {o_net.get(k)} -> {n_net.get(k)}"
             for k in dict.fromkeys([*n_net, *o_net])
             if o_net.get(k) != n_net.get(k)
         )
-        d.changes.append(Change("~", "lab", "network", f"{what} (run `labctl down`, then `labctl up`)"))
+        out.append(Change("~", "lab", "network", f"{what} (run `labctl down`, then `labctl up`)"))
+    return out
+
+
+def _node_changes(old: LabModel, new: LabModel) -> tuple[list[Change], list[str], list[str], list[str]]:
+    """The nodes added, replaced and relabelled (with their changes)."""
+    out: list[Change] = []
     lab_wide = old.calico.to_data() != new.calico.to_data()
     before = {n.name: n for n in old.nodes}
-    after = {n.name: n for n in new.nodes}
     added, replaced, relabelled = [], [], []
-    for name, n in after.items():
-        o = before.get(name)
+    for n in new.nodes:
+        name, o = n.name, before.get(n.name)
         if o is None:
             added.append(name)
-            d.changes.append(Change("+", "node", name, f"{n.address}, block {n.block}"))
+            out.append(Change("+", "node", name, f"{n.address}, block {n.block}"))
         elif lab_wide or any(getattr(o, k) != getattr(n, k) for k in IDENTITY):
             replaced.append(name)
             what = [f"{k} {getattr(o, k)} -> {getattr(n, k)}" for k in IDENTITY if getattr(o, k) != getattr(n, k)]
             what = what or ["lab network settings"]
-            d.changes.append(Change("~", "node", name, "replaced: " + ", ".join(what)))
+            out.append(Change("~", "node", name, "replaced: " + ", ".join(what)))
         elif o.labels != n.labels:
             relabelled.append(name)
-            d.changes.append(Change("~", "node", name, f"labels {o.labels} -> {n.labels}"))
-    gone = [name for name in before if name not in after]
-    for name in gone:
-        d.changes.append(Change("-", "node", name, before[name].address))
-    old_pods, new_pods = _pods(old), _pods(new)
+            out.append(Change("~", "node", name, f"labels {o.labels} -> {n.labels}"))
+    return out, added, replaced, relabelled
+
+
+def _workload_changes(old: LabModel, new: LabModel) -> list[Change]:
+    out = []
     old_w = {w.name: w for w in old.workloads}
     for w in new.workloads:
         o = old_w.get(w.name)
         if o is None:
-            d.changes.append(Change("+", "workload", w.name, f"on {w.node} ({w.ip})"))
+            out.append(Change("+", "workload", w.name, f"on {w.node} ({w.ip})"))
         elif (o.node, o.ip) != (w.node, w.ip):
-            d.changes.append(Change("~", "workload", w.name, f"{o.node} ({o.ip}) -> {w.node} ({w.ip})"))
+            out.append(Change("~", "workload", w.name, f"{o.node} ({o.ip}) -> {w.node} ({w.ip})"))
     for name in old_w.keys() - {w.name for w in new.workloads}:
-        d.changes.append(Change("-", "workload", name, f"from {old_w[name].node}"))
-    d.changes += _impairment_changes(old, new)
-    if d.empty:
-        return d  # nothing changed: `up` converges everything (and so repairs drift)
-    d.removed_nodes = gone + replaced
-    fresh = added + replaced
+        out.append(Change("-", "workload", name, f"from {old_w[name].node}"))
+    return out
+
+
+def _hosts(old: LabModel, new: LabModel, fresh: list[str], gone: list[str], relabelled: list[str]) -> dict:
+    """play -> the nodes it must run on for these changes (fresh: added or replaced nodes)."""
+    before = {n.name: n for n in old.nodes}
+    after = {n.name: n for n in new.nodes}
+    old_pods, new_pods = _pods(old), _pods(new)
     # with VXLAN every node holds a VTEP entry and a BIRD next-hop mapping per peer node, so
     # membership touches all of them; otherwise only nodes whose BGP peers changed
-    per_peer = bool(fresh or gone) and new.calico.tunnel_device == "vxlan.calico"
+    per_peer = bool(fresh or gone) and calico.vteps(new.calico.tunnel_device)
 
     def peers(n: Node) -> set[tuple]:
         # the peer's AS too: a router's new asn is in its peers' BIRD config ("Bad peer AS" otherwise)
@@ -125,16 +153,16 @@ def diff(old: LabModel | None, new: LabModel) -> Diff:
     def changed(n: str, key: str) -> bool:  # the node's own routes to the others' blocks (`networks:` labs)
         return n in before and getattr(before[n], key) != getattr(after[n], key)
 
-    d.hosts["network"] = [n for n in after if n in fresh or per_peer or changed(n, "felix_routes")]
-    d.hosts["bgp"] = [
+    hosts = {"network": [n for n in after if n in fresh or per_peer or changed(n, "felix_routes")]}
+    hosts["bgp"] = [
         n for n in after if n in fresh or per_peer or peers(after[n]) != old_peers[n] or changed(n, "kernel")
     ]
-    d.hosts["workloads"] = [n for n in after if n in fresh or old_pods.get(n) != new_pods.get(n)]
+    hosts["workloads"] = [n for n in after if n in fresh or old_pods.get(n) != new_pods.get(n)]
     # a session is one TCP connection seen from both ends: the fresh nodes' waits cover every new
     # session of the others, unless one has a new peer that is not fresh
-    d.hosts["wait"] = [n for n in after if n in fresh or {p[0] for p in peers(after[n]) - old_peers[n]} - set(fresh)]
-    d.hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
-    return d
+    hosts["wait"] = [n for n in after if n in fresh or {p[0] for p in peers(after[n]) - old_peers[n]} - set(fresh)]
+    hosts["labels"] = [n for n in after if n in fresh or n in relabelled]
+    return hosts
 
 
 def _rack_changes(old: LabModel, new: LabModel) -> list[Change]:
@@ -179,10 +207,9 @@ def _rack_changes(old: LabModel, new: LabModel) -> list[Change]:
 
 def _impairment_changes(old: LabModel, new: LabModel) -> list[Change]:
     """Topology impairments: applied by `up` after the plays, on their nodes only (no play reruns)."""
-    from labctl.live import impair
 
     def by_target(m: LabModel) -> dict[str, str]:
-        return {f"{i.node}:{i.interface}": impair.summary(i.spec) for i in m.impairments or []}
+        return {f"{i.node}:{i.interface}": netem.summary(i.spec) for i in m.impairments or []}
 
     o, n = by_target(old), by_target(new)
     out = [Change("+", "impairment", k, v) for k, v in n.items() if k not in o]

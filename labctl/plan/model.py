@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labctl.errors import LabctlError
-from labctl.spec.topology import LabCheck, Qemu
+from labctl.spec.schema import LabCheck, Qemu
 
 
 class _M(BaseModel):

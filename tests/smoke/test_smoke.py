@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.netns
+
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = Path(os.environ.get("LABCTL_SMOKE_TOPOLOGY", ROOT / "inventories/seed/topology.yml"))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from labctl.errors import HostError
 from labctl.host import sh
+from labctl.plan import calico
 from labctl.plan.model import LabModel
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
@@ -91,7 +92,7 @@ def neighbour_need(model: LabModel) -> NeighbourNeed:
     entry per peer; per pod one on each side of its veth. All permanent: nothing on the lab's paths
     is left to ARP (tests/test_netns_lifecycle.py pins this against a live count)."""
     n = len(model.nodes)
-    vteps = n * (n - 1) if model.calico.tunnel_device == "vxlan.calico" else 0
+    vteps = n * (n - 1) if calico.vteps(model.calico.tunnel_device) else 0
     pods = sum(len(node.pods) for node in model.nodes)
     return NeighbourNeed(permanent=n + n * n + vteps + 2 * pods, dynamic=0)
 

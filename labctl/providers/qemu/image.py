@@ -374,33 +374,3 @@ def backing_file(disk: Path) -> Path | None:
     except OSError:
         return None
     return (disk.parent / name).resolve()
-
-
-def check_path(path: str, sha256: str | None) -> list[tuple[tuple, str, str | None]]:
-    """Problems with a user-supplied image: missing file, no or wrong checksum."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        return [
-            (("image",), f"image {path!r} is not a file", f"an image labctl builds ({', '.join(RECIPES)}) or a path")
-        ]
-    if sha256 is None:
-        return [(("sha256",), f"image {path} needs its sha256", "sha256sum the file you trust and write it here")]
-    got = file_sha256(p)
-    if got != sha256.lower():
-        return [(("sha256",), f"{p} has sha256 {got}, not {sha256}", "the file changed, or the checksum is wrong")]
-    return []
-
-
-_SHA_CACHE: dict[tuple, str] = {}
-
-
-def file_sha256(p: Path) -> str:
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]

@@ -19,13 +19,13 @@ from labctl.errors import HostError, UsageError
 from labctl.host import sh
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
-from labctl.plan.model import LabModel, as_node
-from labctl.providers.base import make_lab_keys
+from labctl.plan.model import LabModel, Node, Router, as_node
+from labctl.providers.base import Remains, make_lab_keys
 from labctl.providers.netns.checks import SAFE_PATH, check_routes
 from labctl.providers.netns.sshd import SSHD, namespace_sshd
 from labctl.providers.qemu import bridgefw, dns, image, machine, proxy
 from labctl.providers.vm import VmProvider
-from labctl.spec.topology import Qemu
+from labctl.spec.schema import Qemu
 
 SSH_READY_SECONDS = 300  # TCG on a busy 2-core host: ~25 s each, booted side by side
 
@@ -80,13 +80,13 @@ class QemuProvider(VmProvider):
         except (OSError, ValueError):
             return self._host_mark().exists()
 
-    def host_shell(self, node):
+    def host_shell(self, node: Node | Router):
         """The lab routers are namespaces of this host; the nodes are VMs, reached over SSH only."""
         return NsShell(names.netns("lq", self.lab.name, node.name), node) if node.role == "router" else None
 
     # -- checks before anything is created -------------------------------------------------
 
-    def checks(self, model) -> list[str]:
+    def checks(self, model: LabModel) -> list[str]:
         """What validate and `up --dry-run` refuse as `up` does: VMs larger than this host's memory,
         CIDRs overlapping a route the host has (reading both needs no root)."""
         data = model.to_data()
@@ -101,7 +101,7 @@ class QemuProvider(VmProvider):
         check_routes(model, set(self._bridges(data)))
         return []
 
-    def preflight(self, model) -> list[str]:
+    def preflight(self, model: LabModel) -> list[str]:
         data = model.to_data()
         self.checks(model)
         if not SAFE_PATH.fullmatch(str(self.dir.root)):
@@ -163,7 +163,7 @@ class QemuProvider(VmProvider):
 
     # -- bring up --------------------------------------------------------------------------
 
-    def bootstrap(self, model, progress) -> dict:
+    def bootstrap(self, model: LabModel, progress) -> dict:
         """Image, keys, bridge, taps, proxy, disks, VMs; idempotent (a killed VM boots again).
         Returns the QEMU pid per node."""
         data = model.to_data()
@@ -282,7 +282,7 @@ class QemuProvider(VmProvider):
 
     # -- tear down -------------------------------------------------------------------------
 
-    def teardown(self, lab, progress) -> None:
+    def teardown(self, lab: LabModel | Remains, progress) -> None:
         """Remove whatever of the lab exists; one failure does not stop the rest."""
         data = lab.to_data()
         errors: list[str] = []
@@ -318,7 +318,7 @@ class QemuProvider(VmProvider):
             for sock in cp.iterdir():
                 sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
-    def remove_nodes(self, model, names: list[str], progress) -> None:
+    def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
         data = model.to_data()
         gone = [n for n in data["nodes"] if n["name"] in names]
         for n in gone:
