@@ -10,19 +10,16 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import time
 from pathlib import Path
 
 from labctl.errors import LabctlError
-from labctl.host import sh
-from labctl.host.hostside import alive, cmdline, read_pid
+from labctl.host import birdrun, sh
+from labctl.host.hostside import alive, cmdline, read_pid, terminate
 from labctl.plan import names
 
 
 def bird_pid(node: dict) -> int | None:
-    pid = read_pid(Path(node["dir"]) / "bird.pid")
-    # a pid file outlives its process: only a BIRD started on this node's socket is ours to stop
-    return pid if pid and alive(pid) and node["bird_socket"] in cmdline(pid) else None
+    return birdrun.running(node["dir"], node["bird_socket"])
 
 
 def _ns_pids(data: dict, node: dict) -> list[int]:
@@ -41,12 +38,7 @@ def fail(prov, data: dict, node: dict, kind: str) -> dict:
         pid = bird_pid(node)
         if pid is None:
             raise LabctlError(f"BIRD is not running on {name}", f"`labctl repair {name} bird` starts it")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate([pid], 10.0)
         return {"pid": pid}
     if kind == "link":
         sh.run(["ip", "-n", names.netns("lc", data["name"], name), "link", "set", node["interface"], "down"])
@@ -90,10 +82,7 @@ def _start_bird(prov, node: dict) -> None:
     from labctl.live import nodes
 
     nd, sock = node["dir"], node["bird_socket"]
-    start = (
-        f"setsid -w bird -c {shlex.quote(nd + '/bird.conf')} -s {shlex.quote(sock)} "
-        f"-P {shlex.quote(nd + '/bird.pid')} </dev/null >/dev/null 2>&1"
-    )
+    start = birdrun.start_command(nd, sock)
     peers = "|".join(p["protocol"] for p in node["peers"]) or "none"
     wait = (
         f"for _ in $(seq 100); do [ $({prov.birdc(node)} show protocols | grep -cE '^({peers}) .*Established') "
