@@ -15,12 +15,45 @@ the emulated dataplane too."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl.errors import UsageError
 from labctl.host import sh
 from labctl.plan import names
+from labctl.plan.layout import LabDir
+from labctl.plan.model import LabModel, Node, Router
 from labctl.spec.providers import traits
+
+
+@dataclass(frozen=True)
+class LeftPod:
+    netns: str
+
+
+@dataclass(frozen=True)
+class LeftNode:
+    name: str
+    pods: list[LeftPod] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Remains:
+    """What a lab whose topology-data.json is gone or unreadable left, as its state, its node dirs and
+    the host show it: what teardown takes instead of the LabModel. Read like one (name, provider,
+    nodes[].name, nodes[].pods[].netns, routers), so teardown code serves both."""
+
+    name: str
+    provider: str
+    nodes: list[LeftNode] = field(default_factory=list)
+    routers: None = None
+
+    def to_data(self) -> dict:
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "nodes": [{"name": n.name, "pods": [{"netns": p.netns} for p in n.pods]} for n in self.nodes],
+        }
 
 
 class Provider:
@@ -38,8 +71,13 @@ class Provider:
 
     # -- machine lifecycle (what a subclass like qemu overrides) ----------------------------
 
-    def preflight(self, data: dict) -> list[str]:
+    def preflight(self, model: LabModel) -> list[str]:
         """Raise if this host cannot run the lab; return warnings."""
+        return self.checks(model)
+
+    def checks(self, model: LabModel) -> list[str]:
+        """What the lab itself allows, needing no root and changing nothing (`validate`, `up --dry-run`
+        and preflight refuse alike); returns warnings."""
         return []
 
     def ipip_supported(self) -> bool:
@@ -55,21 +93,45 @@ class Provider:
         what must work while that link is impaired; None: the node is reached over SSH only."""
         return None
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model: LabModel, progress) -> dict:
         """Make the nodes exist and answer SSH; returns pids per node worth recording."""
         return {}
 
-    def check_host_keys(self, data: dict, progress) -> None:
+    def check_host_keys(self, model: LabModel, progress) -> None:
         return None
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab: LabModel | Remains, progress) -> None:
+        """Remove whatever of the lab exists (lab: its model, or what is left of it: Remains)."""
         return None
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+    def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
+        """Take these nodes out of the running lab; `model` is the lab before the change."""
         raise UsageError(
             f"removing nodes ({', '.join(names)}) from a {self.name} lab is not supported yet",
             "run `labctl down` and `labctl up` with the new topology",
         )
+
+    # -- what a lab left on this host (asked of providers whose traits say nodes_on_host) ----------
+
+    @classmethod
+    def left_on_host(cls, lab_dir: LabDir) -> Remains | None:
+        """What a lab of this lab dir's name left on this host while the dir is gone or unreadable."""
+        return None
+
+    @classmethod
+    def orphans(cls) -> list[str]:
+        """Labs of this labctl home that left something on the host but have no directory."""
+        return []
+
+    @classmethod
+    def other_home(cls, lab_dir: LabDir) -> str | None:
+        """The lab dir of another labctl home whose lab of this name runs on this host, if any."""
+        return None
+
+    @classmethod
+    def running_from(cls, lab_dir: LabDir) -> list[int]:
+        """The processes of this host that run from the lab dir's node dirs (a lab that is up)."""
+        return []
 
     # -- reaching and reading nodes ----------------------------------------------------------
 
@@ -79,7 +141,7 @@ class Provider:
         remote by design."""
         return names.bridge(self.traits.links, lab, network) if self.traits.links else None
 
-    def birdc(self, node: dict) -> str:
+    def birdc(self, node: Node | Router) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
         raise NotImplementedError
 
@@ -87,14 +149,14 @@ class Provider:
 
     fault_kinds: tuple[str, ...] = ()  # what `labctl fail` can do to this provider's nodes
 
-    def fail(self, data: dict, node: dict, kind: str) -> dict:
+    def fail(self, model: LabModel, node: Node | Router, kind: str) -> dict:
         """Break `kind` (bird | link | node) on the node; returns what repair needs (pids, ...)."""
         raise UsageError(
             f"`labctl fail {kind}` is not supported for the {self.name} provider",
             "faults on purpose work on netns labs; on VMs stop calico-node or the NIC by hand (`labctl ssh`)",
         )
 
-    def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
+    def repair(self, model: LabModel, node: Node | Router, kind: str, record: dict) -> None:
         """Undo fail(kind) (`record` is what fail returned, {} if unknown); a no-op where nothing is broken."""
         raise UsageError(f"`labctl repair {kind}` is not supported for the {self.name} provider")
 

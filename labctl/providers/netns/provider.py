@@ -20,7 +20,7 @@ from labctl.host.hostside import alive, cmdline, lan_mac, lan_neighbours, link_e
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
 from labctl.plan.layout import LabDir
-from labctl.providers.base import Provider, make_lab_keys
+from labctl.providers.base import LeftNode, LeftPod, Provider, Remains, make_lab_keys
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
 SSHD = "/usr/sbin/sshd"
@@ -35,9 +35,10 @@ class NetnsProvider(Provider):
 
     # -- checks before anything is created -------------------------------------------------
 
-    def preflight(self, data: dict) -> list[str]:
+    def preflight(self, model) -> list[str]:
         """Raise HostError if this host cannot run the lab; return warnings."""
-        warnings = self.checks(data)
+        warnings = self.checks(model)
+        data = model.to_data()
         if os.geteuid() != 0:
             raise HostError("the netns provider needs root", "run it with sudo")
         missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
@@ -60,9 +61,10 @@ class NetnsProvider(Provider):
         self.check_routes(data)
         return warnings
 
-    def checks(self, data: dict) -> list[str]:
+    def checks(self, model) -> list[str]:
         """What the lab's own size and directory allow, needing no root and changing nothing:
         `validate`, `up --dry-run` and `up`'s preflight refuse alike. Returns warnings."""
+        data = model.to_data()
         # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
         # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
         if other := other_home(self.dir):
@@ -128,7 +130,7 @@ class NetnsProvider(Provider):
 
         return f"birdc -s {shlex.quote(as_node(node).bird_socket)}"
 
-    def check_host_keys(self, data: dict, progress) -> None:
+    def check_host_keys(self, model, progress) -> None:
         return None  # bootstrap generated the nodes' host keys and pinned them itself
 
     def ipip_supported(self) -> bool:
@@ -149,20 +151,21 @@ class NetnsProvider(Provider):
 
     fault_kinds = ("bird", "link", "node")
 
-    def fail(self, data: dict, node: dict, kind: str) -> dict:
+    def fail(self, model, node, kind: str) -> dict:
         from labctl.providers.netns import faults as netns_faults
 
-        return netns_faults.fail(self, data, node, kind)
+        return netns_faults.fail(self, model.to_data(), node.to_data(), kind)
 
-    def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
+    def repair(self, model, node, kind: str, record: dict) -> None:
         from labctl.providers.netns import faults as netns_faults
 
-        netns_faults.repair(self, data, node, kind, record)
+        netns_faults.repair(self, model.to_data(), node.to_data(), kind, record)
 
     # -- bring up --------------------------------------------------------------------------
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model, progress) -> dict:
         """Bridge, namespaces, NICs, keys and sshd; idempotent. Returns pids per node."""
+        data = model.to_data()
         self._end_detached(data["name"])
         if data.get("networks"):
             return self._bootstrap_racks(data, progress)
@@ -400,8 +403,9 @@ class NetnsProvider(Provider):
 
     # -- tear down -------------------------------------------------------------------------
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab, progress) -> None:
         """Remove whatever of the lab exists; one failure does not stop the rest."""
+        data = lab.to_data()
         name = data["name"]
         errors: list[str] = []
 
@@ -443,8 +447,9 @@ class NetnsProvider(Provider):
         if errors:
             raise HostError(f"teardown of lab {name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
-        """Take some nodes out of a running lab (reconcile); `data` is the lab before the change."""
+    def remove_nodes(self, model, names: list[str], progress) -> None:
+        """Take some nodes out of a running lab (reconcile); `model` is the lab before the change."""
+        data = model.to_data()
         gone = [n for n in data["nodes"] if n["name"] in names]
         for n in gone:
             progress.info(f"  removing node {n['name']}")
@@ -472,6 +477,22 @@ class NetnsProvider(Provider):
 
         _each(close_sockets, nodes)
         _each(delete, spaces)
+
+    @classmethod
+    def left_on_host(cls, lab_dir):
+        return orphan_data(lab_dir)
+
+    @classmethod
+    def orphans(cls) -> list[str]:
+        return orphans()
+
+    @classmethod
+    def other_home(cls, lab_dir):
+        return other_home(lab_dir)
+
+    @classmethod
+    def running_from(cls, lab_dir):
+        return running_from(lab_dir)
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir
@@ -529,7 +550,7 @@ def running_from(lab_dir: LabDir) -> list[int]:
     return _naming(lab_dir.root / "nodes")
 
 
-def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
+def orphan_data(lab_dir: LabDir, sure: bool = False) -> Remains | None:
     """The namespaces (nodes and pods) of a lab named like this lab dir, as teardown's lab data,
     when the dir itself is gone; None if there are none, or if their processes name the same lab
     of another labctl home (whose lab it is). sure: only if a process names this lab dir (namespaces
@@ -547,7 +568,8 @@ def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
             seen = seen or mine in cmd
     if sure and not seen:
         return None
-    return {"name": name, "provider": "netns", "nodes": _host_nodes(name, spaces)}
+    nodes = [LeftNode(n["name"], [LeftPod(p["netns"]) for p in n["pods"]]) for n in _host_nodes(name, spaces)]
+    return Remains(name, "netns", nodes)
 
 
 def _host_nodes(name: str, spaces: list[str] | None = None) -> list[dict]:
