@@ -86,7 +86,9 @@ def test_preflight_helpers_refuse_in_one_line(tmp_path, monkeypatch):
         preflight.socket_paths(tmp_path, [tmp_path / "short", deep])
     preflight.socket_paths(tmp_path, [])
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(HostError, match=r"^the qemu provider needs root \(bridge and taps\)$"):
+    with pytest.raises(
+        HostError, match=r"^the qemu provider needs root \(bridge and taps\) \(hint: run it with sudo\)$"
+    ):
         preflight.need_root("the qemu provider", "bridge and taps")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from labctl.host.hostside import alive, cmdline, read_pid
 from labctl.plan import layout
 
+
 def argv(node_dir: str | Path, socket: str, bird: str = "bird") -> list[str]:
     nd = Path(node_dir)
     return [bird, "-c", str(nd / "bird.conf"), "-s", str(socket), "-P", str(nd / "bird.pid")]

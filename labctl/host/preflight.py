@@ -12,9 +12,7 @@ from pathlib import Path
 
 from labctl.errors import HostError, UsageError
 from labctl.host import sh
-from labctl.plan.model import LabModel
 
-SSHD = "/usr/sbin/sshd"
 # the lab dir is interpolated unquoted into shell scripts and into sshd/BIRD/ansible/QEMU arguments:
 # allow only characters that need no quoting
 SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
@@ -36,7 +34,8 @@ def need_tools(tools, hint: str) -> None:
 def safe_dir(root: Path, where: str) -> None:
     if not SAFE_PATH.fullmatch(str(root)):
         raise UsageError(
-            f"the lab dir {str(root)!r} has characters unsafe in {where}", "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only"
+            f"the lab dir {str(root)!r} has characters unsafe in {where}",
+            "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
         )
 
 
@@ -44,12 +43,15 @@ def socket_paths(root: Path, paths) -> None:
     longest = max(map(str, paths), key=len, default="")
     if len(longest) > SOCKET_PATH_MAX:
         raise HostError(
-            f"the lab dir {root} is too deep for Unix socket paths ({longest})", "set LABCTL_HOME to a shorter directory"
+            f"the lab dir {root} is too deep for Unix socket paths ({longest})",
+            "set LABCTL_HOME to a shorter directory",
         )
 
 
-def check_routes(model: LabModel, ours: str | set[str]) -> None:
-    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridges', `ours`)."""
+def check_routes(model, ours: str | set[str]) -> None:
+    """Refuse the LabModel's CIDRs that overlap a route the host already has (but the lab's own bridges',
+    `ours`). The model is not imported here: the topology's checks reach this module through the qemu
+    image's preflight, and plan.model imports the topology."""
     ours = {ours} if isinstance(ours, str) else ours
     nets = model.networks or {}
     lans = {f"networks.{k}.lan": v.lan for k, v in nets.items()} or {"network.lan": model.network.lan}

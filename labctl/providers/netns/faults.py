@@ -8,13 +8,12 @@ answers on the LAN, nothing on the node does, BGP peers drop it when their hold 
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 from pathlib import Path
 
 from labctl.errors import LabctlError
 from labctl.host import birdrun, sh
-from labctl.host.hostside import alive, cmdline, read_pid, terminate
+from labctl.host.hostside import terminate
 from labctl.plan import names
 
 

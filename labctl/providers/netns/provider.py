@@ -8,14 +8,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl.errors import HostError, UsageError
-from labctl.host import sh
+from labctl.errors import HostError
+from labctl.host import birdrun, links, preflight, sh, sshd
+from labctl.host import routers as lab_routers
 from labctl.host.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
@@ -23,8 +22,6 @@ from labctl.plan.layout import LabDir
 from labctl.providers.base import LeftNode, LeftPod, Provider, Remains, make_lab_keys
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
-SSHD = "/usr/sbin/sshd"
-SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 
 
 class NetnsProvider(Provider):
@@ -39,14 +36,10 @@ class NetnsProvider(Provider):
         """Raise HostError if this host cannot run the lab; return warnings."""
         warnings = self.checks(model)
         data = model.to_data()
-        if os.geteuid() != 0:
-            raise HostError("the netns provider needs root", "run it with sudo")
-        missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
-        if missing:
-            raise HostError(
-                f"missing tools: {', '.join(missing)}",
-                "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
-            )
+        preflight.need_root("the netns provider")
+        preflight.need_tools(
+            TOOLS, "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux"
+        )
         if not self.dir.state.exists() and orphan_data(self.dir) is not None:
             raise HostError(
                 f"lab {data['name']!r} is still on this host (namespaces, processes) but its directory "
@@ -58,7 +51,7 @@ class NetnsProvider(Provider):
                 f"a lab named {data['name']!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
-        self.check_routes(data)
+        self.check_routes(model)
         return warnings
 
     def checks(self, model) -> list[str]:
@@ -72,23 +65,13 @@ class NetnsProvider(Provider):
                 f"a lab named {data['name']!r} is already running from another labctl home ({other})",
                 f"take it down there (LABCTL_HOME={Path(other).parent} labctl down), or rename this lab",
             )
-        if not SAFE_PATH.fullmatch(str(self.dir.root)):
-            raise UsageError(
-                f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
-                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
-            )
-        # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
-        longest = max(
-            [str(self.dir.bird_socket(n["name"])) for n in data["nodes"]] + [str(self.dir.control_dir / ("x" * 40))],
-            key=len,
+        preflight.safe_dir(self.dir.root, "node shell scripts")
+        # Unix sockets (BIRD's control socket, ssh's ControlPath)
+        preflight.socket_paths(
+            self.dir.root, [self.dir.bird_socket(n.name) for n in model.nodes] + [self.dir.control_dir / ("x" * 40)]
         )
-        if len(longest) > 107:
-            raise HostError(
-                f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
-                "set LABCTL_HOME to a shorter directory",
-            )
         # reading the host's routes needs no root: validate and --dry-run find an overlap as up does
-        self.check_routes(data)
+        self.check_routes(model)
         return self.check_neighbours(data)
 
     def check_neighbours(self, data: dict) -> list[str]:
@@ -118,9 +101,9 @@ class NetnsProvider(Provider):
             ]
         return []
 
-    def check_routes(self, data: dict) -> None:
-        ours = {n["bridge"] for n in (data.get("networks") or {}).values()}
-        check_routes(data, ours or names.bridge("lc", data["name"]))
+    def check_routes(self, model) -> None:
+        ours = {n.bridge for n in (model.networks or {}).values()}
+        preflight.check_routes(model, ours or names.bridge("lc", model.name))
 
     def birdc(self, node: dict) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
@@ -168,22 +151,17 @@ class NetnsProvider(Provider):
         data = model.to_data()
         self._end_detached(data["name"])
         if data.get("networks"):
-            return self._bootstrap_racks(data, progress)
+            return self._bootstrap_racks(model, progress)
         name = data["name"]
         br = names.bridge("lc", name)
         gw = data["network"]["gateway"]
         plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
         br_mac = lan_mac(gw)
-        if not link_exists(br):
-            # a MAC of our own, or the bridge takes its lowest port's and the nodes' entries go stale
-            sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
-            sh.run(["ip", "addr", "add", f"{gw}/{plen}", "dev", br])
-        elif Path(f"/sys/class/net/{br}/address").read_text().strip() != br_mac:
-            sh.run(["ip", "link", "set", br, "address", br_mac])  # a bridge made before labctl fixed its MAC
-        sh.run(["ip", "link", "set", br, "up"])
+        links.ensure_bridge(br, gw, plen)
         self._keys(data)
         # the host's side of SSH: each node's MAC on the bridge, fixed like the nodes' own entries below
         lan = [n["address"] for n in data["nodes"]]
+        everyone = [(x["address"], x["name"]) for x in data["nodes"]]
         host = lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
         if host:
             sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
@@ -210,33 +188,36 @@ class NetnsProvider(Provider):
                 ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh or stale_mac
             )
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
-            return self._sshd(data, n, ns)
+            return sshd.job(self.dir, n["name"], n["address"], ns, everyone)
 
         # nodes are independent of each other: a few at a time, so a big lab's thousands of short
         # `ip`/`nsenter` processes overlap instead of running one after another
         pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
-        return self._await_sshd(_start_sshd(pids, self._bird_jobs(data)))
+        return sshd.started(self.dir, sshd.start(pids, self._bird_jobs(data)))
 
-    def _bootstrap_racks(self, data: dict, progress) -> dict:
+    def _bootstrap_racks(self, model, progress) -> dict:
         """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
         directly), routers as namespaces with a NIC in each network they join and forwarding on inside
         them only; each node's default route is its network's gateway, a router, never the host (whose
         ip_forward stays 0)."""
-        from labctl.host import routers as lab_routers
-
+        data = model.to_data()
         name = data["name"]
         nets = data["networks"]
-        members = lab_routers.lan_members(data, lambda n: lan_mac(n["address"]))
-        lab_routers.ensure_bridges(data, members)
+        members = lab_routers.lan_members(model, lambda n: lan_mac(n.address))
+        lab_routers.ensure_bridges(model, members)
         self._keys(data)
         lab_routers.build(
-            data,
+            model,
             members,
             lambda r: names.netns("lc", name, r),
             lambda r, net: names.host_link("lc", name, f"{r}.{net}"),
             self.lab.checkpoint,
         )
-        pids = {r["name"]: self._sshd(data, r, names.netns("lc", name, r["name"])) for r in data.get("routers", [])}
+        everyone = [(x["address"], x["name"]) for x in data["nodes"]]
+        pids = {
+            r["name"]: sshd.job(self.dir, r["name"], r["address"], names.netns("lc", name, r["name"]), everyone)
+            for r in data.get("routers", [])
+        }
         for n in data["nodes"]:
             self.lab.checkpoint()
             net = nets[n["network"]]
@@ -256,22 +237,8 @@ class NetnsProvider(Provider):
             want[net["host"]] = lan_mac(net["host"])
             batch += lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
-            pids[n["name"]] = self._sshd(data, n, ns)
-        return self._await_sshd(_start_sshd(pids, self._bird_jobs(data)))
-
-    def _await_sshd(self, pids: dict[str, int | None]) -> dict:
-        """The sshd pids, waiting for those still starting (None). sshd writes its pid file once it listens: wait
-        for all of them at once, not node by node."""
-        deadline = time.monotonic() + 5.0
-        for node, pid in pids.items():
-            pidfile = self.dir.node_dir(node) / "sshd.pid"
-            while not pid and time.monotonic() < deadline:
-                time.sleep(0.01)
-                pid = read_pid(pidfile)
-            if not pid:
-                raise HostError(f"sshd of {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
-            pids[node] = pid
-        return pids
+            pids[n["name"]] = sshd.job(self.dir, n["name"], n["address"], ns, everyone)
+        return sshd.started(self.dir, sshd.start(pids, self._bird_jobs(data)))
 
     def _bird_jobs(self, data: dict) -> list[dict]:
         """BIRD on each node (and BGP router) where it does not run yet, started with the node as
@@ -279,18 +246,16 @@ class NetnsProvider(Provider):
         starts, not after its BGP play. That play still owns BIRD: it reloads a changed config (never
         done here: only a stopped BIRD gets the rendered one) and re-exports a route the kernel refused
         while the node's tunnel device did not exist yet."""
-        from labctl.providers.netns.faults import bird_pid
-
         # bgp: none (VXLAN only): no BIRD on the nodes; a router with an asn runs it whatever the design
         nodes = [] if data["calico"].get("bgp") == "none" else data["nodes"]
         jobs, bird = [], shutil.which("bird") or "/usr/sbin/bird"
         for n in nodes + [r for r in data.get("routers", []) if r.get("asn") is not None]:
-            if bird_pid(n) is not None:
+            if birdrun.running(n["dir"], n["bird_socket"]) is not None:
                 continue
             nd = Path(n["dir"])
             (nd / "bird.pid").unlink(missing_ok=True)
             shutil.copyfile(self.dir.bird_conf(n["name"]), nd / "bird.conf")
-            argv = [bird, "-c", str(nd / "bird.conf"), "-s", n["bird_socket"], "-P", str(nd / "bird.pid")]
+            argv = birdrun.argv(nd, n["bird_socket"], bird)
             ns = f"/run/netns/{names.netns('lc', data['name'], n['name'])}"
             jobs.append({"name": n["name"], "netns": ns, "argv": argv})
         return jobs
@@ -298,91 +263,7 @@ class NetnsProvider(Provider):
     def _keys(self, data: dict) -> None:
         d = self.dir
         make_lab_keys(d, data["name"], data["nodes"] + data.get("routers", []), _each)
-        self._authorized_keys()
-
-    def _authorized_keys(self) -> None:
-        d = self.dir
-        d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())  # every node's sshd reads it
-        os.chmod(d.authorized_keys, 0o600)
-
-    def _hosts_file(self, data: dict, n: dict) -> Path:
-        """The node's /etc/hosts (a bind mount of this file): every node's name as the lab is now, on
-        every up, so a node built before another was added or moved knows it. Written in place (same
-        inode: the node's bind mount keeps seeing it) and only when it differs. Here rather than in a
-        play: it is a file of the lab dir, and a play costs an SSH task per node."""
-        hosts = self.dir.node_dir(n["name"]) / "hosts"
-        want = "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
-        try:
-            same = hosts.read_text() == want
-        except OSError:
-            same = False
-        if not same:
-            hosts.write_text(want)
-        return hosts
-
-    def _sshd(self, data: dict, n: dict, ns: str) -> int | dict:
-        """The pid of the node's sshd if it runs, else the job that starts it (see _start_sshd)."""
-        nd = self.dir.node_dir(n["name"])
-        hosts = self._hosts_file(data, n)
-        pidfile = nd / "sshd.pid"
-        pid = read_pid(pidfile)
-        if pid and alive(pid):
-            return pid
-        pidfile.unlink(missing_ok=True)  # a dead sshd's: the new one writes its own
-        cfg = nd / "sshd_config"
-        home = self.dir.node_home(n["name"])
-        home.mkdir(mode=0o700, exist_ok=True)
-        cfg.write_text(
-            "\n".join(
-                [
-                    f"ListenAddress {n['address']}",
-                    "Port 22",
-                    f"HostKey {nd / 'ssh_host_ed25519_key'}",
-                    f"PidFile {pidfile}",
-                    # root: the lab key; other users (vm-provider tests use a sudo user): their own
-                    f"AuthorizedKeysFile {self.dir.authorized_keys} .ssh/authorized_keys",
-                    "PermitRootLogin prohibit-password",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    # the lab dir may sit under a sticky /tmp, which StrictModes rejects;
-                    # authorized_keys is labctl's own 0600 file in a 0700 lab dir
-                    "StrictModes no",
-                    "UseDNS no",
-                    "PrintMotd no",
-                    "PrintLastLog no",
-                    "MaxSessions 100",
-                    "MaxStartups 100:30:200",
-                    "Subsystem sftp internal-sftp",
-                    # a node is a machine of its own: root there does not run the host's
-                    # ~/.bashrc, which bash sources on every SSH command (pyenv's init alone
-                    # costs 0.1 s per command, i.e. per ansible task and host)
-                    "Match User root",
-                    f"  SetEnv HOME={home}",
-                    "",
-                ]
-            )
-        )
-        # Like `ip netns exec`, the node gets its own /sys and its own /etc/hosts and resolv.conf
-        # (names resolve locally, fast, and no DNS query leaves the lab); unlike it, /run/netns
-        # stays shared with the host, so pod namespaces created on the node are the host's to see
-        # and `labctl down`'s to remove. "/" (and the two files, if they are mount points) are made
-        # slaves first, so the bind mounts can never propagate onto the host's files.
-        resolv = nd / "resolv.conf"
-        resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
-        # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
-        (nd / "hostname").write_text(f"{n['name']}\n")
-        return {
-            "name": n["name"],
-            "netns": f"/run/netns/{ns}",
-            "hostname": n["name"],
-            "binds": [
-                ["/etc/hosts", str(hosts)],
-                ["/etc/resolv.conf", str(resolv)],
-                ["/etc/hostname", str(nd / "hostname")],
-            ],
-            "argv": [SSHD, "-f", str(cfg), "-E", str(nd / "sshd.log")],
-        }
+        sshd.authorized_keys(d)
 
     def _end_detached(self, lab: str) -> None:
         """A node's namespace deleted by hand (`ip netns del`) lives on while processes hold it: its
@@ -502,25 +383,6 @@ class NetnsProvider(Provider):
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
 
-def namespace_sshd(lab, data: dict, hosts: list[dict], netns_of) -> dict[str, int]:
-    """sshd in each of these namespaces of this host (`netns_of(name)`), started as the nodes' are here and
-    letting in root with the lab key: the qemu provider's lab routers are such namespaces too. Their pids."""
-    p = NetnsProvider(lab)
-    p._authorized_keys()
-    return p._await_sshd(_start_sshd({h["name"]: p._sshd(data, h, netns_of(h["name"])) for h in hosts}))
-
-
-def _start_sshd(pids: dict[str, int | dict], more: list[dict] = ()) -> dict[str, int | None]:
-    """Start the sshds that _sshd returned a job for, and `more` jobs (BIRD), all in one process
-    (providers/netns/start.py); the sshds' pids are None until _await_sshd reads their pid files."""
-    jobs = [j for j in pids.values() if isinstance(j, dict)] + list(more)
-    if jobs:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        starter = Path(__file__).with_name("start.py")
-        sh.run([sys.executable, "-I", "-S", str(starter)], input=json.dumps(jobs), timeout=60 + len(jobs))
-    return {k: None if isinstance(v, dict) else v for k, v in pids.items()}
-
-
 def _lab_spaces(lab: str) -> list[str]:
     try:
         # a real namespace is an nsfs mount; a plain file of that name is not a lab's (nor ours to clean)
@@ -614,37 +476,6 @@ def _naming(parent: Path) -> list[int]:
 def _kill_naming(parent: Path) -> None:
     """Stop (by pid) the processes whose command line names a path in this directory."""
     terminate(_naming(parent))
-
-
-def check_routes(data: dict, ours: str | set[str]) -> None:
-    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridges', `ours`).
-    Shared by the providers that put a lab bridge on this host (netns, qemu)."""
-    ours = {ours} if isinstance(ours, str) else ours
-    nets = data.get("networks") or {}
-    lans = {f"networks.{k}.lan": v["lan"] for k, v in nets.items()} or {"network.lan": data["network"]["lan"]}
-    mine = {
-        **lans,
-        "kubernetes.pod_subnet": data["kubernetes"]["pod_subnet"],
-        "kubernetes.service_subnet": data["kubernetes"]["service_subnet"],
-        "calico.pool": data["calico"]["pool"],
-    }
-    routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
-    for r in routes:
-        dst = r.get("dst", "")
-        if dst in ("default", "") or r.get("dev") in ours or r.get("type") in ("broadcast",):
-            continue
-        if r.get("type") == "local" and dst.startswith("127."):
-            continue
-        try:
-            net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
-        except ValueError:
-            continue
-        for field, cidr in mine.items():
-            if net.overlaps(ipaddress.IPv4Network(cidr)):
-                raise HostError(
-                    f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
-                    "pick CIDRs this host does not use",
-                )
 
 
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
@@ -754,15 +585,5 @@ def _kill_in(spaces: list[str]) -> None:
     """Stop every process in these namespaces (by pid) while all of them still exist, so the TCP
     sessions between nodes (BGP) close in both kernels rather than towards a peer already gone."""
     spaces = [ns for ns in spaces if Path(f"/run/netns/{ns}").exists()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _pids_in(spaces)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 1.0 + 0.01 * len(pids)
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.02)
+    pids = _pids_in(spaces)
+    terminate(pids, 2.0 + 0.02 * len(pids), again=lambda: _pids_in(spaces))

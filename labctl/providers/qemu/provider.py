@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 from labctl.errors import HostError, UsageError
-from labctl.host import links, preflight, routers, sh
+from labctl.host import links, preflight, routers, sh, sshd
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
 from labctl.plan.model import LabModel
 from labctl.providers.base import Remains, make_lab_keys
-from labctl.providers.netns.provider import namespace_sshd
 from labctl.providers.qemu import bridgefw, dns, image, machine, proxy
 from labctl.providers.vm import VmProvider
 from labctl.spec.topology import Qemu
@@ -105,7 +104,7 @@ class QemuProvider(VmProvider):
         preflight.need_root("the qemu provider", "bridge and taps")
         routers = model.routers or []
         # lab routers are namespaces of this host with their own sshd and, with an asn, BIRD (as netns's)
-        need = [*machine.TOOLS, proxy.DAEMON, dns.DAEMON, *(("nsenter", preflight.SSHD) if routers else ())]
+        need = [*machine.TOOLS, proxy.DAEMON, dns.DAEMON, *(("nsenter", sshd.SSHD) if routers else ())]
         need += ["bird", "birdc"] if any(r.asn is not None for r in routers) else []
         preflight.need_tools(
             need,
@@ -228,7 +227,7 @@ class QemuProvider(VmProvider):
         """`networks:`: a bridge per network with the host's address on it (SSH and the proxy), routers as
         namespaces joined to the bridges, forwarding inside them only, each with its sshd (`labctl exec`, `ssh`
         and the live reads reach it like a node) and, with an asn, BIRD (ToR peering): labctl/host/routers.py and
-        the netns provider's sshd, as for netns."""
+        labctl/host/sshd.py, as for netns."""
         name = model.name
         netns_of = lambda r: names.netns("lq", name, r)  # noqa: E731
         members = routers.lan_members(model, lambda n: machine.mac(name, n.name))
@@ -241,7 +240,7 @@ class QemuProvider(VmProvider):
             self.lab.checkpoint,
         )
         if model.routers:
-            namespace_sshd(self.lab, model, model.routers, netns_of)
+            sshd.in_namespaces(self.dir, model.routers, [(n.address, n.name) for n in model.nodes], netns_of)
             routers.ensure_bird(self.dir, model, netns_of)
 
     def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
