@@ -248,7 +248,7 @@ def list_labs(
 
     rows = []
     orphans = providers.orphans()
-    for n in sorted(set(Lab.names()) | orphans):
+    for n in sorted(set(Lab.names()) | set(orphans)):
         st = Lab.find(n).state()
         if n in orphans and not st:
             st = {"provider": orphans[n], "phase": "orphaned"}

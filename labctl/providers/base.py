@@ -161,7 +161,7 @@ class Provider:
         raise UsageError(f"`labctl repair {kind}` is not supported for the {self.name} provider")
 
 
-def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
+def make_lab_keys(d, lab_name: str, hosts: list[Node | Router], each=None) -> None:
     """The lab's SSH key (providers with `lab_key`: the nodes trust only it) and one host key per
     host (node or router), pinned in the lab's known_hosts before any of them boots or starts sshd.
     Keys already there are kept; `each(fn, hosts)` may make the host keys in parallel."""
@@ -170,14 +170,14 @@ def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
         sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{lab_name}", "-f", str(d.ssh_key)])
     os.chmod(d.ssh_key, 0o600)
 
-    def host_key(n: dict) -> str:
-        nd = d.node_dir(n["name"])
+    def host_key(n: Node | Router) -> str:
+        nd = d.node_dir(n.name)
         nd.mkdir(parents=True, exist_ok=True, mode=0o700)
         hk = nd / "ssh_host_ed25519_key"
         if not hk.exists():
-            host_key_pair(hk, n["name"])
+            host_key_pair(hk, n.name)
         key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
-        return f"{n['address']} {key_type} {key}\n"
+        return f"{n.address} {key_type} {key}\n"
 
     known = each(host_key, hosts) if each is not None else [host_key(n) for n in hosts]
     d.known_hosts.write_text("".join(known))

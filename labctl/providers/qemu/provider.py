@@ -240,7 +240,7 @@ class QemuProvider(VmProvider):
             self.lab.checkpoint,
         )
         if model.routers:
-            sshd.in_namespaces(self.dir, model.routers, [(n.address, n.name) for n in model.nodes], netns_of)
+            sshd.namespace_sshd(self.lab, model, model.routers, netns_of)
             routers.ensure_bird(self.dir, model, netns_of)
 
     def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
@@ -260,7 +260,7 @@ class QemuProvider(VmProvider):
 
     def _keys(self, model: LabModel) -> None:
         """The lab key and one host key per node and router, pinned in known_hosts before any VM boots."""
-        make_lab_keys(self.dir, model.name, [h.to_data() for h in model.speakers])
+        make_lab_keys(self.dir, model.name, model.speakers)
 
     # -- tear down -------------------------------------------------------------------------
 
