@@ -1,6 +1,6 @@
 """The netns provider: each node is a network namespace on a LAN bridge, with its own sshd
 (and UTS namespace, for its hostname). Once the nodes answer SSH, the playbooks do the rest.
-What it finds on the host: host.py; its checks: checks.py; the nodes' sshd: sshd.py."""
+What it finds on the host: host.py; its checks: checks.py; the nodes' sshd: labctl/host/sshd.py."""
 
 from __future__ import annotations
 
