@@ -74,7 +74,7 @@ class Lab:
         return LabModel.load(self.dir.topology_data)
 
     def data(self) -> dict:
-        """The same as a dict, for code that still takes one (providers, playbook extravars)."""
+        """The same as a dict (what the playbooks and templates read)."""
         return self.model().to_data()
 
     def state(self) -> dict:

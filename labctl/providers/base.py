@@ -1,7 +1,9 @@
 """The provider boundary: what differs between the ways a lab's nodes exist, as hooks and flags.
 
 Everything outside labctl/providers/ asks the lab's provider (providers.get / providers.kind), never
-its name. Adding a provider is a module here plus one line in providers.REGISTRY.
+its name. Adding a provider is a module here plus one line in labctl.spec.providers.REGISTRY
+(tests/test_toy_provider.py shows one). Every hook takes the typed lab model (LabModel, Node, Router);
+teardown also takes Remains, what a lab whose data file is gone or unreadable left.
 
 Decision: one class hierarchy, not two axes. "How a node exists" (a namespace, a local VM, an
 existing machine) and "what runs on it" (labctl's emulated Calico dataplane, or kubeadm + Calico)
