@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 MAX_SESSIONS = 16  # sshd's MaxStartups and the host's CPUs, not the lab size, bound this
 
 
-def each(fn: Callable, items: Iterable) -> list:
-    """fn(item) for every item, in parallel, results in the items' order."""
+def each(fn: Callable, items: Iterable, workers: int = MAX_SESSIONS) -> list:
+    """fn(item) for every item, at most `workers` at once, results in the items' order. The first
+    error (an Interrupted from a checkpoint, a HostError) is raised once the running calls end; the
+    calls not started yet are dropped (map's iterator cancels them)."""
     items = list(items)
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(MAX_SESSIONS, len(items))) as ex:
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as ex:
         return list(ex.map(fn, items))

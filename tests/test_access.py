@@ -262,10 +262,13 @@ time.sleep(0.5)  # the transport thread logs after connect() gave up
 def test_lab_keys_made_once_and_pinned_for_every_host(tmp_path):
     """providers/base.make_lab_keys, shared by netns and qemu: the lab key and a host key per node or
     router, known_hosts pinning each host's address, private files 0600; a second run keeps the keys."""
+    from types import SimpleNamespace
+
     from labctl.providers.base import make_lab_keys
 
     d = layout.LabDir(tmp_path / "lab")
-    hosts = [{"name": "a", "address": "10.0.0.1"}, {"name": "core", "address": "10.0.1.254"}]
+    # a node or router of the model: what make_lab_keys reads of it is its name and address
+    hosts = [SimpleNamespace(name="a", address="10.0.0.1"), SimpleNamespace(name="core", address="10.0.1.254")]
     make_lab_keys(d, "lk", hosts)
     lines = d.known_hosts.read_text().splitlines()
     assert [x.split()[:2] for x in lines] == [["10.0.0.1", "ssh-ed25519"], ["10.0.1.254", "ssh-ed25519"]]

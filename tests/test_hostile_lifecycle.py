@@ -135,7 +135,7 @@ def test_list_has_a_header_and_json_and_csv(tmp_path, labhome):
 
 @pytest.fixture
 def arp_limit(tmp_path, monkeypatch):
-    from labctl.providers.netns import provider as netns
+    from labctl.providers.netns import checks as netns
 
     (tmp_path / "gc_thresh2").write_text("512\n")
     (tmp_path / "gc_thresh3").write_text("1024\n")

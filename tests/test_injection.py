@@ -410,9 +410,9 @@ def test_labctl_home_with_shell_characters_is_refused(tmp_path, monkeypatch, hom
     t = topology.load(SEED)
     lab = Lab(layout.lab_dir(t.name))
     plan = schedule.plan(t)
-    data = render.build(plan, lab.dir).to_data()
+    model = render.build(plan, lab.dir)
     with pytest.raises(UsageError) as err:
-        netns.NetnsProvider(lab).preflight(data)
+        netns.NetnsProvider(lab).preflight(model)
     assert err.value.exit_code == 2
     text = str(err.value)  # the path is quoted with repr(): one line even for a newline in it
     assert "\n" not in text and "LABCTL_HOME" in text

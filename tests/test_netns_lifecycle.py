@@ -211,7 +211,8 @@ def test_the_neighbour_estimate_is_what_a_live_lab_holds_and_none_of_it_counts_a
     while preflight estimated only BGP and SSH. Every neighbour the lab uses is now a permanent entry
     (exempt from gc_thresh); the estimate is pinned against a live count after up and verify, which
     exercise SSH, every BGP session, and pod-to-pod pings across nodes."""
-    from labctl.providers.netns import provider as netns
+    from labctl.plan.model import LabModel
+    from labctl.providers.netns import checks as netns
 
     home, before, tops = env
     t = tmp_path / "nb.yml"
@@ -225,8 +226,7 @@ def test_the_neighbour_estimate_is_what_a_live_lab_holds_and_none_of_it_counts_a
     up = labctl("up", "-t", t, home=home)
     assert up.returncode == 0, up.stderr
     assert checks(home, "lcnb")[0] == 0
-    data = json.loads((home / "lcnb" / "topology-data.json").read_text())
-    need = netns.neighbour_need(data)
+    need = netns.neighbour_need(LabModel.load(home / "lcnb" / "topology-data.json"))
     # host 6, nodes 6 x (gateway + 5 peers), VTEPs 6 x 5 (no ipip here), 6 pods x 2 sides
     assert need == netns.NeighbourNeed(permanent=6 + 36 + 30 + 12, dynamic=0)
     assert lab_neighbours("lcnb") == {"permanent": need.permanent, "dynamic": need.dynamic}
@@ -238,12 +238,12 @@ def test_the_neighbour_estimate_is_what_a_live_lab_holds_and_none_of_it_counts_a
 def test_neighbour_need_counts_every_entry_and_leaves_none_to_arp():
     from labctl.outputs import render
     from labctl.plan.layout import LabDir
-    from labctl.providers.netns import provider as netns
+    from labctl.providers.netns import checks as netns
     from labctl.spec import generate, schedule, topology
 
     def need(text: str, ipip: bool = False):
         plan = schedule.plan(topology.loads(text))
-        return netns.neighbour_need(render.build(plan, LabDir(Path("/x")), ipip).to_data())
+        return netns.neighbour_need(render.build(plan, LabDir(Path("/x")), ipip))
 
     # the seed with VXLAN: host 3, nodes 3 x (gateway + 2 peers), VTEPs 3 x 2, two pods x 2 sides
     assert need(SEED.read_text()) == netns.NeighbourNeed(permanent=3 + 9 + 6 + 4, dynamic=0)
@@ -256,30 +256,29 @@ def test_gc_thresh_limits_apply_only_where_the_kernel_counts_permanent_entries(t
     from labctl.errors import HostError
     from labctl.outputs import render
     from labctl.plan.layout import LabDir
-    from labctl.providers.netns import provider as netns
+    from labctl.providers.netns import checks as netns
     from labctl.spec import generate, schedule, topology
 
     (tmp_path / "gc_thresh2").write_text("512\n")
     (tmp_path / "gc_thresh3").write_text("1024\n")
     monkeypatch.setattr(netns, "GC_THRESH3", tmp_path / "gc_thresh3")
-    prov = netns.NetnsProvider.__new__(netns.NetnsProvider)
 
-    def data(text: str) -> dict:
+    def data(text: str):
         plan = schedule.plan(topology.loads(text))
-        return render.build(plan, LabDir(Path("/x")), ipip=True).to_data()
+        return render.build(plan, LabDir(Path("/x")), ipip=True)
 
     releases = ("4.18.0-553.el8_10.x86_64", "4.19.0", "5.10.0-33-amd64", "6.18.44-fc")
     assert [netns.kernel_exempts_permanent(r) for r in releases] == [False, True, True, True]
     big = data(generate.topology(100, reflectors=2))
     # the kernels of today: nothing the lab writes counts, at any size, mesh or not
-    assert prov.check_neighbours(big) == [] and prov.check_neighbours(data(generate.topology(60))) == []
+    assert netns.check_neighbours(big) == [] and netns.check_neighbours(data(generate.topology(60))) == []
     monkeypatch.setattr(netns, "kernel_exempts_permanent", lambda release=None: False)
-    assert prov.check_neighbours(data(SEED.read_text())) == []  # 3 + 9 + 4
-    (warning,) = prov.check_neighbours(data(generate.topology(25)))  # 25 + 625 + 2 * 25 (a pod per node)
+    assert netns.check_neighbours(data(SEED.read_text())) == []  # 3 + 9 + 4
+    (warning,) = netns.check_neighbours(data(generate.topology(25)))  # 25 + 625 + 2 * 25 (a pod per node)
     assert "needs 700 neighbour entries, over the host's gc_thresh2 (512)" in warning
     assert "gc_thresh2=1400" in warning
     with pytest.raises(HostError) as e:
-        prov.check_neighbours(big)  # 100 + 10000 + 2 * 100
+        netns.check_neighbours(big)  # 100 + 10000 + 2 * 100
     assert "needs 10300 neighbour entries" in str(e.value) and "gc_thresh3 = 1024" in str(e.value)
     assert "gc_thresh3=41200" in e.value.hint
 

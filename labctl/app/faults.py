@@ -5,16 +5,16 @@ the record in the lab state, which `inspect` shows and `up` repairs from."""
 from __future__ import annotations
 
 from labctl import providers
+from labctl.app.clock import now
 from labctl.errors import UsageError
 from labctl.plan.faults import KINDS, ORDER
+from labctl.plan.model import LabModel, Node
 
 
-def _node(data: dict, name: str) -> dict:
-    n = next((x for x in data["nodes"] if x["name"] == name), None)
+def _node(model: LabModel, name: str) -> Node:
+    n = model.node(name)
     if n is None:
-        raise UsageError(
-            f"no node {name!r} in lab {data['name']}", f"nodes: {', '.join(x['name'] for x in data['nodes'])}"
-        )
+        raise UsageError(f"no node {name!r} in lab {model.name}", f"nodes: {', '.join(x.name for x in model.nodes)}")
     return n
 
 
@@ -25,25 +25,23 @@ def _kind(kind: str) -> str:
 
 
 def fail(lab, node: str, kind: str) -> str:
-    from labctl.app.lab import now
-
-    data = lab.data()
-    n, kind = _node(data, node), _kind(kind)
-    prov = providers.get(data["provider"], lab)
+    model = lab.model()
+    n, kind = _node(model, node), _kind(kind)
+    prov = providers.get(model.provider, lab)
     with lab.lock():
         faults = lab.state().get("faults") or {}
         if kind in faults.get(node, {}):
             return f"{node}: {kind} already failed (since {faults[node][kind].get('since', '?')})"
-        record = prov.fail(data, n, kind)
+        record = prov.fail(model, n, kind)
         faults.setdefault(node, {})[kind] = record | {"since": now()}
         lab.save_state(faults=faults)
     return f"{node}: {kind} failed; `labctl repair {node}` (or `labctl up`) undoes it"
 
 
 def repair(lab, node: str, kind: str | None = None) -> str:
-    data = lab.data()
-    n = _node(data, node)
-    prov = providers.get(data["provider"], lab)
+    model = lab.model()
+    n = _node(model, node)
+    prov = providers.get(model.provider, lab)
     with lab.lock():
         faults = lab.state().get("faults") or {}
         have = faults.get(node, {})
@@ -52,20 +50,20 @@ def repair(lab, node: str, kind: str | None = None) -> str:
         if not kinds:
             return f"{node}: nothing to repair"
         for k in kinds:
-            prov.repair(data, n, k, have.get(k, {}))
+            prov.repair(model, n, k, have.get(k, {}))
             have.pop(k, None)
         faults = {k: v for k, v in (faults | {node: have}).items() if v}
         lab.save_state(faults=faults)
     return f"{node}: {', '.join(kinds)} repaired"
 
 
-def repair_recorded(lab, prov, data: dict, progress) -> None:
+def repair_recorded(lab, prov, model: LabModel, progress) -> None:
     """Every recorded fault, for `up` (which holds the lab's lock); nodes no longer in the lab are dropped."""
     faults = lab.state().get("faults") or {}
-    by_name = {n["name"]: n for n in data["nodes"]}
+    by_name = {n.name: n for n in model.nodes}
     for kind in ORDER:
         for node, have in faults.items():
             if kind in have and node in by_name:
                 progress.info(f"  repairing {node}: {kind}")
-                prov.repair(data, by_name[node], kind, have[kind])
+                prov.repair(model, by_name[node], kind, have[kind])
     lab.save_state(faults={})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
 import os
@@ -13,21 +12,20 @@ import threading
 from pathlib import Path
 
 from labctl import providers
-from labctl.app import decided
+from labctl.app import decided, faults
+from labctl.app.clock import now
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
-from labctl.outputs import render
+from labctl.live import impair, sshmux
+from labctl.outputs import render, runner
 from labctl.plan import calico, layout
 from labctl.plan import diff as reconcile
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.progress import Progress
+from labctl.providers.base import LeftNode, Remains
 from labctl.spec import netem, schedule, topology
 from labctl.spec.providers import traits
 from labctl.spec.schema import LAB_NAME, Topology
-
-
-def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 class Lab:
@@ -77,7 +75,7 @@ class Lab:
         return LabModel.load(self.dir.topology_data)
 
     def data(self) -> dict:
-        """The same as a dict, for code that still takes one (providers, playbook extravars)."""
+        """The same as a dict (what the playbooks and templates read)."""
         return self.model().to_data()
 
     def state(self) -> dict:
@@ -134,7 +132,7 @@ class Lab:
         model = self.new_model(topo, prov)
         _netem_check(prov, model)
         _tunnel_check(model)
-        return prov.checks(model.to_data())
+        return prov.checks(model)
 
     def plan_change(self, topo: Topology, new: LabModel | None = None) -> reconcile.Diff:
         """What `up` would change; touches nothing."""
@@ -142,8 +140,8 @@ class Lab:
         old = self.model() if self.dir.topology_data.exists() and self.dir.state.exists() else None
         if old is not None:
             # the tunnel device was decided by the host at the last up; compare like with like
-            calico = new.calico.model_copy(update={"tunnel_device": old.calico.tunnel_device})
-            new = new.model_copy(update={"calico": calico})
+            kept = new.calico.model_copy(update={"tunnel_device": old.calico.tunnel_device})
+            new = new.model_copy(update={"calico": kept})
         return reconcile.diff(old, new)
 
     def up(self, topo: Topology, source: Path | None, progress: Progress, **options) -> dict:
@@ -178,86 +176,17 @@ class Lab:
             change = self.plan_change(topo, model)
             if refused := reconcile.refusal(change, topo.name):
                 raise refused
-            old = self.data() if change.hosts else None
-            new = model.to_data()
-            progress.phase("preflight")
-            for w in prov.preflight(new):
-                progress.warn(w)
-            _netem_check(prov, model)
-            _tunnel_check(model)
-            tunnel = model.calico.tunnel_device
-            fallback = calico.ipip_emulated(topo.calico.encapsulation, tunnel)
-            if fallback:
-                progress.warn("this kernel has no ipip: IPIP is emulated with vxlan.calico (VNI 4096, UDP 4789)")
-            if change.hosts:
-                progress.phase("plan")
-                for line in reconcile.format(change).splitlines():
-                    progress.info(f"  {line}" if line else "")
+            old = self.model() if change.hosts else None
+            self._preflight(prov, model, change, progress)
             progress.phase("render")
             render.render(plan, self.dir, source, model=model)
-            data = new
-            self.save_state(
-                name=topo.name,
-                provider=topo.provider,
-                phase="bootstrap",
-                log=str(progress.log_path),
-                tunnel={
-                    "device": tunnel,
-                    "encapsulation": topo.calico.encapsulation,
-                    "fallback": "kernel has no ipip: IPIP emulated with VXLAN" if fallback else None,
-                },
-                created=self.state().get("created", now()),
-            )
+            self._begin(topo, model, progress)
             try:
-                if self.state().get("faults"):
-                    from labctl.app import faults
-
-                    progress.phase("repair faults")
-                    faults.repair_recorded(self, prov, data, progress)  # up repairs, as it does any drift
-                if change.removed_nodes:
-                    progress.phase("remove nodes")
-                    prov.remove_nodes(old, change.removed_nodes, progress)
-                progress.phase(f"bootstrap ({topo.provider})")
-                self.checkpoint()
-                pids = prov.bootstrap(data, progress)
-                self.save_state(phase="provision", pids={"sshd": pids})
-                self.checkpoint()
-                prov.accept_new_host_keys = accept_new_host_keys
-                prov.check_host_keys(data, progress)
-                from labctl.live import sshmux
-                from labctl.outputs import runner
-
-                openers = sshmux.open_masters(model, self.dir)
-                try:
-                    result = runner.run_playbook(
-                        self.dir,
-                        prov.up_playbook,
-                        progress,
-                        extravars=change.extravars() | decided.extravars(self.state()) | (extravars or {}),
-                        check=check,
-                        cancel=cancel,
-                        tags=tags,
-                    )
-                except Interrupted:
-                    raise
-                except LabctlError as e:
-                    self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
-                    raise
-                finally:
-                    sshmux.reap(openers)
-                    decided.collect(self)
+                self._bootstrap(prov, model, old, change, progress, accept_new_host_keys)
+                result = self._provision(prov, model, change, progress, cancel, check, tags, extravars)
                 if check or tags:
                     return self.save_state(phase=self.state().get("phase") if check else "partial")
-                if model.impairments or self.state().get("impairments"):
-                    from labctl.live import impair
-
-                    progress.phase("impairments")
-                    try:
-                        applied = impair.reconcile(self.dir, model, self.state().get("impairments") or [], prov)
-                    except LabctlError as e:
-                        self.save_state(phase="failed", error=str(e), stopped_at="impairments")
-                        raise
-                    self.save_state(impairments=applied)
+                self._impair(prov, model, progress)
                 labels = {n.name: n.labels for n in model.nodes}
                 placement = {w.name: w.node for w in model.workloads}
                 return self.save_state(
@@ -276,6 +205,89 @@ class Lab:
                 self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
                 raise
 
+    # -- the phases of `up` ------------------------------------------------------------------
+
+    def _preflight(self, prov, model: LabModel, change: reconcile.Diff, progress: Progress) -> None:
+        """Refuse what this host cannot build, before anything is written; show the plan."""
+        progress.phase("preflight")
+        for w in prov.preflight(model):
+            progress.warn(w)
+        _netem_check(prov, model)
+        _tunnel_check(model)
+        if _ipip_fallback(model):
+            progress.warn("this kernel has no ipip: IPIP is emulated with vxlan.calico (VNI 4096, UDP 4789)")
+        if change.hosts:
+            progress.phase("plan")
+            for line in reconcile.format(change).splitlines():
+                progress.info(f"  {line}" if line else "")
+
+    def _begin(self, topo: Topology, model: LabModel, progress: Progress) -> None:
+        """The state of a lab being built (what `list` shows from here on)."""
+        self.save_state(
+            name=topo.name,
+            provider=topo.provider,
+            phase="bootstrap",
+            log=str(progress.log_path),
+            tunnel={
+                "device": model.calico.tunnel_device,
+                "encapsulation": topo.calico.encapsulation,
+                "fallback": "kernel has no ipip: IPIP emulated with VXLAN" if _ipip_fallback(model) else None,
+            },
+            created=self.state().get("created", now()),
+        )
+
+    def _bootstrap(
+        self, prov, model: LabModel, old: LabModel | None, change: reconcile.Diff, progress: Progress, accept: bool
+    ) -> None:
+        """Recorded faults repaired, removed nodes gone, the nodes made and answering SSH."""
+        if self.state().get("faults"):
+            progress.phase("repair faults")
+            faults.repair_recorded(self, prov, model, progress)  # up repairs, as it does any drift
+        if change.removed_nodes:
+            progress.phase("remove nodes")
+            prov.remove_nodes(old, change.removed_nodes, progress)
+        progress.phase(f"bootstrap ({model.provider})")
+        self.checkpoint()
+        pids = prov.bootstrap(model, progress)
+        self.save_state(phase="provision", pids={"sshd": pids})
+        self.checkpoint()
+        prov.accept_new_host_keys = accept
+        prov.check_host_keys(model, progress)
+
+    def _provision(self, prov, model, change, progress, cancel, check, tags, extravars) -> runner.Result:
+        """The provider's up playbook, over one SSH master per node."""
+        openers = sshmux.open_masters(model, self.dir)
+        try:
+            return runner.run_playbook(
+                self.dir,
+                prov.up_playbook,
+                progress,
+                extravars=change.extravars() | decided.extravars(self.state()) | (extravars or {}),
+                check=check,
+                cancel=cancel,
+                tags=tags,
+            )
+        except Interrupted:
+            raise
+        except LabctlError as e:
+            self.save_state(phase="failed", error=str(e), stopped_at=progress.last_phase)
+            raise
+        finally:
+            sshmux.reap(openers)
+            decided.collect(self)
+
+    def _impair(self, prov, model: LabModel, progress: Progress) -> None:
+        """The topology's impairments applied, the ones it no longer has removed."""
+        if not (model.impairments or self.state().get("impairments")):
+            return
+        progress.phase("impairments")
+        try:
+            applied = impair.reconcile(self.dir, model, self.state().get("impairments") or [], prov)
+        except LabctlError as e:
+            self.save_state(phase="failed", error=str(e), stopped_at="impairments")
+            raise
+        self.save_state(impairments=applied)
+
     def checkpoint(self) -> None:
         """Raise Interrupted if SIGINT/SIGTERM came during `up` or `down` (which record where);
         providers call it between steps of long work."""
@@ -283,7 +295,7 @@ class Lab:
         if cancel is not None and cancel.is_set():
             raise Interrupted(getattr(cancel, "signum", signal.SIGINT))
 
-    def down(self, progress: Progress, data: dict | None = None, purge: bool = False) -> bool:
+    def down(self, progress: Progress, purge: bool = False) -> bool:
         """Remove everything the lab created; False if there was nothing to remove."""
         root = self.dir.root
         # only ever a lab's own directory: a bad name must never turn into rmtree of anything else
@@ -296,17 +308,18 @@ class Lab:
                 f"({layout.home()}): refusing to take it down",
                 f"take it down from there: LABCTL_HOME={Path(other).parent} labctl down --name {self.name}",
             )
-        if data is None and self.dir.topology_data.exists():
+        lab: LabModel | Remains | None = None
+        if self.dir.topology_data.exists():
             try:
-                data = self.data()
+                lab = self.model()
             except LabctlError as e:  # a corrupt data file: what the state and the host show is removed
                 progress.warn(f"{e.message}: removing what the lab's state and this host show")
-                data = self._salvage()
-        if data is None:
+                lab = self._salvage()
+        if lab is None:
             # the directory was removed by hand (or a down of such a lab was interrupted): what
             # the lab left on the host is still named after it
-            data = providers.orphan(self)
-            if data is None:
+            lab = providers.orphan(self)
+            if lab is None:
                 if not self.dir.root.exists():
                     return False
                 shutil.rmtree(self.dir.root)
@@ -315,41 +328,41 @@ class Lab:
             progress.warn(
                 f"lab {self.name!r} has no directory under {layout.home()}: removing what it left on the host"
             )
-        prov = providers.get(data["provider"], self)
+        self._teardown(providers.get(lab.provider, self), lab, progress, purge)
+        self._record_removed()
+        return True
+
+    def _teardown(self, prov, lab: LabModel | Remains, progress: Progress, purge: bool) -> None:
         with self.lock(progress), _signals() as cancel:
             self._cancel = (cancel, progress)
             try:
                 self.checkpoint()
                 if prov.down_playbook and self.dir.inventory.exists():
-                    from labctl.outputs import runner
-
-                    progress.phase(f"reset ({data['provider']})")
+                    progress.phase(f"reset ({lab.provider})")
                     runner.run_playbook(
                         self.dir, prov.down_playbook, progress, extravars={"labctl_purge": purge}, cancel=cancel
                     )
-                progress.phase(f"teardown ({data['provider']})")
-                prov.teardown(data, progress)
+                progress.phase(f"teardown ({lab.provider})")
+                prov.teardown(lab, progress)
                 self.checkpoint()
             except Interrupted as e:
                 # `list` must not go on saying `ready` for a lab half taken down
-                self.save_state(provider=data["provider"], phase="down-interrupted", stopped_at=progress.last_phase)
+                self.save_state(provider=lab.provider, phase="down-interrupted", stopped_at=progress.last_phase)
                 raise Interrupted(e.signum, progress.last_phase, "run `labctl down` again to finish") from None
             finally:
                 self._cancel = (None, None)
             shutil.rmtree(self.dir.root)
-        self._record_removed()
-        return True
 
-    def _salvage(self) -> dict:
-        """Teardown's lab data when topology-data.json cannot be read: the provider from state.json,
-        the nodes from their dirs and (netns) the lab's namespaces on this host."""
+    def _salvage(self) -> Remains:
+        """Teardown's lab when topology-data.json cannot be read: the provider from state.json, the
+        nodes from their dirs and (providers whose nodes are on this host) what the host shows."""
         provider = self.state().get("provider", "netns")
-        data = providers.orphan(self) if traits(provider).nodes_on_host else None
-        nodes = {n["name"]: n for n in (data or {}).get("nodes", [])}
+        left = providers.orphan(self) if traits(provider).nodes_on_host else None
+        nodes = {n.name: n for n in (left.nodes if left else [])}
         if self.dir.root.joinpath("nodes").is_dir():
             for d in sorted(self.dir.root.joinpath("nodes").iterdir()):
-                nodes.setdefault(d.name, {"name": d.name, "pods": []})
-        return {"name": self.name, "provider": provider, "nodes": list(nodes.values())}
+                nodes.setdefault(d.name, LeftNode(d.name))
+        return Remains(self.name, provider, list(nodes.values()))
 
     def _record_removed(self) -> None:
         """Remember the name: `down --name` of it again is a no-op, while an unknown name is an error."""
@@ -370,10 +383,13 @@ class Lab:
             return False
 
 
+def _ipip_fallback(model: LabModel) -> bool:
+    """The topology asked for IPIP and this host's kernel has none: vxlan.calico stands in."""
+    return calico.ipip_emulated(model.calico.encapsulation, model.calico.tunnel_device)
+
+
 def _netem_check(prov, model: LabModel) -> None:
     """Refuse topology impairments that need tc netem where the nodes' kernel is known to lack it."""
-    from labctl.live import impair
-
     need = impair.needs_netem(model)
     if need and prov.netem_supported() is False:
         raise HostError(

@@ -214,7 +214,7 @@ def down(
         except UsageError as e:
             if "no lab" not in str(e):
                 raise
-            if left := providers.orphans():
+            if left := sorted(providers.orphans()):
                 raise UsageError(
                     f"no lab under {layout.home()}, but {', '.join(left)} left namespaces and processes on this host",
                     f"remove them with `labctl down --name {left[0]}`",
@@ -247,11 +247,11 @@ def list_labs(
     from labctl.app.lab import Lab
 
     rows = []
-    orphans = set(providers.orphans())
-    for n in sorted(set(Lab.names()) | orphans):
+    orphans = providers.orphans()
+    for n in sorted(set(Lab.names()) | set(orphans)):
         st = Lab.find(n).state()
         if n in orphans and not st:
-            st = {"provider": "netns", "phase": "orphaned"}
+            st = {"provider": orphans[n], "phase": "orphaned"}
         rows.append({"name": n, "provider": st.get("provider", "?"), "phase": st.get("phase", "?"),
                      "updated": st.get("updated", "")})  # fmt: skip
     if format is TableFormat.json:

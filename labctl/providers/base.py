@@ -1,7 +1,9 @@
 """The provider boundary: what differs between the ways a lab's nodes exist, as hooks and flags.
 
 Everything outside labctl/providers/ asks the lab's provider (providers.get / providers.kind), never
-its name. Adding a provider is a module here plus one line in providers.REGISTRY.
+its name. Adding a provider is a module here plus one line in labctl.spec.providers.REGISTRY
+(tests/test_toy_provider.py shows one). Every hook takes the typed lab model (LabModel, Node, Router);
+teardown also takes Remains, what a lab whose data file is gone or unreadable left.
 
 Decision: one class hierarchy, not two axes. "How a node exists" (a namespace, a local VM, an
 existing machine) and "what runs on it" (labctl's emulated Calico dataplane, or kubeadm + Calico)
@@ -15,12 +17,45 @@ the emulated dataplane too."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl.errors import UsageError
 from labctl.host import sh
 from labctl.plan import names
+from labctl.plan.layout import LabDir
+from labctl.plan.model import LabModel, Node, Router
 from labctl.spec.providers import traits
+
+
+@dataclass(frozen=True)
+class LeftPod:
+    netns: str
+
+
+@dataclass(frozen=True)
+class LeftNode:
+    name: str
+    pods: list[LeftPod] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Remains:
+    """What a lab whose topology-data.json is gone or unreadable left, as its state, its node dirs and
+    the host show it: what teardown takes instead of the LabModel. Read like one (name, provider,
+    nodes[].name, nodes[].pods[].netns, routers), so teardown code serves both."""
+
+    name: str
+    provider: str
+    nodes: list[LeftNode] = field(default_factory=list)
+    routers: None = None
+
+    def to_data(self) -> dict:
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "nodes": [{"name": n.name, "pods": [{"netns": p.netns} for p in n.pods]} for n in self.nodes],
+        }
 
 
 class Provider:
@@ -38,8 +73,13 @@ class Provider:
 
     # -- machine lifecycle (what a subclass like qemu overrides) ----------------------------
 
-    def preflight(self, data: dict) -> list[str]:
+    def preflight(self, model: LabModel) -> list[str]:
         """Raise if this host cannot run the lab; return warnings."""
+        return self.checks(model)
+
+    def checks(self, model: LabModel) -> list[str]:
+        """What the lab itself allows, needing no root and changing nothing (`validate`, `up --dry-run`
+        and preflight refuse alike); returns warnings."""
         return []
 
     def ipip_supported(self) -> bool:
@@ -55,21 +95,45 @@ class Provider:
         what must work while that link is impaired; None: the node is reached over SSH only."""
         return None
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model: LabModel, progress) -> dict:
         """Make the nodes exist and answer SSH; returns pids per node worth recording."""
         return {}
 
-    def check_host_keys(self, data: dict, progress) -> None:
+    def check_host_keys(self, model: LabModel, progress) -> None:
         return None
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab: LabModel | Remains, progress) -> None:
+        """Remove whatever of the lab exists (lab: its model, or what is left of it: Remains)."""
         return None
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
+    def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
+        """Take these nodes out of the running lab; `model` is the lab before the change."""
         raise UsageError(
             f"removing nodes ({', '.join(names)}) from a {self.name} lab is not supported yet",
             "run `labctl down` and `labctl up` with the new topology",
         )
+
+    # -- what a lab left on this host (asked of providers whose traits say nodes_on_host) ----------
+
+    @classmethod
+    def left_on_host(cls, lab_dir: LabDir) -> Remains | None:
+        """What a lab of this lab dir's name left on this host while the dir is gone or unreadable."""
+        return None
+
+    @classmethod
+    def orphans(cls) -> list[str]:
+        """Labs of this labctl home that left something on the host but have no directory."""
+        return []
+
+    @classmethod
+    def other_home(cls, lab_dir: LabDir) -> str | None:
+        """The lab dir of another labctl home whose lab of this name runs on this host, if any."""
+        return None
+
+    @classmethod
+    def running_from(cls, lab_dir: LabDir) -> list[int]:
+        """The processes of this host that run from the lab dir's node dirs (a lab that is up)."""
+        return []
 
     # -- reaching and reading nodes ----------------------------------------------------------
 
@@ -79,7 +143,7 @@ class Provider:
         remote by design."""
         return names.bridge(self.traits.links, lab, network) if self.traits.links else None
 
-    def birdc(self, node: dict) -> str:
+    def birdc(self, node: Node | Router) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
         raise NotImplementedError
 
@@ -87,19 +151,19 @@ class Provider:
 
     fault_kinds: tuple[str, ...] = ()  # what `labctl fail` can do to this provider's nodes
 
-    def fail(self, data: dict, node: dict, kind: str) -> dict:
+    def fail(self, model: LabModel, node: Node | Router, kind: str) -> dict:
         """Break `kind` (bird | link | node) on the node; returns what repair needs (pids, ...)."""
         raise UsageError(
             f"`labctl fail {kind}` is not supported for the {self.name} provider",
             "faults on purpose work on netns labs; on VMs stop calico-node or the NIC by hand (`labctl ssh`)",
         )
 
-    def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
+    def repair(self, model: LabModel, node: Node | Router, kind: str, record: dict) -> None:
         """Undo fail(kind) (`record` is what fail returned, {} if unknown); a no-op where nothing is broken."""
         raise UsageError(f"`labctl repair {kind}` is not supported for the {self.name} provider")
 
 
-def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
+def make_lab_keys(d, lab_name: str, hosts: list[Node | Router], each=None) -> None:
     """The lab's SSH key (providers with `lab_key`: the nodes trust only it) and one host key per
     host (node or router), pinned in the lab's known_hosts before any of them boots or starts sshd.
     Keys already there are kept; `each(fn, hosts)` may make the host keys in parallel."""
@@ -108,14 +172,14 @@ def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
         sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labctl-{lab_name}", "-f", str(d.ssh_key)])
     os.chmod(d.ssh_key, 0o600)
 
-    def host_key(n: dict) -> str:
-        nd = d.node_dir(n["name"])
+    def host_key(n: Node | Router) -> str:
+        nd = d.node_dir(n.name)
         nd.mkdir(parents=True, exist_ok=True, mode=0o700)
         hk = nd / "ssh_host_ed25519_key"
         if not hk.exists():
-            host_key_pair(hk, n["name"])
+            host_key_pair(hk, n.name)
         key_type, key = Path(str(hk) + ".pub").read_text().split()[:2]
-        return f"{n['address']} {key_type} {key}\n"
+        return f"{n.address} {key_type} {key}\n"
 
     known = each(host_key, hosts) if each is not None else [host_key(n) for n in hosts]
     d.known_hosts.write_text("".join(known))
@@ -125,8 +189,8 @@ def make_lab_keys(d, lab_name: str, hosts: list[dict], each=None) -> None:
 def host_key_pair(path: Path, comment: str) -> None:
     """An ed25519 host key pair as `ssh-keygen -t ed25519 -N '' -C comment -f path` writes it, made
     in this process: a program started per node was a tenth of a big lab's bootstrap."""
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization as ser  # noqa: PLC0415 (heavy: imported where it is used)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415 (heavy: imported where it is used)
 
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from labctl.errors import UsageError
+from labctl.live import hostkeys
 from labctl.plan.layout import LabDir
-from labctl.providers.base import Provider
+from labctl.plan.model import LabModel, Node, Router
+from labctl.providers.base import Provider, Remains
 
 
 class VmProvider(Provider):
@@ -14,41 +17,35 @@ class VmProvider(Provider):
 
     accept_new_host_keys = False  # set by Lab.up from --accept-new-host-keys
 
-    def preflight(self, data: dict) -> list[str]:
-        return self.checks(data)
+    def preflight(self, model: LabModel) -> list[str]:
+        return self.checks(model)
 
-    def checks(self, data: dict) -> list[str]:
+    def checks(self, model: LabModel) -> list[str]:
         return []
 
-    def birdc(self, node: dict) -> str:
+    def birdc(self, node: Node | Router) -> str:
         """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
-        from labctl.plan.model import as_node
-
-        s = "" if as_node(node).ssh.user == "root" else "sudo -n "
+        s = "" if node.ssh.user == "root" else "sudo -n "
         return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
 
-    def check_host_keys(self, data: dict, progress) -> None:
+    def check_host_keys(self, model: LabModel, progress) -> None:
         """Before ansible: every node's and jump host's key is pinned, or we stop here."""
-        from labctl.live import hostkeys
-
-        added = hostkeys.pin(data["nodes"], self.dir.known_hosts, self.accept_new_host_keys)
+        added = hostkeys.pin([n.to_data() for n in model.nodes], self.dir.known_hosts, self.accept_new_host_keys)
         for entry in added:
             progress.info(f"  pinned the host key of {entry} in {self.dir.known_hosts}")
 
     def ipip_supported(self) -> bool:
         return True  # real kernels have ipip; the host_prep role loads the module
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model: LabModel, progress) -> dict:
         self.dir.ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.dir.known_hosts.touch(mode=0o600, exist_ok=True)
         return {}
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab: LabModel | Remains, progress) -> None:
         return None
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
-        from labctl.errors import UsageError
-
+    def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
         raise UsageError(
             f"removing nodes ({', '.join(names)}) from a vm lab is not supported yet",
             "run `labctl down` and `labctl up` with the new topology",

@@ -8,25 +8,20 @@ answers on the LAN, nothing on the node does, BGP peers drop it when their hold 
 from __future__ import annotations
 
 import os
-import shlex
 import signal
-import time
 from pathlib import Path
 
 from labctl.errors import LabctlError
-from labctl.host import sh
-from labctl.host.hostside import alive, cmdline, read_pid
+from labctl.host import birdrun, sh
+from labctl.host.hostside import terminate
+from labctl.live import nodes
 from labctl.plan import names
+from labctl.plan.model import LabModel, Node, Router
+from labctl.progress import Progress
 
 
-def bird_pid(node: dict) -> int | None:
-    pid = read_pid(Path(node["dir"]) / "bird.pid")
-    # a pid file outlives its process: only a BIRD started on this node's socket is ours to stop
-    return pid if pid and alive(pid) and node["bird_socket"] in cmdline(pid) else None
-
-
-def _ns_pids(data: dict, node: dict) -> list[int]:
-    spaces = [names.netns("lc", data["name"], node["name"])] + [p["netns"] for p in node.get("pods", [])]
+def _ns_pids(model: LabModel, node: Node | Router) -> list[int]:
+    spaces = [names.netns("lc", model.name, node.name)] + [p.netns for p in node.pods]
     return [
         int(p)
         for ns in spaces
@@ -35,24 +30,19 @@ def _ns_pids(data: dict, node: dict) -> list[int]:
     ]
 
 
-def fail(prov, data: dict, node: dict, kind: str) -> dict:
-    name = node["name"]
+def fail(prov, model: LabModel, node: Node | Router, kind: str) -> dict:
+    name = node.name
     if kind == "bird":
-        pid = bird_pid(node)
+        pid = birdrun.running(node.dir, node.bird_socket)
         if pid is None:
             raise LabctlError(f"BIRD is not running on {name}", f"`labctl repair {name} bird` starts it")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate([pid], 10.0)
         return {"pid": pid}
     if kind == "link":
-        sh.run(["ip", "-n", names.netns("lc", data["name"], name), "link", "set", node["interface"], "down"])
-        return {"interface": node["interface"]}
+        sh.run(["ip", "-n", names.netns("lc", model.name, name), "link", "set", node.interface, "down"])
+        return {"interface": node.interface}
     if kind == "node":
-        pids = _ns_pids(data, node)
+        pids = _ns_pids(model, node)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGSTOP)
@@ -62,10 +52,10 @@ def fail(prov, data: dict, node: dict, kind: str) -> dict:
     raise LabctlError(f"unknown fault {kind!r}")
 
 
-def repair(prov, data: dict, node: dict, kind: str, record: dict) -> None:
+def repair(prov, model: LabModel, node: Node | Router, kind: str, record: dict) -> None:
     if kind == "node":
         # the recorded pids and whatever else is there now (a stopped process started nothing since)
-        for pid in dict.fromkeys(list(record.get("pids", [])) + _ns_pids(data, node)):
+        for pid in dict.fromkeys(list(record.get("pids", [])) + _ns_pids(model, node)):
             try:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
@@ -73,34 +63,27 @@ def repair(prov, data: dict, node: dict, kind: str, record: dict) -> None:
     elif kind == "link":
         # up again, then everything bootstrap sets on it (default route, permanent neighbours: a
         # link going down flushes them), as `up` would: idempotent for the other nodes
-        from labctl.progress import Progress
-
-        sh.run(["ip", "-n", names.netns("lc", data["name"], node["name"]), "link", "set", node["interface"], "up"])
-        prov.bootstrap(data, Progress(None, quiet=True))
+        sh.run(["ip", "-n", names.netns("lc", model.name, node.name), "link", "set", node.interface, "up"])
+        prov.bootstrap(model, Progress(None, quiet=True))
     elif kind == "bird":
-        if bird_pid(node) is None:
+        if birdrun.running(node.dir, node.bird_socket) is None:
             _start_bird(prov, node)
     else:
         raise LabctlError(f"unknown fault {kind!r}")
 
 
-def _start_bird(prov, node: dict) -> None:
+def _start_bird(prov, node: Node | Router) -> None:
     """Start BIRD over the node's SSH as the bgp play does (in the node's namespaces), then wait up
     to 10 s for its sessions, so what `repair` returns to is a converged node."""
-    from labctl.live import nodes
-
-    nd, sock = node["dir"], node["bird_socket"]
-    start = (
-        f"setsid -w bird -c {shlex.quote(nd + '/bird.conf')} -s {shlex.quote(sock)} "
-        f"-P {shlex.quote(nd + '/bird.pid')} </dev/null >/dev/null 2>&1"
-    )
-    peers = "|".join(p["protocol"] for p in node["peers"]) or "none"
+    nd, sock = node.dir, node.bird_socket
+    start = birdrun.start_command(nd, sock)
+    peers = "|".join(p.protocol for p in node.peers) or "none"
     wait = (
         f"for _ in $(seq 100); do [ $({prov.birdc(node)} show protocols | grep -cE '^({peers}) .*Established') "
-        f"-ge {len(node['peers'])} ] && exit 0; sleep 0.1; done; exit 0"
+        f"-ge {len(node.peers)} ] && exit 0; sleep 0.1; done; exit 0"
     )
     with nodes.NodeShell(prov.dir, node) as shell:
         rc, out, err = shell.run(start, timeout=20)
         if rc != 0:
-            raise LabctlError(f"{node['name']}: BIRD did not start: {(err or out).strip()}")
+            raise LabctlError(f"{node.name}: BIRD did not start: {(err or out).strip()}")
         shell.run(wait, timeout=20)

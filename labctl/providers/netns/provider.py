@@ -1,30 +1,34 @@
 """The netns provider: each node is a network namespace on a LAN bridge, with its own sshd
-(and UTS namespace, for its hostname). Once the nodes answer SSH, the playbooks do the rest."""
+(and UTS namespace, for its hostname). Once the nodes answer SSH, the playbooks do the rest.
+What it finds on the host: host.py; its checks: checks.py; the nodes' sshd: labctl/host/sshd.py."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import re
+import shlex
 import shutil
-import signal
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from labctl.errors import HostError, UsageError
-from labctl.host import sh
+from labctl import fanout
+from labctl.errors import HostError
+from labctl.host import birdrun, links, preflight, sh, sshd
+from labctl.host import routers as lab_routers
 from labctl.host.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.host.nsshell import NsShell
-from labctl.plan import calico, names
+from labctl.live import impair
+from labctl.plan import names
 from labctl.plan.layout import LabDir
-from labctl.providers.base import Provider, make_lab_keys
+from labctl.plan.model import LabModel, Node, Router
+from labctl.providers.base import Provider, Remains, make_lab_keys
+from labctl.providers.netns import checks, faults, host
 
-TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
-SSHD = "/usr/sbin/sshd"
-SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
+BOOTSTRAP_WORKERS = 8  # the host's CPUs bound this, not the lab size: more only queue for them
+
+
+def _each(fn, items: list) -> list:
+    return fanout.each(fn, items, workers=BOOTSTRAP_WORKERS)
 
 
 class NetnsProvider(Provider):
@@ -35,100 +39,55 @@ class NetnsProvider(Provider):
 
     # -- checks before anything is created -------------------------------------------------
 
-    def preflight(self, data: dict) -> list[str]:
+    def preflight(self, model: LabModel) -> list[str]:
         """Raise HostError if this host cannot run the lab; return warnings."""
-        warnings = self.checks(data)
-        if os.geteuid() != 0:
-            raise HostError("the netns provider needs root", "run it with sudo")
-        missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
-        if missing:
+        warnings = self.checks(model)
+        preflight.need_root("the netns provider")
+        preflight.need_tools(
+            checks.TOOLS,
+            "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
+        )
+        if not self.dir.state.exists() and host.left_on_host(self.dir) is not None:
             raise HostError(
-                f"missing tools: {', '.join(missing)}",
-                "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
-            )
-        if not self.dir.state.exists() and orphan_data(self.dir) is not None:
-            raise HostError(
-                f"lab {data['name']!r} is still on this host (namespaces, processes) but its directory "
+                f"lab {model.name!r} is still on this host (namespaces, processes) but its directory "
                 f"{self.dir.root} was removed",
-                f"run `labctl down --name {data['name']}` first",
+                f"run `labctl down --name {model.name}` first",
             )
-        if link_exists(names.bridge("lc", data["name"])) and not self.dir.state.exists() and not running_from(self.dir):
+        bridge = names.bridge("lc", model.name)
+        if link_exists(bridge) and not self.dir.state.exists() and not host.running_from(self.dir):
             raise HostError(
-                f"a lab named {data['name']!r} is already running from another labctl home",
+                f"a lab named {model.name!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
-        self.check_routes(data)
+        self.check_routes(model)
         return warnings
 
-    def checks(self, data: dict) -> list[str]:
+    def checks(self, model: LabModel) -> list[str]:
         """What the lab's own size and directory allow, needing no root and changing nothing:
         `validate`, `up --dry-run` and `up`'s preflight refuse alike. Returns warnings."""
-        # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
-        # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
-        if other := other_home(self.dir):
+        if other := host.other_home(self.dir):
             raise HostError(
-                f"a lab named {data['name']!r} is already running from another labctl home ({other})",
+                f"a lab named {model.name!r} is already running from another labctl home ({other})",
                 f"take it down there (LABCTL_HOME={Path(other).parent} labctl down), or rename this lab",
             )
-        if not SAFE_PATH.fullmatch(str(self.dir.root)):
-            raise UsageError(
-                f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
-                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
-            )
-        # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
-        longest = max(
-            [str(self.dir.bird_socket(n["name"])) for n in data["nodes"]] + [str(self.dir.control_dir / ("x" * 40))],
-            key=len,
+        preflight.safe_dir(self.dir.root, "node shell scripts")
+        # Unix sockets (BIRD's control socket, ssh's ControlPath)
+        preflight.socket_paths(
+            self.dir.root, [self.dir.bird_socket(n.name) for n in model.nodes] + [self.dir.control_dir / ("x" * 40)]
         )
-        if len(longest) > 107:
-            raise HostError(
-                f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
-                "set LABCTL_HOME to a shorter directory",
-            )
         # reading the host's routes needs no root: validate and --dry-run find an overlap as up does
-        self.check_routes(data)
-        return self.check_neighbours(data)
+        self.check_routes(model)
+        return checks.check_neighbours(model)
 
-    def check_neighbours(self, data: dict) -> list[str]:
-        """Refuse a lab the host's neighbour table cannot hold. The table is one for every namespace,
-        capped by gc_thresh3 (1024 by default); past it new entries fail ("neighbor table overflow")
-        and sessions and pings stall. labctl writes every neighbour the lab uses as a permanent entry,
-        which Linux >= 4.19 keeps out of that count (see _lan_neighbours): then the lab adds nothing
-        to it, at any size. Older kernels count permanent entries too."""
-        need = neighbour_need(data)
-        counted = need.dynamic + (0 if kernel_exempts_permanent() else need.permanent)
-        limit = _read_int(GC_THRESH3)
-        knobs = "net.ipv4.neigh.default.gc_thresh"
-        raise_it = f"sysctl -w {knobs}2={2 * counted} {knobs}3={4 * counted}"
-        if limit is not None and counted > limit:
-            raise HostError(
-                f"lab {data['name']!r} needs {counted} neighbour entries, more than the host's neighbour table "
-                f"holds for all namespaces together (net.ipv4.neigh.default.gc_thresh3 = {limit}; this kernel, "
-                f"{os.uname().release}, counts permanent entries against it): its sessions and pings would stall",
-                f"raise the host's limit: {raise_it}, or use a kernel >= 4.19",
-            )
-        soft = _read_int(GC_THRESH3.with_name("gc_thresh2"))
-        if soft is not None and counted > soft:
-            # past gc_thresh2 the kernel evicts entries older than 5 s: it works, with re-resolution delays
-            return [
-                f"this lab needs {counted} neighbour entries, over the host's gc_thresh2 ({soft}): the kernel "
-                f"will evict and re-resolve them (slower); `{raise_it}` avoids it"
-            ]
-        return []
+    def check_routes(self, model: LabModel) -> None:
+        ours = {n.bridge for n in (model.networks or {}).values() if n.bridge}
+        preflight.check_routes(model, ours or names.bridge("lc", model.name))
 
-    def check_routes(self, data: dict) -> None:
-        ours = {n["bridge"] for n in (data.get("networks") or {}).values()}
-        check_routes(data, ours or names.bridge("lc", data["name"]))
-
-    def birdc(self, node: dict) -> str:
+    def birdc(self, node: Node | Router) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
-        import shlex
+        return f"birdc -s {shlex.quote(node.bird_socket)}"
 
-        from labctl.plan.model import as_node
-
-        return f"birdc -s {shlex.quote(as_node(node).bird_socket)}"
-
-    def check_host_keys(self, data: dict, progress) -> None:
+    def check_host_keys(self, model: LabModel, progress) -> None:
         return None  # bootstrap generated the nodes' host keys and pinned them itself
 
     def ipip_supported(self) -> bool:
@@ -141,55 +100,61 @@ class NetnsProvider(Provider):
         return NsShell(names.netns("lc", self.lab.name, node.name), node)
 
     def netem_supported(self) -> bool | None:
-        from labctl.live import impair
-
         return impair.netem_on_this_host()  # the nodes are namespaces: this host's kernel is theirs
+
+    # -- what a lab left on this host: host.py -----------------------------------------------
+
+    @classmethod
+    def left_on_host(cls, lab_dir: LabDir) -> Remains | None:
+        return host.left_on_host(lab_dir)
+
+    @classmethod
+    def orphans(cls) -> list[str]:
+        return host.orphans()
+
+    @classmethod
+    def other_home(cls, lab_dir: LabDir) -> str | None:
+        return host.other_home(lab_dir)
+
+    @classmethod
+    def running_from(cls, lab_dir: LabDir) -> list[int]:
+        return host.running_from(lab_dir)
 
     # -- faults on purpose: labctl/providers/netns/faults.py ----------------------------------
 
     fault_kinds = ("bird", "link", "node")
 
-    def fail(self, data: dict, node: dict, kind: str) -> dict:
-        from labctl.providers.netns import faults as netns_faults
+    def fail(self, model: LabModel, node: Node | Router, kind: str) -> dict:
+        return faults.fail(self, model, node, kind)
 
-        return netns_faults.fail(self, data, node, kind)
-
-    def repair(self, data: dict, node: dict, kind: str, record: dict) -> None:
-        from labctl.providers.netns import faults as netns_faults
-
-        netns_faults.repair(self, data, node, kind, record)
+    def repair(self, model: LabModel, node: Node | Router, kind: str, record: dict) -> None:
+        faults.repair(self, model, node, kind, record)
 
     # -- bring up --------------------------------------------------------------------------
 
-    def bootstrap(self, data: dict, progress) -> dict:
+    def bootstrap(self, model: LabModel, progress) -> dict:
         """Bridge, namespaces, NICs, keys and sshd; idempotent. Returns pids per node."""
-        self._end_detached(data["name"])
-        if data.get("networks"):
-            return self._bootstrap_racks(data, progress)
-        name = data["name"]
+        self._end_detached(model.name)
+        if model.networks:
+            return self._bootstrap_racks(model, progress)
+        name = model.name
         br = names.bridge("lc", name)
-        gw = data["network"]["gateway"]
-        plen = ipaddress.IPv4Network(data["network"]["lan"]).prefixlen
+        gw = model.network.gateway
+        plen = ipaddress.IPv4Network(model.network.lan).prefixlen
         br_mac = lan_mac(gw)
-        if not link_exists(br):
-            # a MAC of our own, or the bridge takes its lowest port's and the nodes' entries go stale
-            sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
-            sh.run(["ip", "addr", "add", f"{gw}/{plen}", "dev", br])
-        elif Path(f"/sys/class/net/{br}/address").read_text().strip() != br_mac:
-            sh.run(["ip", "link", "set", br, "address", br_mac])  # a bridge made before labctl fixed its MAC
-        sh.run(["ip", "link", "set", br, "up"])
-        self._keys(data)
+        links.ensure_bridge(br, gw, plen)
+        self._keys(model)
         # the host's side of SSH: each node's MAC on the bridge, fixed like the nodes' own entries below
-        lan = [n["address"] for n in data["nodes"]]
-        host = lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
-        if host:
-            sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
+        lan = [n.address for n in model.nodes]
+        on_host = lan_neighbours(None, br, {a: lan_mac(a) for a in lan}, False)
+        if on_host:
+            sh.run(["ip", "-batch", "-"], input="\n".join(on_host) + "\n")
 
-        def one(n: dict) -> int | None:
+        def one(n: Node) -> int | dict:
             self.lab.checkpoint()  # a big lab takes a while: Ctrl-C is answered between nodes
-            ns = names.netns("lc", name, n["name"])
-            nic, mac = n["interface"], lan_mac(n["address"])
-            fresh = _plug(ns, names.host_link("lc", name, n["name"]), nic, mac, br)
+            ns = names.netns("lc", name, n.name)
+            nic, mac = n.interface, lan_mac(n.address)
+            fresh = _plug(ns, names.host_link("lc", name, n.name), nic, mac, br)
             # one `ip -batch` per node: every step is idempotent, so a second up repeats it unchanged
             # setting a MAC, even the same one, flushes the device's neighbours (permanent ones too):
             # only a namespace made before labctl fixed its MACs needs it, and then starts afresh
@@ -197,189 +162,85 @@ class NetnsProvider(Provider):
             batch = [
                 "link set lo up",
                 *([f"link set {nic} address {mac}"] if stale_mac else []),
-                f"addr replace {n['address']}/{plen} dev {nic}",
+                f"addr replace {n.address}/{plen} dev {nic}",
                 f"link set {nic} up",
                 # the LAN gateway is the host, whose ip_forward stays 0: nothing leaves through it,
                 # but proxy ARP for 169.254.1.1 needs a route towards it via another interface
                 f"route replace default via {gw} dev {nic}",
             ]
             batch += lan_neighbours(
-                ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n["address"]}, fresh or stale_mac
+                ns, nic, {gw: br_mac} | {p: lan_mac(p) for p in lan if p != n.address}, fresh or stale_mac
             )
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
-            return self._sshd(data, n, ns)
+            return sshd.sshd(self.dir, model, n, ns)
 
         # nodes are independent of each other: a few at a time, so a big lab's thousands of short
         # `ip`/`nsenter` processes overlap instead of running one after another
-        pids = dict(zip([n["name"] for n in data["nodes"]], _each(one, data["nodes"]), strict=True))
-        return self._await_sshd(_start_sshd(pids, self._bird_jobs(data)))
+        pids = dict(zip([n.name for n in model.nodes], _each(one, model.nodes), strict=True))
+        return sshd.await_sshd(self.dir, sshd.start(pids, self._bird_jobs(model)))
 
-    def _bootstrap_racks(self, data: dict, progress) -> dict:
+    def _bootstrap_racks(self, model: LabModel, progress) -> dict:
         """`networks:`: a bridge per network with an address of the host's on it (SSH reaches every node
         directly), routers as namespaces with a NIC in each network they join and forwarding on inside
         them only; each node's default route is its network's gateway, a router, never the host (whose
         ip_forward stays 0)."""
-        from labctl.host import routers as lab_routers
-
-        name = data["name"]
-        nets = data["networks"]
-        members = lab_routers.lan_members(data, lambda n: lan_mac(n["address"]))
-        lab_routers.ensure_bridges(data, members)
-        self._keys(data)
+        name, nets = model.name, model.networks or {}
+        members = lab_routers.lan_members(model, lambda n: lan_mac(n.address))
+        lab_routers.ensure_bridges(model, members)
+        self._keys(model)
         lab_routers.build(
-            data,
+            model,
             members,
             lambda r: names.netns("lc", name, r),
             lambda r, net: names.host_link("lc", name, f"{r}.{net}"),
             self.lab.checkpoint,
         )
-        pids = {r["name"]: self._sshd(data, r, names.netns("lc", name, r["name"])) for r in data.get("routers", [])}
-        for n in data["nodes"]:
+        pids = {r.name: sshd.sshd(self.dir, model, r, names.netns("lc", name, r.name)) for r in model.routers or []}
+        for n in model.nodes:
             self.lab.checkpoint()
-            net = nets[n["network"]]
-            ns = names.netns("lc", name, n["name"])
-            nic, mac = n["interface"], lan_mac(n["address"])
-            fresh = _plug(ns, names.host_link("lc", name, n["name"]), nic, mac, net["bridge"])
-            plen = ipaddress.IPv4Network(net["lan"]).prefixlen
+            net = nets[n.network]
+            ns = names.netns("lc", name, n.name)
+            nic, mac = n.interface, lan_mac(n.address)
+            fresh = _plug(ns, names.host_link("lc", name, n.name), nic, mac, net.bridge)
+            plen = ipaddress.IPv4Network(net.lan).prefixlen
             batch = [
                 "link set lo up",
-                f"addr replace {n['address']}/{plen} dev {nic}",
+                f"addr replace {n.address}/{plen} dev {nic}",
                 f"link set {nic} up",
                 # other networks are reached through the network's router; the host's address on the bridge
                 # is only for SSH (its ip_forward is 0)
-                f"route replace default via {net['gateway']} dev {nic}",
+                f"route replace default via {net.gateway} dev {nic}",
             ]
-            want = {a: m for a, m in members[n["network"]].items() if a != n["address"]}
-            want[net["host"]] = lan_mac(net["host"])
+            want = {a: m for a, m in members[n.network].items() if a != n.address}
+            want[net.host] = lan_mac(net.host)
             batch += lan_neighbours(ns, nic, want, fresh)
             sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
-            pids[n["name"]] = self._sshd(data, n, ns)
-        return self._await_sshd(_start_sshd(pids, self._bird_jobs(data)))
+            pids[n.name] = sshd.sshd(self.dir, model, n, ns)
+        return sshd.await_sshd(self.dir, sshd.start(pids, self._bird_jobs(model)))
 
-    def _await_sshd(self, pids: dict[str, int | None]) -> dict:
-        """The sshd pids, waiting for those still starting (None). sshd writes its pid file once it listens: wait
-        for all of them at once, not node by node."""
-        deadline = time.monotonic() + 5.0
-        for node, pid in pids.items():
-            pidfile = self.dir.node_dir(node) / "sshd.pid"
-            while not pid and time.monotonic() < deadline:
-                time.sleep(0.01)
-                pid = read_pid(pidfile)
-            if not pid:
-                raise HostError(f"sshd of {node} did not start", f"see {pidfile.parent / 'sshd.log'}")
-            pids[node] = pid
-        return pids
-
-    def _bird_jobs(self, data: dict) -> list[dict]:
+    def _bird_jobs(self, model: LabModel) -> list[dict]:
         """BIRD on each node (and BGP router) where it does not run yet, started with the node as
         calico-node starts it with its pod: BIRD's 1 s connect delay then passes while ansible-playbook
         starts, not after its BGP play. That play still owns BIRD: it reloads a changed config (never
         done here: only a stopped BIRD gets the rendered one) and re-exports a route the kernel refused
         while the node's tunnel device did not exist yet."""
-        from labctl.providers.netns.faults import bird_pid
-
         # bgp: none (VXLAN only): no BIRD on the nodes; a router with an asn runs it whatever the design
-        nodes = [] if data["calico"].get("bgp") == "none" else data["nodes"]
+        speakers: list[Node | Router] = [] if model.calico.bgp == "none" else list(model.nodes)
         jobs, bird = [], shutil.which("bird") or "/usr/sbin/bird"
-        for n in nodes + [r for r in data.get("routers", []) if r.get("asn") is not None]:
-            if bird_pid(n) is not None:
+        for n in speakers + [r for r in model.routers or [] if r.asn is not None]:
+            if birdrun.running(n.dir, n.bird_socket) is not None:
                 continue
-            nd = Path(n["dir"])
+            nd = Path(n.dir)
             (nd / "bird.pid").unlink(missing_ok=True)
-            shutil.copyfile(self.dir.bird_conf(n["name"]), nd / "bird.conf")
-            argv = [bird, "-c", str(nd / "bird.conf"), "-s", n["bird_socket"], "-P", str(nd / "bird.pid")]
-            ns = f"/run/netns/{names.netns('lc', data['name'], n['name'])}"
-            jobs.append({"name": n["name"], "netns": ns, "argv": argv})
+            shutil.copyfile(self.dir.bird_conf(n.name), nd / "bird.conf")
+            argv = birdrun.argv(nd, n.bird_socket, bird)
+            ns = f"/run/netns/{names.netns('lc', model.name, n.name)}"
+            jobs.append({"name": n.name, "netns": ns, "argv": argv})
         return jobs
 
-    def _keys(self, data: dict) -> None:
-        d = self.dir
-        make_lab_keys(d, data["name"], data["nodes"] + data.get("routers", []), _each)
-        self._authorized_keys()
-
-    def _authorized_keys(self) -> None:
-        d = self.dir
-        d.authorized_keys.write_text(Path(str(d.ssh_key) + ".pub").read_text())  # every node's sshd reads it
-        os.chmod(d.authorized_keys, 0o600)
-
-    def _hosts_file(self, data: dict, n: dict) -> Path:
-        """The node's /etc/hosts (a bind mount of this file): every node's name as the lab is now, on
-        every up, so a node built before another was added or moved knows it. Written in place (same
-        inode: the node's bind mount keeps seeing it) and only when it differs. Here rather than in a
-        play: it is a file of the lab dir, and a play costs an SSH task per node."""
-        hosts = self.dir.node_dir(n["name"]) / "hosts"
-        want = "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{x['address']} {x['name']}\n" for x in data["nodes"])
-        try:
-            same = hosts.read_text() == want
-        except OSError:
-            same = False
-        if not same:
-            hosts.write_text(want)
-        return hosts
-
-    def _sshd(self, data: dict, n: dict, ns: str) -> int | dict:
-        """The pid of the node's sshd if it runs, else the job that starts it (see _start_sshd)."""
-        nd = self.dir.node_dir(n["name"])
-        hosts = self._hosts_file(data, n)
-        pidfile = nd / "sshd.pid"
-        pid = read_pid(pidfile)
-        if pid and alive(pid):
-            return pid
-        pidfile.unlink(missing_ok=True)  # a dead sshd's: the new one writes its own
-        cfg = nd / "sshd_config"
-        home = self.dir.node_home(n["name"])
-        home.mkdir(mode=0o700, exist_ok=True)
-        cfg.write_text(
-            "\n".join(
-                [
-                    f"ListenAddress {n['address']}",
-                    "Port 22",
-                    f"HostKey {nd / 'ssh_host_ed25519_key'}",
-                    f"PidFile {pidfile}",
-                    # root: the lab key; other users (vm-provider tests use a sudo user): their own
-                    f"AuthorizedKeysFile {self.dir.authorized_keys} .ssh/authorized_keys",
-                    "PermitRootLogin prohibit-password",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    # the lab dir may sit under a sticky /tmp, which StrictModes rejects;
-                    # authorized_keys is labctl's own 0600 file in a 0700 lab dir
-                    "StrictModes no",
-                    "UseDNS no",
-                    "PrintMotd no",
-                    "PrintLastLog no",
-                    "MaxSessions 100",
-                    "MaxStartups 100:30:200",
-                    "Subsystem sftp internal-sftp",
-                    # a node is a machine of its own: root there does not run the host's
-                    # ~/.bashrc, which bash sources on every SSH command (pyenv's init alone
-                    # costs 0.1 s per command, i.e. per ansible task and host)
-                    "Match User root",
-                    f"  SetEnv HOME={home}",
-                    "",
-                ]
-            )
-        )
-        # Like `ip netns exec`, the node gets its own /sys and its own /etc/hosts and resolv.conf
-        # (names resolve locally, fast, and no DNS query leaves the lab); unlike it, /run/netns
-        # stays shared with the host, so pod namespaces created on the node are the host's to see
-        # and `labctl down`'s to remove. "/" (and the two files, if they are mount points) are made
-        # slaves first, so the bind mounts can never propagate onto the host's files.
-        resolv = nd / "resolv.conf"
-        resolv.write_text("# labctl: no DNS inside the lab; names come from /etc/hosts\noptions timeout:1 attempts:1\n")
-        # the UTS namespace gives the node its name; /etc/hostname is what tools read at start
-        (nd / "hostname").write_text(f"{n['name']}\n")
-        return {
-            "name": n["name"],
-            "netns": f"/run/netns/{ns}",
-            "hostname": n["name"],
-            "binds": [
-                ["/etc/hosts", str(hosts)],
-                ["/etc/resolv.conf", str(resolv)],
-                ["/etc/hostname", str(nd / "hostname")],
-            ],
-            "argv": [SSHD, "-f", str(cfg), "-E", str(nd / "sshd.log")],
-        }
+    def _keys(self, model: LabModel) -> None:
+        make_lab_keys(self.dir, model.name, model.speakers, _each)
+        sshd.authorized_keys(self.dir)
 
     def _end_detached(self, lab: str) -> None:
         """A node's namespace deleted by hand (`ip netns del`) lives on while processes hold it: its
@@ -388,21 +249,21 @@ class NetnsProvider(Provider):
         nodes = self.dir.root / "nodes"
         gone = set()
         for nd in nodes.iterdir() if nodes.is_dir() else ():
-            ours = _netns_id(Path(f"/run/netns/{names.netns('lc', lab, nd.name)}"))
+            ours = host.netns_id(Path(f"/run/netns/{names.netns('lc', lab, nd.name)}"))
             for pidfile in ("sshd.pid", "bird.pid"):
                 pid = read_pid(nd / pidfile)
                 if pid and alive(pid) and f"{nd}/" in cmdline(pid):
-                    held = _netns_id(Path(f"/proc/{pid}/ns/net"))
+                    held = host.netns_id(Path(f"/proc/{pid}/ns/net"))
                     if held is not None and held != ours:
                         gone.add(held)
         if gone:
-            terminate(_pids_in_ids(gone))
+            terminate(host.pids_in_ids(gone))
 
     # -- tear down -------------------------------------------------------------------------
 
-    def teardown(self, data: dict, progress) -> None:
+    def teardown(self, lab: LabModel | Remains, progress) -> None:
         """Remove whatever of the lab exists; one failure does not stop the rest."""
-        name = data["name"]
+        name = lab.name
         errors: list[str] = []
 
         def attempt(fn, *args) -> None:
@@ -414,13 +275,13 @@ class NetnsProvider(Provider):
         attempt(self._close_masters)
         self.lab.checkpoint()
         self._end_detached(name)
-        attempt(self._remove_nodes, name, data["nodes"] + data.get("routers", []), self.lab.checkpoint)
+        attempt(self._remove_nodes, name, [*lab.nodes, *(lab.routers or [])], self.lab.checkpoint)
         # what the host has beyond the lab data (a node of a data file written over, its pods): by the
         # lab's namespace names (another home's lab of this name is refused before teardown)
-        attempt(self._remove_nodes, name, _host_nodes(name), self.lab.checkpoint)
-        terminate(running_from(self.dir))  # a node's sshd or BIRD left outside any namespace of the lab
+        attempt(self._remove_nodes, name, host.host_nodes(name), self.lab.checkpoint)
+        terminate(host.running_from(self.dir))  # a node's sshd or BIRD left outside any namespace of the lab
         # ssh masters `-O exit` could not reach: their control socket went with a lab dir removed by hand
-        _kill_naming(self.dir.control_dir)
+        host.kill_naming(self.dir.control_dir)
         self.lab.checkpoint()
         br = names.bridge("lc", name)
         if link_exists(br):
@@ -429,39 +290,40 @@ class NetnsProvider(Provider):
         for link in sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(br)):
             if link != br:
                 attempt(sh.run, ["ip", "link", "del", link])
-        # `ip netns del` returns before the kernel has released the veths
-        prefix = f"lc{names.lab_id('lc', name)}"
-        deadline = time.monotonic() + 10 + 0.2 * len(data["nodes"])
+        attempt(self._await_links_gone, name, 10 + 0.2 * len(lab.nodes))
+        if errors:
+            raise HostError(f"teardown of lab {name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
+
+    def _await_links_gone(self, name: str, seconds: float) -> None:
+        """`ip netns del` returns before the kernel has released the veths."""
+        prefix, br = f"lc{names.lab_id('lc', name)}", names.bridge("lc", name)
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.lab.checkpoint()
             links = sh.run(["ip", "-o", "link", "show"]).stdout
             if f": {prefix}" not in links and f": {br}" not in links:
-                break
+                return
             time.sleep(0.05)
-        else:
-            errors.append(f"host links {prefix}* still present after {10 + 0.2 * len(data['nodes']):.0f} s")
-        if errors:
-            raise HostError(f"teardown of lab {name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
+        raise HostError(f"host links {prefix}* still present after {seconds:.0f} s")
 
-    def remove_nodes(self, data: dict, names: list[str], progress) -> None:
-        """Take some nodes out of a running lab (reconcile); `data` is the lab before the change."""
-        gone = [n for n in data["nodes"] if n["name"] in names]
+    def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
+        """Take some nodes out of a running lab (reconcile); `model` is the lab before the change."""
+        gone = [n for n in model.nodes if n.name in names]
         for n in gone:
-            progress.info(f"  removing node {n['name']}")
-        self._remove_nodes(data["name"], gone)
+            progress.info(f"  removing node {n.name}")
+        self._remove_nodes(model.name, gone)
 
     @staticmethod
-    def _remove_nodes(lab: str, nodes: list[dict], checkpoint=lambda: None) -> None:
+    def _remove_nodes(lab: str, nodes: list, checkpoint=lambda: None) -> None:
+        """nodes: Node, Router or LeftNode (name, pods[].netns)."""
         # pods first, then the node: the host end of the node's NIC goes with its namespace
-        spaces = [p["netns"] for n in nodes for p in n.get("pods", [])] + [
-            names.netns("lc", lab, n["name"]) for n in nodes
-        ]
-        _kill_in(spaces)
+        spaces = [p.netns for n in nodes for p in n.pods] + [names.netns("lc", lab, n.name) for n in nodes]
+        host.kill_in(spaces)
 
-        def close_sockets(n: dict) -> None:
+        def close_sockets(n) -> None:
             # what the dead processes left unsent (a BGP peer that stopped reading, say) would sit
             # in orphaned sockets retrying for minutes, each holding the namespace and its veth
-            ns = names.netns("lc", lab, n["name"])
+            ns = names.netns("lc", lab, n.name)
             if Path(f"/run/netns/{ns}").exists():
                 sh.run(["nsenter", f"--net=/run/netns/{ns}", "ss", "-tKn", "state", "connected"], check=False)
 
@@ -479,203 +341,6 @@ class NetnsProvider(Provider):
             return
         for sock in cp.iterdir():
             sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
-
-
-def namespace_sshd(lab, data: dict, hosts: list[dict], netns_of) -> dict[str, int]:
-    """sshd in each of these namespaces of this host (`netns_of(name)`), started as the nodes' are here and
-    letting in root with the lab key: the qemu provider's lab routers are such namespaces too. Their pids."""
-    p = NetnsProvider(lab)
-    p._authorized_keys()
-    return p._await_sshd(_start_sshd({h["name"]: p._sshd(data, h, netns_of(h["name"])) for h in hosts}))
-
-
-def _start_sshd(pids: dict[str, int | dict], more: list[dict] = ()) -> dict[str, int | None]:
-    """Start the sshds that _sshd returned a job for, and `more` jobs (BIRD), all in one process
-    (providers/netns/start.py); the sshds' pids are None until _await_sshd reads their pid files."""
-    jobs = [j for j in pids.values() if isinstance(j, dict)] + list(more)
-    if jobs:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        starter = Path(__file__).with_name("start.py")
-        sh.run([sys.executable, "-I", "-S", str(starter)], input=json.dumps(jobs), timeout=60 + len(jobs))
-    return {k: None if isinstance(v, dict) else v for k, v in pids.items()}
-
-
-def _lab_spaces(lab: str) -> list[str]:
-    try:
-        # a real namespace is an nsfs mount; a plain file of that name is not a lab's (nor ours to clean)
-        return sorted(
-            p.name for p in Path("/run/netns").iterdir() if p.name.startswith(f"lc-{lab}.") and os.path.ismount(p)
-        )
-    except OSError:
-        return []
-
-
-def other_home(lab_dir: LabDir) -> str | None:
-    """The lab dir of another labctl home whose lab of this name runs on this host (the processes in
-    the lab's namespaces run from there: sshd and BIRD name their node dir), else None. The names on
-    the host (namespaces, links) come from the lab name alone: they never tell whose lab it is."""
-    name = lab_dir.root.name
-    node_dir = re.compile(rf"(/[^\s]*/{re.escape(name)})/nodes/")
-    for pid in _pids_in(_lab_spaces(name)):
-        m = node_dir.search(cmdline(pid))
-        if m and m[1] != str(lab_dir.root):
-            return m[1]
-    return None
-
-
-def running_from(lab_dir: LabDir) -> list[int]:
-    """The processes of this host that run from the lab dir's node dirs (sshd, BIRD; in their node's
-    namespace or, if it was deleted by hand, in none left): the lab's own, by pid."""
-    return _naming(lab_dir.root / "nodes")
-
-
-def orphan_data(lab_dir: LabDir, sure: bool = False) -> dict | None:
-    """The namespaces (nodes and pods) of a lab named like this lab dir, as teardown's lab data,
-    when the dir itself is gone; None if there are none, or if their processes name the same lab
-    of another labctl home (whose lab it is). sure: only if a process names this lab dir (namespaces
-    with no process left could be another home's lab being built)."""
-    name = lab_dir.root.name
-    spaces = _lab_spaces(name)
-    if not spaces:
-        return None
-    mine, seen = f"{lab_dir.root}/", False
-    for ns in spaces:
-        for pid in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split():
-            cmd = cmdline(int(pid))
-            if f"/{name}/nodes/" in cmd and mine not in cmd:
-                return None
-            seen = seen or mine in cmd
-    if sure and not seen:
-        return None
-    return {"name": name, "provider": "netns", "nodes": _host_nodes(name, spaces)}
-
-
-def _host_nodes(name: str, spaces: list[str] | None = None) -> list[dict]:
-    """The lab's nodes (and routers) as its namespaces on this host show them, with their pods'."""
-    nodes: dict[str, dict] = {}
-    for ns in _lab_spaces(name) if spaces is None else spaces:
-        node, _, pod = ns[len(f"lc-{name}.") :].partition(".")
-        nodes.setdefault(node, {"name": node, "pods": []})
-        if pod:
-            nodes[node]["pods"].append({"netns": ns})
-    return list(nodes.values())
-
-
-def orphans() -> list[str]:
-    from labctl.plan import layout
-    from labctl.spec import schema
-
-    try:
-        names = {
-            p.name[3:].split(".")[0]
-            for p in Path("/run/netns").iterdir()
-            if p.name.startswith("lc-") and os.path.ismount(p)
-        }
-    except OSError:
-        return []
-    out = []
-    for name in sorted(names):
-        d = layout.lab_dir(name)
-        if schema.LAB_NAME.fullmatch(name) and not d.is_lab() and orphan_data(d, sure=True) is not None:
-            out.append(name)
-    return out
-
-
-def _naming(parent: Path) -> list[int]:
-    """The processes whose command line names a path in this directory: an ssh master's names its
-    ControlPath ("ssh: <lab>/ssh/cp/<hash> [mux]"), a node's sshd and BIRD their node dir."""
-    mark = f"{parent}/"
-    me = {os.getpid(), os.getppid()}
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in me and mark in cmdline(int(p))]
-
-
-def _kill_naming(parent: Path) -> None:
-    """Stop (by pid) the processes whose command line names a path in this directory."""
-    terminate(_naming(parent))
-
-
-def check_routes(data: dict, ours: str | set[str]) -> None:
-    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridges', `ours`).
-    Shared by the providers that put a lab bridge on this host (netns, qemu)."""
-    ours = {ours} if isinstance(ours, str) else ours
-    nets = data.get("networks") or {}
-    lans = {f"networks.{k}.lan": v["lan"] for k, v in nets.items()} or {"network.lan": data["network"]["lan"]}
-    mine = {
-        **lans,
-        "kubernetes.pod_subnet": data["kubernetes"]["pod_subnet"],
-        "kubernetes.service_subnet": data["kubernetes"]["service_subnet"],
-        "calico.pool": data["calico"]["pool"],
-    }
-    routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
-    for r in routes:
-        dst = r.get("dst", "")
-        if dst in ("default", "") or r.get("dev") in ours or r.get("type") in ("broadcast",):
-            continue
-        if r.get("type") == "local" and dst.startswith("127."):
-            continue
-        try:
-            net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
-        except ValueError:
-            continue
-        for field, cidr in mine.items():
-            if net.overlaps(ipaddress.IPv4Network(cidr)):
-                raise HostError(
-                    f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
-                    "pick CIDRs this host does not use",
-                )
-
-
-GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-
-
-@dataclass(frozen=True)
-class NeighbourNeed:
-    permanent: int  # written by labctl: out of gc_thresh's count on Linux >= 4.19
-    dynamic: int  # resolved by ARP: counted against gc_thresh1/2/3
-
-
-def neighbour_need(data: dict) -> NeighbourNeed:
-    """The IPv4 neighbour entries a running lab holds, all namespaces together: the host's entry for
-    each node on the bridge; each node's for the gateway and every other node on the LAN (BGP
-    sessions, and with reflectors the data path goes node to node too); with VXLAN each node's VTEP
-    entry per peer; per pod one on each side of its veth. All permanent: nothing on the lab's paths
-    is left to ARP (tests/test_netns_lifecycle.py pins this against a live count)."""
-    n = len(data["nodes"])
-    vteps = n * (n - 1) if calico.vteps(data["calico"].get("tunnel_device")) else 0
-    pods = sum(len(node.get("pods", [])) for node in data["nodes"])
-    return NeighbourNeed(permanent=n + n * n + vteps + 2 * pods, dynamic=0)
-
-
-def kernel_exempts_permanent(release: str | None = None) -> bool:
-    """Linux 4.19 took permanent neighbour entries out of the gc_thresh count (commit 58956317c8de)."""
-    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
-    return m is not None and (int(m[1]), int(m[2])) >= (4, 19)
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-BOOTSTRAP_WORKERS = 8  # the host's CPUs bound this, not the lab size: more only queue for them
-
-
-def _each(fn, items: list) -> list:
-    """fn(item) for every item, a few at a time, results in order. The first error (an Interrupted
-    from a checkpoint or a Ctrl-C'd child, a HostError) is raised once the running calls end; the
-    calls not started yet are dropped."""
-    if len(items) <= 1:
-        return [fn(x) for x in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    ex = ThreadPoolExecutor(max_workers=min(BOOTSTRAP_WORKERS, len(items)))
-    futures = [ex.submit(fn, x) for x in items]
-    try:
-        return [f.result() for f in futures]
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def _plug(ns: str, veth: str, nic: str, mac: str, bridge: str) -> bool:
@@ -705,42 +370,3 @@ def _wait_gone(link: str, seconds: float) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def _netns_id(path: Path) -> tuple[int, int] | None:
-    """A network namespace's identity: the inode of its /run/netns mount or of /proc/PID/ns/net."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _pids_in(spaces: list[str]) -> list[int]:
-    """The processes in these namespaces, as `ip netns pids` finds them (the namespace inode of
-    /proc/PID/ns/net against the /run/netns mount's), in one pass over /proc for all of them."""
-    return _pids_in_ids({i for ns in spaces if (i := _netns_id(Path(f"/run/netns/{ns}"))) is not None})
-
-
-def _pids_in_ids(want: set[tuple[int, int]]) -> list[int]:
-    if not want:
-        return []
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _netns_id(Path(f"/proc/{p}/ns/net")) in want]
-
-
-def _kill_in(spaces: list[str]) -> None:
-    """Stop every process in these namespaces (by pid) while all of them still exist, so the TCP
-    sessions between nodes (BGP) close in both kernels rather than towards a peer already gone."""
-    spaces = [ns for ns in spaces if Path(f"/run/netns/{ns}").exists()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _pids_in(spaces)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 1.0 + 0.01 * len(pids)
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.02)

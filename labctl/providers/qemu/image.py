@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from labctl.errors import HostError, LabctlError, UsageError
+from labctl.host import preflight
 from labctl.plan import layout
 from labctl.spec.providers import traits
 
@@ -185,13 +186,8 @@ def build(name: str, progress=None, force: bool = False) -> tuple[Path, bool]:
     done = get(name)
     if done is not None and not force:
         return done, False
-    for tool in ("mmdebstrap", "mkfs.ext4"):
-        if shutil.which(tool) is None:
-            raise HostError(
-                f"{tool} is not installed (needed to build the {name} image)", "apt-get install -y mmdebstrap e2fsprogs"
-            )
-    if os.geteuid() != 0:
-        raise HostError("building an image needs root (mmdebstrap chroot mode)", "run it with sudo")
+    preflight.need_tools(("mmdebstrap", "mkfs.ext4"), "apt-get install -y mmdebstrap e2fsprogs")
+    preflight.need_root("building an image", "mmdebstrap chroot mode")
     r = RECIPES[name]
     final = image_dir(name)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -202,49 +198,8 @@ def build(name: str, progress=None, force: bool = False) -> tuple[Path, bool]:
     try:
         if progress is not None:
             progress.info(f"  building image {name} (mmdebstrap {r['suite']}, about a minute)")
-        hook = tmp / "customize.sh"
-        hook.write_text(r["customize"])
-        root = tmp / "root"
-        argv = [
-            "mmdebstrap",
-            "--quiet",
-            "--mode=root",
-            *(f"--skip={x}" for x in r["skip"]),
-            f"--variant={r['variant']}",
-            "--include=" + ",".join(r["packages"]),
-            f'--customize-hook=sh {hook} "$1"',
-            r["suite"],
-            str(root),
-        ]
-        if mirror := _mirror():
-            argv.append(mirror)
-        _run(argv, tmp / "build.log", 1800)
-        boot = root / "boot"
-        kernel = max(boot.glob("vmlinuz-*"), default=None)
-        initrd = max(boot.glob("initrd.img-*"), default=None)
-        if kernel is None or initrd is None:
-            raise HostError(f"the {name} image has no kernel or initrd", f"see {tmp / 'build.log'}")
-        shutil.copyfile(kernel, tmp / "vmlinuz")
-        shutil.copyfile(initrd, tmp / "initrd.img")
-        raw = tmp / "base.raw"
-        with open(raw, "wb") as f:
-            f.truncate(_bytes(r["size"]))
-        _run(["mkfs.ext4", "-q", "-F", "-L", "labctl-root", "-d", str(root), str(raw)], tmp / "build.log", 600)
-        shutil.rmtree(root)
-        (tmp / "image.json").write_text(
-            json.dumps(
-                {
-                    "name": name,
-                    "recipe": recipe_hash(name),
-                    "kernel": kernel.name,
-                    "cmdline": r["cmdline"],
-                    "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "seconds": round(time.monotonic() - t0, 1),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        kernel = _root(name, tmp)
+        _disk(name, tmp, kernel, t0)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -252,6 +207,55 @@ def build(name: str, progress=None, force: bool = False) -> tuple[Path, bool]:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final, True
+
+
+def _root(name: str, tmp: Path) -> Path:
+    """The recipe's system in tmp/root (mmdebstrap), its kernel and initrd copied next to it; the kernel."""
+    r = RECIPES[name]
+    hook = tmp / "customize.sh"
+    hook.write_text(r["customize"])
+    root = tmp / "root"
+    argv = [
+        "mmdebstrap",
+        "--quiet",
+        "--mode=root",
+        *(f"--skip={x}" for x in r["skip"]),
+        f"--variant={r['variant']}",
+        "--include=" + ",".join(r["packages"]),
+        f'--customize-hook=sh {hook} "$1"',
+        r["suite"],
+        str(root),
+    ]
+    if mirror := _mirror():
+        argv.append(mirror)
+    _run(argv, tmp / "build.log", 1800)
+    boot = root / "boot"
+    kernel = max(boot.glob("vmlinuz-*"), default=None)
+    initrd = max(boot.glob("initrd.img-*"), default=None)
+    if kernel is None or initrd is None:
+        raise HostError(f"the {name} image has no kernel or initrd", f"see {tmp / 'build.log'}")
+    shutil.copyfile(kernel, tmp / "vmlinuz")
+    shutil.copyfile(initrd, tmp / "initrd.img")
+    return kernel
+
+
+def _disk(name: str, tmp: Path, kernel: Path, t0: float) -> None:
+    """tmp/root as the ext4 base.raw (the root then goes), and image.json saying what it is."""
+    r = RECIPES[name]
+    root, raw = tmp / "root", tmp / "base.raw"
+    with open(raw, "wb") as f:
+        f.truncate(_bytes(r["size"]))
+    _run(["mkfs.ext4", "-q", "-F", "-L", "labctl-root", "-d", str(root), str(raw)], tmp / "build.log", 600)
+    shutil.rmtree(root)
+    meta = {
+        "name": name,
+        "recipe": recipe_hash(name),
+        "kernel": kernel.name,
+        "cmdline": r["cmdline"],
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _bytes(size: str) -> int:
