@@ -16,6 +16,8 @@ from labctl.plan.model import LabModel
 from labctl.providers.base import Provider
 from labctl.spec import providers as registry
 
+pytestmark = pytest.mark.unit
+
 SEEN: list[LabModel] = []
 
 

@@ -90,7 +90,7 @@ class Provider:
         nodes are reached (then `labctl impair`/`up` find out on the node and say so)."""
         return None
 
-    def host_shell(self, node):
+    def host_shell(self, node: Node | Router):
         """A shell on the node that does not go through the node's own link (nsshell.NsShell), for
         what must work while that link is impaired; None: the node is reached over SSH only."""
         return None
@@ -158,7 +158,7 @@ class Provider:
             "faults on purpose work on netns labs; on VMs stop calico-node or the NIC by hand (`labctl ssh`)",
         )
 
-    def repair(self, model: LabModel, node: Node | Router, kind: str, record: dict) -> None:
+    def repair(self, model: LabModel, node: Node | Router, kind: str, record) -> None:
         """Undo fail(kind) (`record` is what fail returned, {} if unknown); a no-op where nothing is broken."""
         raise UsageError(f"`labctl repair {kind}` is not supported for the {self.name} provider")
 
@@ -189,8 +189,9 @@ def make_lab_keys(d, lab_name: str, hosts: list[Node | Router], each=None) -> No
 def host_key_pair(path: Path, comment: str) -> None:
     """An ed25519 host key pair as `ssh-keygen -t ed25519 -N '' -C comment -f path` writes it, made
     in this process: a program started per node was a tenth of a big lab's bootstrap."""
-    from cryptography.hazmat.primitives import serialization as ser  # noqa: PLC0415 (heavy: imported where it is used)
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415 (heavy: imported where it is used)
+    # cryptography is heavy to import and only bootstrap makes keys
+    from cryptography.hazmat.primitives import serialization as ser  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption())

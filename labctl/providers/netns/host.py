@@ -13,7 +13,7 @@ from labctl.host.hostside import cmdline, terminate
 from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.providers.base import LeftNode, LeftPod, Remains
-from labctl.spec import topology
+from labctl.spec import schema
 
 
 def lab_spaces(lab: str) -> list[str]:
@@ -89,7 +89,7 @@ def orphans() -> list[str]:
     out = []
     for name in sorted(labs):
         d = layout.lab_dir(name)
-        if topology.LAB_NAME.fullmatch(name) and not d.is_lab() and left_on_host(d, sure=True) is not None:
+        if schema.LAB_NAME.fullmatch(name) and not d.is_lab() and left_on_host(d, sure=True) is not None:
             out.append(name)
     return out
 

@@ -95,7 +95,7 @@ class NetnsProvider(Provider):
             return True
         return shutil.which("modprobe") is not None and sh.ok(["modprobe", "-n", "-q", "ipip"])
 
-    def host_shell(self, node):
+    def host_shell(self, node: Node | Router):
         """Nodes and routers are namespaces of this host: entered from here, not over their LAN."""
         return NsShell(names.netns("lc", self.lab.name, node.name), node)
 
@@ -127,7 +127,7 @@ class NetnsProvider(Provider):
     def fail(self, model: LabModel, node: Node | Router, kind: str) -> dict:
         return faults.fail(self, model, node, kind)
 
-    def repair(self, model: LabModel, node: Node | Router, kind: str, record: dict) -> None:
+    def repair(self, model: LabModel, node: Node | Router, kind: str, record) -> None:
         faults.repair(self, model, node, kind, record)
 
     # -- bring up --------------------------------------------------------------------------

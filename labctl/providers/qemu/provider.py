@@ -18,7 +18,7 @@ from labctl.errors import HostError, UsageError
 from labctl.host import links, preflight, routers, sh, sshd
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
-from labctl.plan.model import LabModel
+from labctl.plan.model import LabModel, Node, Router
 from labctl.providers.base import Remains, make_lab_keys
 from labctl.providers.qemu import bridgefw, dns, image, machine, proxy
 from labctl.providers.vm import VmProvider
@@ -78,7 +78,7 @@ class QemuProvider(VmProvider):
         except (OSError, ValueError):
             return self._host_mark().exists()
 
-    def host_shell(self, node):
+    def host_shell(self, node: Node | Router):
         """The lab routers are namespaces of this host; the nodes are VMs, reached over SSH only."""
         return NsShell(names.netns("lq", self.lab.name, node.name), node) if node.role == "router" else None
 
