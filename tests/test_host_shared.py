@@ -22,6 +22,7 @@ def _spawn(code: str) -> subprocess.Popen:
     return subprocess.Popen(["python3", "-c", code], stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.unit
 def test_terminate_kills_what_ignores_sigterm_and_rereads_the_pids_for_sigkill():
     """`again`: a process that appeared after SIGTERM (a fork in a namespace) gets the SIGKILL too."""
     stubborn = _spawn("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)")
@@ -44,6 +45,7 @@ def test_terminate_kills_what_ignores_sigterm_and_rereads_the_pids_for_sigkill()
                 p.wait()
 
 
+@pytest.mark.unit
 def test_one_bird_command_line_for_every_way_it_starts(tmp_path):
     nd, sock = tmp_path / "n1", str(tmp_path / "n1" / "bird.ctl")
     argv = birdrun.argv(nd, sock, "/usr/sbin/bird")
@@ -56,6 +58,7 @@ def test_one_bird_command_line_for_every_way_it_starts(tmp_path):
     assert 'setsid -w bird -c "$conf" -s "$sock" -P "$pidfile"' in script  # the role's own bird-up.sh
 
 
+@pytest.mark.unit
 def test_a_bird_pid_file_counts_only_while_its_process_names_the_socket(tmp_path):
     nd = tmp_path / "n1"
     nd.mkdir()
@@ -73,6 +76,7 @@ def test_a_bird_pid_file_counts_only_while_its_process_names_the_socket(tmp_path
             p.wait()
 
 
+@pytest.mark.unit
 def test_preflight_helpers_refuse_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="has characters unsafe in QEMU arguments") as e:
         preflight.safe_dir(tmp_path / "a b", "QEMU arguments")
@@ -111,9 +115,3 @@ def test_one_way_to_make_a_bridge_repairs_what_it_finds():
     finally:
         sh.run(["ip", "link", "del", br], check=False)
     assert not Path(f"/sys/class/net/{br}").exists()
-
-
-def test_qemu_takes_nothing_from_the_netns_provider():
-    """What qemu shares with netns lives in labctl/host/ (or plan/names.py), never in netns's modules."""
-    for f in (ROOT / "labctl" / "providers" / "qemu").glob("*.py"):
-        assert "providers.netns" not in f.read_text(), f
