@@ -265,7 +265,7 @@ def test_vms_run_the_first_roles_for_real(qlab):
         fast = on_vm(
             qlab, n, "dpkg -l criu python3-protobuf 2>/dev/null | grep -c ^ii; apt-config dump Acquire::Languages"
         )
-        assert fast.stdout.split("\n")[:2] == ["0", 'Acquire::Languages "none";'], fast.stdout
+        assert fast.stdout.split("\n")[0] == "0" and 'Acquire::Languages:: "none";' in fast.stdout, fast.stdout
         assert on_vm(qlab, n, "cat /etc/dpkg/dpkg.cfg.d/90labctl-unsafe-io").stdout.strip() == "force-unsafe-io"
     # the host did not start routing for the lab
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
