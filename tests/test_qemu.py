@@ -266,6 +266,13 @@ def test_vms_run_the_first_roles_for_real(qlab):
         assert out.split("\n")[:7] == [n, "active", "1", "0", "1", "1", "modules"], (n, out)
         assert "http://labctl-proxy:3143" in out  # the lab's proxy, which apt used
         assert out.strip().endswith("\n2"), out  # every node by name in host_prep's block of /etc/hosts
+        # what keeps a first run short under TCG (docs/vm-speed.md): containerd and runc without runc's
+        # recommended criu and its dependencies; the image's apt fetches no Translation index, dpkg no fsync
+        fast = on_vm(
+            qlab, n, "dpkg -l criu python3-protobuf 2>/dev/null | grep -c ^ii; apt-config dump Acquire::Languages"
+        )
+        assert fast.stdout.split("\n")[0] == "0" and 'Acquire::Languages:: "none";' in fast.stdout, fast.stdout
+        assert on_vm(qlab, n, "cat /etc/dpkg/dpkg.cfg.d/90labctl-unsafe-io").stdout.strip() == "force-unsafe-io"
     # the host did not start routing for the lab
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
