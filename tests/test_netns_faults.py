@@ -99,7 +99,7 @@ def test_second_up_on_a_locked_lab_refuses_at_once(lab, tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from labctl.app.lab import Lab; from labctl import layout\n"
+            "import sys, time; from labctl.app.lab import Lab; from labctl.plan import layout\n"
             "with Lab(layout.lab_dir('lclock')).lock():\n print('locked', flush=True); time.sleep(30)",
         ],
         env=dict(os.environ, LABCTL_HOME=str(home)),
