@@ -17,13 +17,13 @@ from labctl.app.clock import now
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.live import impair, sshmux
 from labctl.outputs import render, runner
-from labctl.plan import calico, layout
 from labctl.plan import diff as reconcile
+from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.progress import Progress
 from labctl.providers.base import LeftNode, Remains
-from labctl.spec import netem, schedule, topology
+from labctl.spec import calico, netem, schedule, topology
 from labctl.spec.providers import traits
 from labctl.spec.schema import LAB_NAME, Topology
 

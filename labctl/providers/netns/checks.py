@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.errors import HostError
-from labctl.plan import calico
 from labctl.plan.model import LabModel
+from labctl.spec import calico
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
