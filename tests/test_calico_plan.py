@@ -55,7 +55,9 @@ def test_who_programs_the_routes_and_how():
 def test_no_other_module_decides_the_encapsulation():
     """The encapsulation's name tests and the tunnel device comparisons live in spec/calico.py (the topology's
     validation reads them there too); templates get the decided values."""
-    names = re.compile(r'(startswith|endswith)\("(IPIP|VXLAN|CrossSubnet)"\)|encapsulation\.(starts|ends)|encapsulation [=!]= ')
+    names = re.compile(
+        r'(startswith|endswith)\("(IPIP|VXLAN|CrossSubnet)"\)|encapsulation\.(starts|ends)|encapsulation [=!]= '
+    )
     device = re.compile(r'[=!]= "(tunl0|vxlan\.calico)"')  # templates may branch on the decided route_mode
     pkg = ROOT / "labctl"
     found = [
