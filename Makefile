@@ -42,7 +42,7 @@ test: deps qemu-deps venv
 	$(VENV)/bin/python -m pytest -v $(PYTEST_ARGS) tests
 
 unit: venv
-	$(VENV)/bin/python -m pytest -q -m unit --hypothesis-profile=unit $(PYTEST_ARGS) tests
+	$(VENV)/bin/python -m pytest -q -m unit --hypothesis-profile=unit -n auto $(PYTEST_ARGS) tests
 
 bench: deps venv
 	$(VENV)/bin/python bench/up.py

@@ -71,6 +71,19 @@ def phases(log: Path) -> list[tuple[str, float, int]]:
     return [(name, end - start, n) for (name, start, _, n), end in zip(out, ends, strict=True)]
 
 
+def slowest(log: Path, n: int = 6) -> list[tuple[str, float]]:
+    """The n longest tasks of an `up` log: a task lasts from its TASK/HANDLER line to the next one (or
+    the next phase)."""
+    marks = []
+    for line in log.read_text().splitlines():
+        m = re.match(r"(\d\d):(\d\d):(\d\d\.\d+) (  (?:TASK|HANDLER) (.*)|==> .*)$", line)
+        if m:
+            t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+            marks.append((m.group(5), t))
+    spans = [(name, b[1] - a) for (name, a), b in zip(marks, marks[1:], strict=False) if name]
+    return sorted(spans, key=lambda x: -x[1])[:n]
+
+
 def up_with_phases(label: str, argv: list[str], env: dict, lab: Path, figures: dict) -> None:
     before = set((lab / "logs").glob("up-*.log")) if (lab / "logs").is_dir() else set()
     at = load()
@@ -83,6 +96,8 @@ def up_with_phases(label: str, argv: list[str], env: dict, lab: Path, figures: d
             continue
         per = f"{secs / tasks:.2f} s/task" if tasks else "no task"
         figures[f"  {label[:12]}: {name[:30]}"] = f"{secs:.1f}   ({tasks} tasks, {per})"
+    for name, secs in slowest(logs[-1]) if logs else []:
+        figures[f"    slow task: {name[:32]}"] = f"{secs:.1f}"
 
 
 def hogs(n: int) -> list[subprocess.Popen]:
@@ -96,6 +111,12 @@ def main() -> None:
     ap.add_argument("--load", type=int, default=0, help="busy processes to run meanwhile (a loaded host)")
     ap.add_argument("--tags", default=TAGS, help="the phases to time")
     ap.add_argument("--lan", default="10.209.0", help="first three octets of the bench lab's /24")
+    ap.add_argument(
+        "--stale-index",
+        action="store_true",
+        help="first run: update the package index as on an image older than an hour (a fresh build's is new)",
+    )
+    ap.add_argument("--keep", help="copy the lab's up logs and its apt proxy's logs here before `down`")
     ap.add_argument("--images", default=os.environ.get("LABCTL_IMAGES", "/var/tmp/labctl-test-images"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lcq", dir="/tmp"))
@@ -132,11 +153,16 @@ def main() -> None:
         figures["  of which boot -> SSH (s)"] = float(m.group(1)) if m else "?"
         figures["accel"] = json.loads((lab / "state.json").read_text())["qemu"]["accel"]
         argv = labctl + ["up", "-t", str(topo), "--tags", args.tags, *KNOBS]
-        up_with_phases(args.tags, argv, env, lab, figures)
+        stale = ["-e", "containerd_apt_cache_valid_time=0"] if args.stale_index else []
+        up_with_phases(args.tags, argv + stale, env, lab, figures)
         up_with_phases("same again, 0 changes", argv, env, lab, figures)
     except RuntimeError as e:  # the figures so far and `down` are still worth printing
         figures["FAILED"] = str(e)[-2000:]
     finally:
+        if args.keep:
+            for f in [*(lab / "logs").glob("*.log"), *(lab / "proxy").glob("*.log")]:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, Path(args.keep) / f.name)
         at = load()
         took, p = timed(labctl + ["down", "-t", str(topo)], env, check=False)
         ok = p.returncode == 0

@@ -1,4 +1,4 @@
-"""labctl.plan.calico: Calico's encapsulation semantics have one home, and nothing else decides them."""
+"""labctl.spec.calico: Calico's encapsulation semantics have one home, and nothing else decides them."""
 
 import re
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT
 from labctl.observe import trace
-from labctl.plan import calico
+from labctl.spec import calico
 
 pytestmark = pytest.mark.unit
 
@@ -53,15 +53,17 @@ def test_who_programs_the_routes_and_how():
 
 
 def test_no_other_module_decides_the_encapsulation():
-    """The encapsulation's name tests and the tunnel device comparisons live in plan/calico.py (the topology's
-    validation, below plan in the layers, keeps its own); templates get the decided values."""
-    names = re.compile(r'(startswith|endswith)\("(IPIP|VXLAN|CrossSubnet)"\)|encapsulation\.(starts|ends)')
+    """The encapsulation's name tests and the tunnel device comparisons live in spec/calico.py (the topology's
+    validation reads them there too); templates get the decided values."""
+    names = re.compile(
+        r'(startswith|endswith)\("(IPIP|VXLAN|CrossSubnet)"\)|encapsulation\.(starts|ends)|encapsulation [=!]= '
+    )
     device = re.compile(r'[=!]= "(tunl0|vxlan\.calico)"')  # templates may branch on the decided route_mode
     pkg = ROOT / "labctl"
     found = [
         f"{p.relative_to(ROOT)}:{i}"
         for p in [*pkg.rglob("*.py"), *(ROOT / "templates").glob("*.j2")]
-        if p != pkg / "plan" / "calico.py" and pkg / "spec" not in p.parents
+        if p != pkg / "spec" / "calico.py"
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if names.search(line) or (p.suffix == ".py" and device.search(line))
     ]

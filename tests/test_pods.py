@@ -10,7 +10,7 @@ import pytest
 from conftest import lab_model
 from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe import pods, trace
-from labctl.plan import calico
+from labctl.spec import calico
 
 pytestmark = pytest.mark.unit
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -112,13 +113,14 @@ def test_a_cloud_image_gets_its_settings_from_a_nocloud_seed(tmp_path):
     nd.mkdir()
     key = nd / "ssh_host_ed25519_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qcloud-w1", "-f", str(key)], check=True)
-    data = {
-        "name": "qcloud",
-        "network": {"lan": "10.174.0.0/24", "gateway": "10.174.0.254"},
-        "nodes": [{"name": "qcloud-cp", "address": "10.174.0.11"}, {"name": "qcloud-w1", "address": "10.174.0.12"}],
-    }
-    node = {"name": "qcloud-w1", "address": "10.174.0.12", "interface": "ens3"}
-    iso = machine.seed_iso(nd, node, data, "ssh-ed25519 AAAAlabkey labctl-qcloud\n")
+    node = SimpleNamespace(name="qcloud-w1", address="10.174.0.12", interface="ens3", network=None)
+    model = SimpleNamespace(
+        name="qcloud",
+        network=SimpleNamespace(lan="10.174.0.0/24", gateway="10.174.0.254"),
+        networks=None,
+        nodes=[SimpleNamespace(name="qcloud-cp", address="10.174.0.11"), node],
+    )
+    iso = machine.seed_iso(nd, node, model, "ssh-ed25519 AAAAlabkey labctl-qcloud\n")
     info = subprocess.run(["isoinfo", "-d", "-i", str(iso)], capture_output=True, text=True, check=True).stdout
     assert re.search(r"^Volume id: cidata$", info, re.M), info
 
@@ -264,6 +266,13 @@ def test_vms_run_the_first_roles_for_real(qlab):
         assert out.split("\n")[:7] == [n, "active", "1", "0", "1", "1", "modules"], (n, out)
         assert "http://labctl-proxy:3143" in out  # the lab's proxy, which apt used
         assert out.strip().endswith("\n2"), out  # every node by name in host_prep's block of /etc/hosts
+        # what keeps a first run short under TCG (docs/vm-speed.md): containerd and runc without runc's
+        # recommended criu and its dependencies; the image's apt fetches no Translation index, dpkg no fsync
+        fast = on_vm(
+            qlab, n, "dpkg -l criu python3-protobuf 2>/dev/null | grep -c ^ii; apt-config dump Acquire::Languages"
+        )
+        assert fast.stdout.split("\n")[0] == "0" and 'Acquire::Languages:: "none";' in fast.stdout, fast.stdout
+        assert on_vm(qlab, n, "cat /etc/dpkg/dpkg.cfg.d/90labctl-unsafe-io").stdout.strip() == "force-unsafe-io"
     # the host did not start routing for the lab
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
@@ -388,6 +397,7 @@ def test_down_after_ctrl_c_at_boot_then_two_labs_side_by_side(tmp_path, qhome):
 def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     """No machine is touched: the inventory of a qemu lab uses the user and key labctl puts on the
     VMs (not the topology's ssh block) and the proxy on the gateway (no proxy: block written)."""
+    from labctl.plan.model import LabModel
     from labctl.providers.qemu import machine
 
     t = topology(tmp_path, "qrender")
@@ -402,5 +412,5 @@ def test_render_logs_in_as_the_lab_user_through_the_lab_proxy(tmp_path, qhome):
     assert proxy["http"] == proxy["https"] == "http://labctl-proxy:3143"
     assert f"{LAN}.11" in proxy["no_proxy"].split(",")
     assert f"IdentityFile {out / 'ssh' / 'id_ed25519'}" in (out / "ssh" / "ssh_config").read_text()
-    data = json.loads((out / "topology-data.json").read_text())
-    assert machine.lan(data, data["nodes"][0]) == (24, f"{LAN}.254", f"{LAN}.254")
+    model = LabModel.load(out / "topology-data.json")
+    assert machine.lan(model, model.nodes[0]) == (24, f"{LAN}.254", f"{LAN}.254")

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -228,13 +229,11 @@ def test_the_config_disk_gives_the_default_route_and_the_lab_resolver(tmp_path):
     nd.mkdir()
     key = nd / "ssh_host_ed25519_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    data = {
-        "name": "qcfg",
-        "network": {"lan": f"{LAN}.0/24", "gateway": GATEWAY},
-        "nodes": [{"name": "qcfg-cp", "address": f"{LAN}.11"}],
-    }
-    node = {"name": "qcfg-cp", "address": f"{LAN}.11", "interface": "lan0"}
-    img = machine.config_disk(nd, node, data, "ssh-ed25519 AAAA lab\n")
+    node = SimpleNamespace(name="qcfg-cp", address=f"{LAN}.11", interface="lan0", network=None)
+    model = SimpleNamespace(
+        name="qcfg", network=SimpleNamespace(lan=f"{LAN}.0/24", gateway=GATEWAY), networks=None, nodes=[node]
+    )
+    img = machine.config_disk(nd, node, model, "ssh-ed25519 AAAA lab\n")
 
     def read(name):
         return subprocess.run(
@@ -243,7 +242,7 @@ def test_the_config_disk_gives_the_default_route_and_the_lab_resolver(tmp_path):
 
     assert f"Gateway={GATEWAY}\n" in read("lab.network")
     assert read("resolv.conf").splitlines()[0] == f"nameserver {GATEWAY}"
-    assert machine.lan(data, node) == (24, GATEWAY, GATEWAY)
+    assert machine.lan(model, node) == (24, GATEWAY, GATEWAY)
 
 
 def test_the_resolver_config_answers_lab_names_on_lab_addresses_only():

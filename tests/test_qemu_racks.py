@@ -79,6 +79,7 @@ def router_forwarded(ns: str) -> int:
 @pytest.mark.netns
 def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     """Validation accepts them for qemu; each network gets its own bridge, the VMs their gateway."""
+    from labctl.plan.model import LabModel
     from labctl.providers.qemu import machine
 
     t = racks(tmp_path, "qrval")
@@ -91,7 +92,8 @@ def test_a_qemu_lab_takes_networks_and_routers(tmp_path, qhome):
     assert bridges == {n: names.bridge("lq", "qrval", n) for n in ("rack-a", "rack-b")}
     w1 = next(n for n in data["nodes"] if n["name"] == "qrval-w1")
     assert w1["ssh"]["bridge"] == bridges["rack-b"]  # SSH checks its route leaves through rack-b's bridge
-    assert machine.lan(data, w1) == (24, "10.192.2.254", "10.192.2.253")
+    model = LabModel.load(out / "topology-data.json")
+    assert machine.lan(model, model.node("qrval-w1")) == (24, "10.192.2.254", "10.192.2.253")
 
 
 @pytest.mark.netns

@@ -12,8 +12,8 @@ from conftest import ROOT
 from labctl.live import bird, nodes
 from labctl.live.nodes import NodeFacts, parse_probe
 from labctl.observe import bgp
-from labctl.plan import calico
 from labctl.plan.model import Node
+from labctl.spec import calico
 
 pytestmark = pytest.mark.unit
 

@@ -17,13 +17,13 @@ from labctl.app.clock import now
 from labctl.errors import HostError, Interrupted, LabctlError, LockedError, UsageError
 from labctl.live import impair, sshmux
 from labctl.outputs import render, runner
-from labctl.plan import calico, layout
 from labctl.plan import diff as reconcile
+from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
 from labctl.progress import Progress
 from labctl.providers.base import LeftNode, Remains
-from labctl.spec import netem, schedule, topology
+from labctl.spec import calico, netem, schedule, topology
 from labctl.spec.providers import traits
 from labctl.spec.schema import LAB_NAME, Topology
 
@@ -140,8 +140,8 @@ class Lab:
         old = self.model() if self.dir.topology_data.exists() and self.dir.state.exists() else None
         if old is not None:
             # the tunnel device was decided by the host at the last up; compare like with like
-            calico = new.calico.model_copy(update={"tunnel_device": old.calico.tunnel_device})
-            new = new.model_copy(update={"calico": calico})
+            kept = new.calico.model_copy(update={"tunnel_device": old.calico.tunnel_device})
+            new = new.model_copy(update={"calico": kept})
         return reconcile.diff(old, new)
 
     def up(self, topo: Topology, source: Path | None, progress: Progress, **options) -> dict:

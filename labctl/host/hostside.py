@@ -4,6 +4,9 @@ permanent neighbour entries, pid files and processes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 from labctl.host import sh
@@ -63,13 +66,10 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def terminate(pids, timeout: float = 2.0) -> list[int]:
+def terminate(pids, timeout: float = 2.0, again=None) -> list[int]:
     """SIGTERM these processes, then SIGKILL the ones still there after half the timeout; returns the
-    pids that outlived both. Always by pid: callers find them by pid file, namespace or path."""
-    import os
-    import signal
-    import time
-
+    pids that outlived both. Always by pid: callers find them by pid file, namespace or path.
+    `again()`: the pids to SIGKILL, read afresh (what runs in a namespace may have forked meanwhile)."""
     left = set(pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in left:
@@ -81,6 +81,8 @@ def terminate(pids, timeout: float = 2.0) -> list[int]:
         while time.monotonic() < deadline and any(alive(p) for p in left):
             time.sleep(0.02)
         left = {p for p in left if alive(p)}
+        if sig == signal.SIGTERM and again is not None:
+            left = set(again())
         if not left:
             break
     return sorted(left)

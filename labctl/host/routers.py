@@ -7,7 +7,9 @@ import shlex
 from pathlib import Path
 
 from labctl import fanout
-from labctl.errors import LabctlError
+from labctl.errors import HostError, LabctlError
+from labctl.host import birdrun, links, sh
+from labctl.host.hostside import lan_mac, lan_neighbours, link_exists, terminate
 from labctl.live import bird, iproute
 from labctl.live import nodes as live
 from labctl.plan.model import LabModel, Router, as_node
@@ -19,7 +21,7 @@ def birdc(prov, node) -> str:
     (`prov.birdc`); a lab router's is a BIRD of this host in the router's namespace, whichever provider built
     it (netns, qemu), its control socket in the lab dir."""
     n = as_node(node)
-    return f"birdc -s {shlex.quote(n.bird_socket)}" if n.role == "router" else prov.birdc(node)
+    return f"birdc -s {shlex.quote(n.bird_socket)}" if n.role == "router" else prov.birdc(n)
 
 
 def read(lab, r: Router) -> dict:
@@ -72,117 +74,93 @@ def inspect_row(r: Router, got: dict) -> dict:
 # -- building them on this host (the netns and qemu providers) -------------------------------
 
 
-def lan_members(data: dict, mac_of) -> dict[str, dict[str, str]]:
+def lan_members(model: LabModel, mac_of) -> dict[str, dict[str, str]]:
     """network -> address -> MAC of everything with a NIC on it: nodes (`mac_of(node)`: the provider's
     NIC MAC) and router interfaces (MACs derived from their addresses, as the bridges' are)."""
-    from labctl.host.hostside import lan_mac
-
-    out: dict[str, dict[str, str]] = {k: {} for k in data["networks"]}
-    for n in data["nodes"]:
-        out[n["network"]][n["address"]] = mac_of(n)
-    for r in data.get("routers", []):
-        for i in r["interfaces"]:
-            out[i["network"]][i["address"]] = lan_mac(i["address"])
+    out: dict[str, dict[str, str]] = {k: {} for k in model.networks or {}}
+    for n in model.nodes:
+        out[n.network][n.address] = mac_of(n)
+    for r in model.routers or []:
+        for i in r.interfaces:
+            out[i.network][i.address] = lan_mac(i.address)
     return out
 
 
-def ensure_bridges(data: dict, members: dict) -> None:
+def ensure_bridges(model: LabModel, members: dict) -> None:
     """One bridge per network with an address of the host's on it, so SSH reaches every node directly;
     the host's permanent neighbour entries for what is on it. The host never forwards between them."""
-    from labctl.host import sh
-    from labctl.host.hostside import lan_mac, lan_neighbours, link_exists
-
-    for netname, net in data["networks"].items():
-        br, plen = net["bridge"], ipaddress.IPv4Network(net["lan"]).prefixlen
-        if not link_exists(br):
-            # a MAC of our own, or the bridge takes its lowest port's and the routers' entries go stale
-            sh.run(["ip", "link", "add", br, "address", lan_mac(net["host"]), "type", "bridge"])
-            sh.run(["ip", "addr", "add", f"{net['host']}/{plen}", "dev", br])
-        sh.run(["ip", "link", "set", br, "up"])
+    for netname, net in (model.networks or {}).items():
+        br = links.ensure_bridge(net.bridge, net.host, ipaddress.IPv4Network(net.lan).prefixlen)
         host = lan_neighbours(None, br, members[netname], False)
         if host:
             sh.run(["ip", "-batch", "-"], input="\n".join(host) + "\n")
 
 
-def build(data: dict, members: dict, netns_of, veth_of, checkpoint=lambda: None) -> None:
+def build(model: LabModel, members: dict, netns_of, veth_of, checkpoint=lambda: None) -> None:
     """Each router as a namespace `netns_of(router)` with one NIC per network it joins, plugged into
     that network's bridge through the host's veth `veth_of(router, network)`, and forwarding on inside
     it only: the host's ip_forward stays 0 and nothing is NATed. Idempotent."""
-    from labctl.host import sh
-    from labctl.host.hostside import lan_mac, lan_neighbours, link_exists
-
-    nets = data["networks"]
-    for r in data.get("routers", []):
+    nets = model.networks or {}
+    for r in model.routers or []:
         checkpoint()
-        ns = netns_of(r["name"])
+        ns = netns_of(r.name)
         fresh = not Path(f"/run/netns/{ns}").exists()
         if fresh:
             sh.run(["ip", "netns", "add", ns])
         batch = ["link set lo up"]
-        for i in r["interfaces"]:
-            net = nets[i["network"]]
-            veth = veth_of(r["name"], i["network"])
-            nic, mac = i["ifname"], lan_mac(i["address"])
+        for i in r.interfaces:
+            net = nets[i.network]
+            veth = veth_of(r.name, i.network)
+            nic, mac = i.ifname, lan_mac(i.address)
             if not link_exists(veth):
                 sh.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", nic, "address", mac, "netns", ns])
-            sh.run(["ip", "link", "set", veth, "master", net["bridge"], "up"])
-            batch += [f"addr replace {i['address']}/{i['prefixlen']} dev {nic}", f"link set {nic} up"]
-            want = {a: m for a, m in members[i["network"]].items() if a != i["address"]}
-            want[net["host"]] = lan_mac(net["host"])
+            sh.run(["ip", "link", "set", veth, "master", net.bridge, "up"])
+            batch += [f"addr replace {i.address}/{i.prefixlen} dev {nic}", f"link set {nic} up"]
+            want = {a: m for a, m in members[i.network].items() if a != i.address}
+            want[net.host] = lan_mac(net.host)
             batch += lan_neighbours(ns, nic, want, fresh)
         # networks behind another router (its connected networks are not passed on over BGP)
-        batch += [f"route replace {x['lan']} via {x['via']} dev {x['dev']}" for x in r.get("routes", [])]
+        batch += [f"route replace {x.lan} via {x.via} dev {x.dev}" for x in r.routes]
         sh.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
         # the router forwards between its networks: in its own namespace only, never the host's
         sh.run(["nsenter", f"--net=/run/netns/{ns}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
 
-def ensure_bird(lab_dir, data: dict, netns_of) -> list[str]:
+def ensure_bird(lab_dir, model: LabModel, netns_of) -> list[str]:
     """BIRD in each router with an asn, started from this host inside the router's namespace `netns_of(router)`:
     the netns_bird role's bird-up.sh, as the netns provider's play runs it over SSH (start BIRD if it is not
     running, `birdc configure` when the rendered config changed). Its files are in the router's dir (config,
     pid file, log), its socket is the model's bird_socket. Returns the routers where something changed."""
-    from labctl.errors import HostError
-    from labctl.host import sh
-    from labctl.plan import layout
-
-    script = (layout.shipped("playbooks") / "roles" / "netns_bird" / "files" / "bird-up.sh").read_text()
     changed = []
-    for r in data.get("routers", []):
-        if r.get("asn") is None:
+    for r in model.routers or []:
+        if r.asn is None:
             continue
-        nd = Path(r["dir"])
+        nd = Path(r.dir)
         nd.mkdir(parents=True, exist_ok=True, mode=0o700)
-        q = lambda p: shlex.quote(str(p))  # noqa: E731
-        head = f"conf={q(nd / 'bird.conf')} sock={q(r['bird_socket'])} pidfile={q(nd / 'bird.pid')}\n"
-        head += f"new=$(cat {q(lab_dir.bird_conf(r['name']))})\n"
-        argv = ["nsenter", f"--net=/run/netns/{netns_of(r['name'])}", "bash", "-c", head + script]
-        p = sh.run(argv, check=False)
+        script = birdrun.up_script(nd, r.bird_socket, lab_dir.bird_conf(r.name))
+        p = sh.run(["nsenter", f"--net=/run/netns/{netns_of(r.name)}", "bash", "-c", script], check=False)
         if p.returncode != 0:
             err = (p.stderr or p.stdout).strip().splitlines()
             raise HostError(
-                f"BIRD of router {r['name']} did not start: {err[-1] if err else f'exit {p.returncode}'}",
+                f"BIRD of router {r.name} did not start: {err[-1] if err else f'exit {p.returncode}'}",
                 f"see {nd / 'bird.log'}",
             )
         if "CHANGED" in p.stdout:
-            changed.append(r["name"])
+            changed.append(r.name)
     return changed
 
 
-def stop(routers: list[dict], netns_of, timeout: float = 3.0) -> list[int]:
+def stop(routers: list[Router], netns_of, timeout: float = 3.0) -> list[int]:
     """End what runs in the routers' namespaces, by pid, while they still exist: BIRD (its pid file, if the
-    process there still names the router's dir) and everything else the kernel places in the namespace (sshd
-    and its sessions). Never by program name: another lab's BIRD is a `bird` too. Returns the pids that
-    outlived SIGKILL."""
-    from labctl.host import sh
-    from labctl.host.hostside import alive, cmdline, read_pid, terminate
-
+    process there still names the router's socket) and everything else the kernel places in the namespace
+    (sshd and its sessions). Never by program name: another lab's BIRD is a `bird` too. Returns the pids
+    that outlived SIGKILL."""
     pids: set[int] = set()
     for r in routers:
-        pid = read_pid(Path(r.get("dir") or "/nonexistent") / "bird.pid")
-        if pid and alive(pid) and f"{r['dir']}/" in cmdline(pid):
+        pid = birdrun.running(r.dir, r.bird_socket) if r.dir and r.bird_socket else None
+        if pid:
             pids.add(pid)
-        ns = netns_of(r["name"])
+        ns = netns_of(r.name)
         if Path(f"/run/netns/{ns}").exists():
             pids |= {int(x) for x in sh.run(["ip", "netns", "pids", ns], check=False).stdout.split() if x.isdigit()}
     return terminate(pids, timeout)

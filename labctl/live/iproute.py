@@ -1,4 +1,4 @@
-"""`ip -j` / `bridge -j` output: parsing and routes as text (who programs the routes: labctl.plan.calico)."""
+"""`ip -j` / `bridge -j` output: parsing and routes as text (who programs the routes: labctl.spec.calico)."""
 
 from __future__ import annotations
 

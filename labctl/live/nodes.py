@@ -17,8 +17,8 @@ from labctl import fanout
 from labctl.errors import LabctlError
 from labctl.live import access, bird, iproute
 from labctl.live.bird import Session
-from labctl.plan import calico
 from labctl.plan.model import Node, Router, as_node
+from labctl.spec import calico
 from labctl.spec.providers import traits
 
 SECTION = "=====labctl:"

@@ -11,8 +11,8 @@ from labctl.errors import LabctlError, UsageError
 from labctl.host import routers
 from labctl.live import bird, iproute
 from labctl.live import nodes as live
-from labctl.plan import calico
 from labctl.plan.model import Node, Router
+from labctl.spec import calico
 
 # the parsers' old names, for callers that used them from here
 session_type = bird.session_type

@@ -15,8 +15,8 @@ from labctl import providers
 from labctl.live import iproute
 from labctl.live import nodes as live
 from labctl.observe.checks import Check, skip
-from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
+from labctl.spec import calico
 from labctl.spec.providers import traits
 from labctl.spec.schema import LabCheck
 

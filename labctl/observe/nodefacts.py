@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from labctl import providers
 from labctl.live.nodes import NodeFacts, gather
-from labctl.plan import calico
 from labctl.plan.model import LabModel
+from labctl.spec import calico
 
 
 def gather_lab(

@@ -18,8 +18,8 @@ from labctl.live import bird, iproute
 from labctl.live import nodes as live
 from labctl.observe import pods as podinfo
 from labctl.observe.pods import LivePod
-from labctl.plan import calico
 from labctl.plan.model import LabModel, Node, Router
+from labctl.spec import calico
 
 
 def resolve(model: LabModel, x: str, pods: list[LivePod] | None = None) -> dict:

@@ -18,8 +18,8 @@ from labctl.live import nodes as live
 from labctl.observe import labchecks, nodefacts
 from labctl.observe import pods as podinfo
 from labctl.observe.checks import Check, skip
-from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
+from labctl.spec import calico
 from labctl.spec.providers import traits
 
 WORKLOAD_LABEL = podinfo.WORKLOAD_LABEL

@@ -16,8 +16,8 @@ from labctl.live import iproute
 from labctl.live import nodes as live
 from labctl.observe import bgp, trace
 from labctl.observe import inspect as ins
-from labctl.plan import calico
 from labctl.plan.model import LabModel
+from labctl.spec import calico
 
 STATIC = Path(__file__).parent.parent / "static"
 # the only files the server hands out, with their types: nothing is looked up by a client's path

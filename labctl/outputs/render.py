@@ -15,10 +15,10 @@ import jinja2
 
 from labctl.errors import LabctlError, UsageError
 from labctl.live import access
-from labctl.plan import bgp, calico, layout, names
+from labctl.plan import bgp, layout, names
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel
-from labctl.spec import netem
+from labctl.spec import calico, netem
 from labctl.spec.providers import traits
 from labctl.spec.schedule import Plan, base_labels, impairment_targets
 from labctl.spec.schema import Proxy

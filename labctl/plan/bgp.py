@@ -4,8 +4,9 @@ Pure: works on the node dicts the lab model is built from."""
 
 from __future__ import annotations
 
-from labctl.plan import calico, names
+from labctl.plan import names
 from labctl.plan.layout import LabDir
+from labctl.spec import calico
 
 
 def peers(nodes: list[dict], reflectors: set[str]) -> None:

@@ -11,9 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from labctl.errors import UsageError
-from labctl.plan import calico
 from labctl.plan.model import LabModel, Node
-from labctl.spec import netem
+from labctl.spec import calico, netem
 
 IDENTITY = ("address", "interface", "role", "block", "tunnel_ip", "vtep_mac")
 

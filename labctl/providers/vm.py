@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from labctl.errors import UsageError
+from labctl.live import hostkeys
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel, Node, Router
 from labctl.providers.base import Provider, Remains
@@ -23,17 +25,12 @@ class VmProvider(Provider):
 
     def birdc(self, node: Node | Router) -> str:
         """BIRD lives inside calico-node: Calico's birdcl on Calico's socket, through crictl."""
-        from labctl.plan.model import as_node
-
-        s = "" if as_node(node).ssh.user == "root" else "sudo -n "
+        s = "" if node.ssh.user == "root" else "sudo -n "
         return f"{s}crictl exec $({s}crictl ps -q --name calico-node | head -n1) birdcl -s /var/run/calico/bird.ctl"
 
     def check_host_keys(self, model: LabModel, progress) -> None:
         """Before ansible: every node's and jump host's key is pinned, or we stop here."""
-        data = model.to_data()
-        from labctl.live import hostkeys
-
-        added = hostkeys.pin(data["nodes"], self.dir.known_hosts, self.accept_new_host_keys)
+        added = hostkeys.pin([n.to_data() for n in model.nodes], self.dir.known_hosts, self.accept_new_host_keys)
         for entry in added:
             progress.info(f"  pinned the host key of {entry} in {self.dir.known_hosts}")
 
@@ -49,8 +46,6 @@ class VmProvider(Provider):
         return None
 
     def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
-        from labctl.errors import UsageError
-
         raise UsageError(
             f"removing nodes ({', '.join(names)}) from a vm lab is not supported yet",
             "run `labctl down` and `labctl up` with the new topology",

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from ipaddress import IPv4Address
 
-from labctl.spec import providers
+from labctl.spec import calico, providers
 from labctl.spec.schema import DNS_LABEL, Lan, Router, Topology
 from labctl.spec.yamlsrc import Problem
 
@@ -143,7 +143,7 @@ def _design_problems(t: Topology) -> list[Problem]:
         out.append(
             Problem(("calico", "route_reflectors"), f"route reflectors with bgp: {design}", "set bgp: reflectors")
         )
-    if design == "none" and not t.calico.encapsulation.startswith("VXLAN"):
+    if design == "none" and not calico.felix_programs(t.calico.encapsulation):
         out.append(
             Problem(
                 ("calico", "bgp"),

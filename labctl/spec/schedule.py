@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from labctl.spec import calico
 from labctl.spec.schema import Node, Ssh, Topology, Workload, merge_ssh
 from labctl.spec.yamlsrc import Problem
 
@@ -102,7 +103,7 @@ def _plan(t: Topology) -> tuple[Plan | None, list[Problem]]:
     for i, (name, node) in enumerate(t.nodes.items()):
         block = next(blocks)
         tunnel = None
-        if t.calico.encapsulation != "None":
+        if calico.tunnelled(t.calico.encapsulation):
             tunnel = block.network_address + (1 if block.num_addresses > 1 else 0)
         mac = "66:" + ":".join(f"{b:02x}" for b in hashlib.sha1(f"{t.name}/{name}".encode()).digest()[:5])
         nodes.append(

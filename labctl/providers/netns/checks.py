@@ -1,54 +1,19 @@
-"""What a netns lab needs of this host, checked before anything is made: tools, CIDRs no host route
-uses, room in the neighbour table, a lab dir safe in shell scripts and Unix socket paths."""
+"""What a netns lab needs of this host, checked before anything is made: its tools and room in the
+neighbour table (root, routes, a safe lab dir: labctl/host/preflight.py, shared with qemu)."""
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.errors import HostError
-from labctl.host import sh
-from labctl.plan import calico
 from labctl.plan.model import LabModel
+from labctl.spec import calico
 
 TOOLS = ("ip", "bridge", "bird", "birdc", "sshd", "ssh", "ssh-keygen", "nsenter", "unshare", "ping", "sysctl")
-SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-
-
-def check_routes(model: LabModel, ours: str | set[str]) -> None:
-    """Refuse CIDRs that overlap a route the host already has (but the lab's own bridges', `ours`).
-    Shared by the providers that put a lab bridge on this host (netns, qemu)."""
-    ours = {ours} if isinstance(ours, str) else ours
-    nets = model.networks or {}
-    lans = {f"networks.{k}.lan": v.lan for k, v in nets.items()} or {"network.lan": model.network.lan}
-    mine = {
-        **lans,
-        "kubernetes.pod_subnet": model.kubernetes.pod_subnet,
-        "kubernetes.service_subnet": model.kubernetes.service_subnet,
-        "calico.pool": model.calico.pool,
-    }
-    routes = json.loads(sh.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
-    for r in routes:
-        dst = r.get("dst", "")
-        if dst in ("default", "") or r.get("dev") in ours or r.get("type") in ("broadcast",):
-            continue
-        if r.get("type") == "local" and dst.startswith("127."):
-            continue
-        try:
-            net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
-        except ValueError:
-            continue
-        for field, cidr in mine.items():
-            if net.overlaps(ipaddress.IPv4Network(cidr)):
-                raise HostError(
-                    f"{field} {cidr} overlaps the host route {dst} dev {r.get('dev', '?')}",
-                    "pick CIDRs this host does not use",
-                )
 
 
 def check_neighbours(model: LabModel) -> list[str]:

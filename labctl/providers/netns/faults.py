@@ -8,24 +8,16 @@ answers on the LAN, nothing on the node does, BGP peers drop it when their hold 
 from __future__ import annotations
 
 import os
-import shlex
 import signal
-import time
 from pathlib import Path
 
 from labctl.errors import LabctlError
-from labctl.host import sh
-from labctl.host.hostside import alive, cmdline, read_pid
+from labctl.host import birdrun, sh
+from labctl.host.hostside import terminate
 from labctl.live import nodes
 from labctl.plan import names
 from labctl.plan.model import LabModel, Node, Router
 from labctl.progress import Progress
-
-
-def bird_pid(node: Node | Router) -> int | None:
-    pid = read_pid(Path(node.dir) / "bird.pid")
-    # a pid file outlives its process: only a BIRD started on this node's socket is ours to stop
-    return pid if pid and alive(pid) and node.bird_socket in cmdline(pid) else None
 
 
 def _ns_pids(model: LabModel, node: Node | Router) -> list[int]:
@@ -41,15 +33,10 @@ def _ns_pids(model: LabModel, node: Node | Router) -> list[int]:
 def fail(prov, model: LabModel, node: Node | Router, kind: str) -> dict:
     name = node.name
     if kind == "bird":
-        pid = bird_pid(node)
+        pid = birdrun.running(node.dir, node.bird_socket)
         if pid is None:
             raise LabctlError(f"BIRD is not running on {name}", f"`labctl repair {name} bird` starts it")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate([pid], 10.0)
         return {"pid": pid}
     if kind == "link":
         sh.run(["ip", "-n", names.netns("lc", model.name, name), "link", "set", node.interface, "down"])
@@ -79,7 +66,7 @@ def repair(prov, model: LabModel, node: Node | Router, kind: str, record: dict) 
         sh.run(["ip", "-n", names.netns("lc", model.name, node.name), "link", "set", node.interface, "up"])
         prov.bootstrap(model, Progress(None, quiet=True))
     elif kind == "bird":
-        if bird_pid(node) is None:
+        if birdrun.running(node.dir, node.bird_socket) is None:
             _start_bird(prov, node)
     else:
         raise LabctlError(f"unknown fault {kind!r}")
@@ -89,10 +76,7 @@ def _start_bird(prov, node: Node | Router) -> None:
     """Start BIRD over the node's SSH as the bgp play does (in the node's namespaces), then wait up
     to 10 s for its sessions, so what `repair` returns to is a converged node."""
     nd, sock = node.dir, node.bird_socket
-    start = (
-        f"setsid -w bird -c {shlex.quote(nd + '/bird.conf')} -s {shlex.quote(sock)} "
-        f"-P {shlex.quote(nd + '/bird.pid')} </dev/null >/dev/null 2>&1"
-    )
+    start = birdrun.start_command(nd, sock)
     peers = "|".join(p.protocol for p in node.peers) or "none"
     wait = (
         f"for _ in $(seq 100); do [ $({prov.birdc(node)} show protocols | grep -cE '^({peers}) .*Established') "

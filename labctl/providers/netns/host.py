@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import time
 from pathlib import Path
 
 from labctl.host import sh
-from labctl.host.hostside import alive, cmdline, terminate
+from labctl.host.hostside import cmdline, terminate
 from labctl.plan import layout
 from labctl.plan.layout import LabDir
 from labctl.providers.base import LeftNode, LeftPod, Remains
@@ -134,15 +132,5 @@ def kill_in(spaces: list[str]) -> None:
     """Stop every process in these namespaces (by pid) while all of them still exist, so the TCP
     sessions between nodes (BGP) close in both kernels rather than towards a peer already gone."""
     spaces = [ns for ns in spaces if Path(f"/run/netns/{ns}").exists()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = pids_in(spaces)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 1.0 + 0.01 * len(pids)
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.02)
+    pids = pids_in(spaces)
+    terminate(pids, 2.0 + 0.02 * len(pids), again=lambda: pids_in(spaces))

@@ -1,21 +1,20 @@
 """The netns provider: each node is a network namespace on a LAN bridge, with its own sshd
 (and UTS namespace, for its hostname). Once the nodes answer SSH, the playbooks do the rest.
-What it finds on the host: host.py; its checks: checks.py; the nodes' sshd: sshd.py."""
+What it finds on the host: host.py; its checks: checks.py; the nodes' sshd: labctl/host/sshd.py."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shlex
 import shutil
 import time
 from pathlib import Path
 
 from labctl import fanout
-from labctl.errors import HostError, UsageError
+from labctl.errors import HostError
+from labctl.host import birdrun, links, preflight, sh, sshd
 from labctl.host import routers as lab_routers
-from labctl.host import sh
 from labctl.host.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.host.nsshell import NsShell
 from labctl.live import impair
@@ -23,8 +22,7 @@ from labctl.plan import names
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel, Node, Router
 from labctl.providers.base import Provider, Remains, make_lab_keys
-from labctl.providers.netns import checks, faults, host, sshd
-from labctl.providers.netns.faults import bird_pid
+from labctl.providers.netns import checks, faults, host
 
 BOOTSTRAP_WORKERS = 8  # the host's CPUs bound this, not the lab size: more only queue for them
 
@@ -44,14 +42,11 @@ class NetnsProvider(Provider):
     def preflight(self, model: LabModel) -> list[str]:
         """Raise HostError if this host cannot run the lab; return warnings."""
         warnings = self.checks(model)
-        if os.geteuid() != 0:
-            raise HostError("the netns provider needs root", "run it with sudo")
-        missing = [t for t in checks.TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
-        if missing:
-            raise HostError(
-                f"missing tools: {', '.join(missing)}",
-                "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
-            )
+        preflight.need_root("the netns provider")
+        preflight.need_tools(
+            checks.TOOLS,
+            "apt-get install -y bird2 openssh-server openssh-client iproute2 iputils-ping procps util-linux",
+        )
         if not self.dir.state.exists() and host.left_on_host(self.dir) is not None:
             raise HostError(
                 f"lab {model.name!r} is still on this host (namespaces, processes) but its directory "
@@ -75,30 +70,18 @@ class NetnsProvider(Provider):
                 f"a lab named {model.name!r} is already running from another labctl home ({other})",
                 f"take it down there (LABCTL_HOME={Path(other).parent} labctl down), or rename this lab",
             )
-        # the lab dir is interpolated unquoted into the shell scripts run on the nodes (node_dir,
-        # lab_dir) and into sshd/BIRD/ansible configs: allow only characters that need no quoting
-        if not checks.SAFE_PATH.fullmatch(str(self.dir.root)):
-            raise UsageError(
-                f"the lab dir {str(self.dir.root)!r} has characters unsafe in node shell scripts",
-                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
-            )
-        # Unix sockets (BIRD's control socket, ssh's ControlPath) allow 107 bytes
-        longest = max(
-            [str(self.dir.bird_socket(n.name)) for n in model.nodes] + [str(self.dir.control_dir / ("x" * 40))],
-            key=len,
+        preflight.safe_dir(self.dir.root, "node shell scripts")
+        # Unix sockets (BIRD's control socket, ssh's ControlPath)
+        preflight.socket_paths(
+            self.dir.root, [self.dir.bird_socket(n.name) for n in model.nodes] + [self.dir.control_dir / ("x" * 40)]
         )
-        if len(longest) > 107:
-            raise HostError(
-                f"the lab dir {self.dir.root} is too deep for Unix socket paths ({longest})",
-                "set LABCTL_HOME to a shorter directory",
-            )
         # reading the host's routes needs no root: validate and --dry-run find an overlap as up does
         self.check_routes(model)
         return checks.check_neighbours(model)
 
     def check_routes(self, model: LabModel) -> None:
         ours = {n.bridge for n in (model.networks or {}).values() if n.bridge}
-        checks.check_routes(model, ours or names.bridge("lc", model.name))
+        preflight.check_routes(model, ours or names.bridge("lc", model.name))
 
     def birdc(self, node: Node | Router) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
@@ -159,13 +142,7 @@ class NetnsProvider(Provider):
         gw = model.network.gateway
         plen = ipaddress.IPv4Network(model.network.lan).prefixlen
         br_mac = lan_mac(gw)
-        if not link_exists(br):
-            # a MAC of our own, or the bridge takes its lowest port's and the nodes' entries go stale
-            sh.run(["ip", "link", "add", br, "address", br_mac, "type", "bridge"])
-            sh.run(["ip", "addr", "add", f"{gw}/{plen}", "dev", br])
-        elif Path(f"/sys/class/net/{br}/address").read_text().strip() != br_mac:
-            sh.run(["ip", "link", "set", br, "address", br_mac])  # a bridge made before labctl fixed its MAC
-        sh.run(["ip", "link", "set", br, "up"])
+        links.ensure_bridge(br, gw, plen)
         self._keys(model)
         # the host's side of SSH: each node's MAC on the bridge, fixed like the nodes' own entries below
         lan = [n.address for n in model.nodes]
@@ -207,12 +184,12 @@ class NetnsProvider(Provider):
         directly), routers as namespaces with a NIC in each network they join and forwarding on inside
         them only; each node's default route is its network's gateway, a router, never the host (whose
         ip_forward stays 0)."""
-        name, nets, data = model.name, model.networks or {}, model.to_data()  # host.routers reads the dict
-        members = lab_routers.lan_members(data, lambda n: lan_mac(n["address"]))
-        lab_routers.ensure_bridges(data, members)
+        name, nets = model.name, model.networks or {}
+        members = lab_routers.lan_members(model, lambda n: lan_mac(n.address))
+        lab_routers.ensure_bridges(model, members)
         self._keys(model)
         lab_routers.build(
-            data,
+            model,
             members,
             lambda r: names.netns("lc", name, r),
             lambda r, net: names.host_link("lc", name, f"{r}.{net}"),
@@ -251,12 +228,12 @@ class NetnsProvider(Provider):
         speakers: list[Node | Router] = [] if model.calico.bgp == "none" else list(model.nodes)
         jobs, bird = [], shutil.which("bird") or "/usr/sbin/bird"
         for n in speakers + [r for r in model.routers or [] if r.asn is not None]:
-            if bird_pid(n) is not None:
+            if birdrun.running(n.dir, n.bird_socket) is not None:
                 continue
             nd = Path(n.dir)
             (nd / "bird.pid").unlink(missing_ok=True)
             shutil.copyfile(self.dir.bird_conf(n.name), nd / "bird.conf")
-            argv = [bird, "-c", str(nd / "bird.conf"), "-s", n.bird_socket, "-P", str(nd / "bird.pid")]
+            argv = birdrun.argv(nd, n.bird_socket, bird)
             ns = f"/run/netns/{names.netns('lc', model.name, n.name)}"
             jobs.append({"name": n.name, "netns": ns, "argv": argv})
         return jobs

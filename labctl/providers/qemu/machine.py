@@ -11,14 +11,19 @@ import json
 import os
 import select
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 from labctl.errors import HostError
+from labctl.host import routers as lab_routers
 from labctl.host import sh
 from labctl.host.hostside import alive, cmdline, link_exists, read_pid, terminate
 from labctl.plan import layout, names
+from labctl.plan.model import LabModel, Node, Router
 from labctl.providers.qemu import image, proxy
 
 QEMU = "qemu-system-x86_64"
@@ -31,18 +36,18 @@ def router_veth(lab: str, router: str, network: str) -> str:
     return names.host_link("lq", lab, f"{router}.{network}")  # the host's end of the router's NIC in that network
 
 
-def lan(data: dict, node: dict) -> tuple[int, str | None, str]:
+def lan(model: LabModel, node: Node) -> tuple[int, str | None, str]:
     """(prefix length, default gateway, the host's address) of the node's LAN. A one-LAN lab's default
     route goes to the host's address on the bridge: host-network pods reach the service VIP (10.96.0.1)
     only with a route covering it (kube-proxy's DNAT comes after the route lookup), and kubeadm and
     Calico pick the node's address from the default route. The host never forwards and adds no NAT, so
     nothing sent there leaves the host. With `networks:` the gateway is a lab router, which forwards to
     the other networks only."""
-    if node.get("network"):
-        net = data["networks"][node["network"]]
-        return ipaddress.IPv4Network(net["lan"]).prefixlen, net["gateway"], net["host"]
-    gw = data["network"]["gateway"]
-    return ipaddress.IPv4Network(data["network"]["lan"]).prefixlen, gw, gw
+    if node.network:
+        net = model.networks[node.network]
+        return ipaddress.IPv4Network(net.lan).prefixlen, net.gateway, net.host
+    gw = model.network.gateway
+    return ipaddress.IPv4Network(model.network.lan).prefixlen, gw, gw
 
 
 def mac(lab: str, node: str) -> str:
@@ -115,16 +120,6 @@ def probe_kvm(img: Path) -> tuple[bool, str]:
 # -- host network ---------------------------------------------------------------------------
 
 
-def ensure_bridge(lab: str, gateway: str, prefixlen: int) -> str:
-    br = names.bridge("lq", lab)
-    if not link_exists(br):
-        sh.run(["ip", "link", "add", br, "type", "bridge"])
-    if f" {gateway}/" not in sh.run(["ip", "-4", "-o", "addr", "show", "dev", br]).stdout:
-        sh.run(["ip", "addr", "add", f"{gateway}/{prefixlen}", "dev", br])
-    sh.run(["ip", "link", "set", br, "up"])
-    return br
-
-
 def memory_shortfall(vms: dict[str, int], meminfo: str) -> str | None:
     """Why VMs of these sizes (name -> MiB, the ones not running yet) do not fit in the host's
     available memory (/proc/meminfo's text), or None. QEMU's own overhead counts ~64 MiB a VM."""
@@ -152,20 +147,19 @@ def remove_links(lab: str, nodes: list[str]) -> None:
             sh.run(["ip", "link", "del", link], check=False)
 
 
-def remove_routers(lab: str, routers: list[dict]) -> list[int]:
+def remove_routers(lab: str, routers: list[Router]) -> list[int]:
     """The routers' namespaces: what runs in them first (BIRD, sshd: by pid, labctl/host/routers.py), then
     their NICs' host ends (a veth deleted with its namespace is freed by the kernel later, after `down`
     returned). Returns the pids that would not stop."""
-    from labctl.host import routers as lab_routers
-
     stuck = lab_routers.stop(routers, lambda r: names.netns("lq", lab, r))
     for r in routers:
-        for i in r["interfaces"]:
-            veth = router_veth(lab, r["name"], i["network"])
+        for i in r.interfaces:
+            veth = router_veth(lab, r.name, i.network)
             if link_exists(veth):
                 sh.run(["ip", "link", "del", veth], check=False)
-        if Path(f"/run/netns/{names.netns('lq', lab, r['name'])}").exists():
-            sh.run(["ip", "netns", "del", names.netns("lq", lab, r["name"])], check=False)
+        ns = names.netns("lq", lab, r.name)
+        if Path(f"/run/netns/{ns}").exists():
+            sh.run(["ip", "netns", "del", ns], check=False)
     return stuck
 
 
@@ -192,27 +186,27 @@ def image_format(path: Path) -> str:
     return info["format"]
 
 
-def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
+def config_disk(node_dir: Path, node: Node, model: LabModel, pubkey: str) -> Path:
     """The node's settings as a small ext4 image (rebuilt every boot: cheap, always current)."""
     src = node_dir / "config"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(mode=0o700)
-    plen, gateway, host = lan(data, node)
-    (src / "hostname").write_text(node["name"] + "\n")
+    plen, gateway, host = lan(model, node)
+    (src / "hostname").write_text(node.name + "\n")
     (src / "hosts").write_text(
-        f"127.0.0.1 localhost\n127.0.1.1 {node['name']}\n::1 localhost ip6-localhost ip6-loopback\n"
-        + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"])
+        f"127.0.0.1 localhost\n127.0.1.1 {node.name}\n::1 localhost ip6-localhost ip6-loopback\n"
+        + "".join(f"{n.address} {n.name}\n" for n in model.nodes)
         + f"{host} {proxy.NAME}\n"
     )
     # apt reaches the mirror through the proxy on the host's address on this LAN, never through a router
     (src / "lab.network").write_text(
-        f"[Match]\nMACAddress={mac(data['name'], node['name'])}\n\n"
-        f"[Network]\nAddress={node['address']}/{plen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        f"[Match]\nMACAddress={mac(model.name, node.name)}\n\n"
+        f"[Network]\nAddress={node.address}/{plen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         + (f"Gateway={gateway}\n" if gateway else "")
     )
     # the lab's resolver (dns.py) on the host's address on this LAN
     (src / "resolv.conf").write_text(f"nameserver {host}\noptions timeout:2 attempts:2\n")
-    (src / "ifname").write_text(f"{mac(data['name'], node['name'])} {node['interface']}\n")
+    (src / "ifname").write_text(f"{mac(model.name, node.name)} {node.interface}\n")
     (src / "authorized_keys").write_text(pubkey)
     for suffix in ("", ".pub"):
         shutil.copyfile(node_dir / f"ssh_host_ed25519_key{suffix}", src / f"ssh_host_ed25519_key{suffix}")
@@ -225,19 +219,17 @@ def config_disk(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
     return img
 
 
-def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
+def seed_iso(node_dir: Path, node: Node, model: LabModel, pubkey: str) -> Path:
     """A cloud-init NoCloud seed (volume label cidata) for a user-supplied cloud image, made by the
     distro's cloud-localds: the same settings as the config disk (hostname, static address on the NIC
     renamed as the topology says, the lab key for the sudo user, the host key labctl pinned)."""
-    import yaml
-
     src = node_dir / "seed"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(mode=0o700)
-    plen, gateway, host = lan(data, node)
+    plen, gateway, host = lan(model, node)
     key = node_dir / "ssh_host_ed25519_key"
     user = {
-        "hostname": node["name"],
+        "hostname": node.name,
         "preserve_hostname": False,
         "manage_etc_hosts": False,
         "users": [
@@ -258,21 +250,21 @@ def seed_iso(node_dir: Path, node: dict, data: dict, pubkey: str) -> Path:
         "write_files": [
             {
                 "path": "/etc/hosts",
-                "content": f"127.0.0.1 localhost\n127.0.1.1 {node['name']}\n"
-                + "".join(f"{n['address']} {n['name']}\n" for n in data["nodes"])
+                "content": f"127.0.0.1 localhost\n127.0.1.1 {node.name}\n"
+                + "".join(f"{n.address} {n.name}\n" for n in model.nodes)
                 + f"{host} {proxy.NAME}\n",
             }
         ],
     }
     (src / "user-data").write_text("#cloud-config\n" + yaml.safe_dump(user, sort_keys=False))
     (src / "meta-data").write_text(
-        yaml.safe_dump({"instance-id": f"labctl-{data['name']}-{node['name']}", "local-hostname": node["name"]})
+        yaml.safe_dump({"instance-id": f"labctl-{model.name}-{node.name}", "local-hostname": node.name})
     )
     # default route: the host (one LAN; it never forwards) or a lab router (networks:); DNS: dns.py
     eth = {
-        "match": {"macaddress": mac(data["name"], node["name"])},
-        "set-name": node["interface"],
-        "addresses": [f"{node['address']}/{plen}"],
+        "match": {"macaddress": mac(model.name, node.name)},
+        "set-name": node.interface,
+        "addresses": [f"{node.address}/{plen}"],
         "routes": [{"to": "default", "via": gateway}],
         "nameservers": {"addresses": [host]},
     }
@@ -302,17 +294,17 @@ def cloud_boot(node_dir: Path) -> list[str]:
     return ["-drive", f"file={node_dir / 'seed.iso'},if=virtio,format=raw,readonly=on"]
 
 
-def start(lab: str, node: dict, node_dir: Path, boot: list[str], accel: str, cpus: int, memory: int) -> int:
+def start(lab: str, node: Node, node_dir: Path, boot: list[str], accel: str, cpus: int, memory: int) -> int:
     """Boot the node's VM unless it runs; its pid. `boot`: kernel_boot() or cloud_boot()."""
     pid = running(node_dir)
     if pid:
         return pid
     pidfile = node_dir / "qemu.pid"
     pidfile.unlink(missing_ok=True)
-    tap = names.host_link("lq", lab, node["name"])
+    tap = names.host_link("lq", lab, node.name)
     argv = [
         QEMU,
-        "-name", f"labctl-{lab}-{node['name']},process=labctl-{lab}-{node['name']}",
+        "-name", f"labctl-{lab}-{node.name},process=labctl-{lab}-{node.name}",
         "-accel", accel,
         "-cpu", "host" if accel == "kvm" else "max",
         "-smp", str(cpus),
@@ -322,17 +314,17 @@ def start(lab: str, node: dict, node_dir: Path, boot: list[str], accel: str, cpu
         "-drive", f"file={node_dir / 'disk.qcow2'},if=virtio,format=qcow2,discard=unmap",
         *boot,
         "-netdev", f"tap,id=lan,ifname={tap},script=no,downscript=no",
-        "-device", f"virtio-net-pci,netdev=lan,mac={mac(lab, node['name'])}",
+        "-device", f"virtio-net-pci,netdev=lan,mac={mac(lab, node.name)}",
         "-device", "virtio-rng-pci",
         "-pidfile", str(pidfile),
         "-daemonize",
     ]  # fmt: skip
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
-        raise HostError(f"QEMU did not start node {node['name']}: {(p.stderr or p.stdout).strip()[-300:]}")
+        raise HostError(f"QEMU did not start node {node.name}: {(p.stderr or p.stdout).strip()[-300:]}")
     pid = read_pid(pidfile)
     if not pid:
-        raise HostError(f"QEMU of node {node['name']} wrote no pid file", f"see {node_dir / 'console.log'}")
+        raise HostError(f"QEMU of node {node.name} wrote no pid file", f"see {node_dir / 'console.log'}")
     return pid
 
 
@@ -361,12 +353,11 @@ def stop(node_dirs: list[Path], timeout: float = 10.0) -> list[str]:
     return [pids[p].name for p in terminate(pids, timeout)]
 
 
-def wait_ssh(nodes: list[dict], timeout: float, alive, cancel=None) -> list[str]:
+def wait_ssh(nodes: list[Node], timeout: float, alive, cancel=None) -> list[str]:
     """Wait until every node's sshd sends its banner; returns the nodes that never did. `alive(node)`
     says whether its QEMU still runs (a dead one fails at once)."""
-    import socket
 
-    pending = {n["name"]: n for n in nodes}
+    pending = {n.name: n for n in nodes}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         if cancel is not None:
@@ -375,7 +366,7 @@ def wait_ssh(nodes: list[dict], timeout: float, alive, cancel=None) -> list[str]
             if not alive(n):
                 raise HostError(f"the VM of node {name} stopped while booting", "see its console.log in the lab dir")
             try:
-                with socket.create_connection((n["address"], 22), timeout=2) as s:
+                with socket.create_connection((n.address, 22), timeout=2) as s:
                     s.settimeout(10)  # sshd answers in seconds on an emulated VM of a loaded host
                     if s.recv(8).startswith(b"SSH-"):
                         del pending[name]

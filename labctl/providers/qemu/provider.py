@@ -10,19 +10,16 @@ packages come through the lab's apt-cacher-ng, which the topology's proxy defaul
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
 from labctl.errors import HostError, UsageError
-from labctl.host import sh
+from labctl.host import links, preflight, routers, sh, sshd
 from labctl.host.nsshell import NsShell
 from labctl.plan import names
-from labctl.plan.model import LabModel, Node, Router, as_node
+from labctl.plan.model import LabModel, Node, Router
 from labctl.providers.base import Remains, make_lab_keys
-from labctl.providers.netns.checks import SAFE_PATH, check_routes
-from labctl.providers.netns.sshd import SSHD, namespace_sshd
 from labctl.providers.qemu import bridgefw, dns, image, machine, proxy
 from labctl.providers.vm import VmProvider
 from labctl.spec.schema import Qemu
@@ -44,9 +41,9 @@ class QemuProvider(VmProvider):
     name = "qemu"
 
     @staticmethod
-    def _bridges(data: dict) -> list[str]:
-        nets = data.get("networks") or {}
-        return [n["bridge"] for n in nets.values()] or [names.bridge("lq", data["name"])]
+    def _bridges(lab: LabModel | Remains) -> list[str]:
+        nets = getattr(lab, "networks", None) or {}  # Remains: what is left of a lab has no networks
+        return [n.bridge for n in nets.values()] or [names.bridge("lq", lab.name)]
 
     @property
     def down_playbook(self) -> str | None:
@@ -54,14 +51,15 @@ class QemuProvider(VmProvider):
         gone, or still booting (an `up` interrupted at boot), is not waited for: its disk goes with
         it, and no play ever ran on it."""
         try:
-            data = self.lab.data()
+            model = self.lab.model()
         except (OSError, ValueError):
             return None
-        dirs = [self.dir.node_dir(n["name"]) for n in data["nodes"]]
+        dirs = [self.dir.node_dir(n.name) for n in model.nodes]
         return "vm-down.yml" if all(machine.running(d) and machine.booted(d) for d in dirs) else None
 
-    def _cfg(self, data: dict) -> Qemu:
-        return Qemu.model_validate(data["qemu"]) if data.get("qemu") else Qemu()
+    @staticmethod
+    def _cfg(model: LabModel) -> Qemu:
+        return model.qemu or Qemu()
 
     def _proxy_dir(self) -> Path:
         return self.dir.root / "proxy"
@@ -89,8 +87,7 @@ class QemuProvider(VmProvider):
     def checks(self, model: LabModel) -> list[str]:
         """What validate and `up --dry-run` refuse as `up` does: VMs larger than this host's memory,
         CIDRs overlapping a route the host has (reading both needs no root)."""
-        data = model.to_data()
-        cfg, total = self._cfg(data), host_memory_mib()
+        cfg, total = self._cfg(model), host_memory_mib()
         for role in ("control_plane", "worker"):
             mem = getattr(cfg, role).memory
             if total is not None and mem > total:
@@ -98,61 +95,44 @@ class QemuProvider(VmProvider):
                     f"qemu.{role}.memory {mem} MiB is more than this host's memory ({total} MiB)",
                     "e.g. 2048 for a control plane, 1536 for a worker",
                 )
-        check_routes(model, set(self._bridges(data)))
+        preflight.check_routes(model, set(self._bridges(model)))
         return []
 
     def preflight(self, model: LabModel) -> list[str]:
-        data = model.to_data()
         self.checks(model)
-        if not SAFE_PATH.fullmatch(str(self.dir.root)):
-            raise UsageError(
-                f"the lab dir {str(self.dir.root)!r} has characters unsafe in QEMU arguments",
-                "set LABCTL_HOME to a path of [A-Za-z0-9_./-] only",
-            )
-        if os.geteuid() != 0:
-            raise HostError("the qemu provider needs root (bridge and taps)", "run it with sudo")
-        routers = data.get("routers", [])
+        preflight.safe_dir(self.dir.root, "QEMU arguments")
+        preflight.need_root("the qemu provider", "bridge and taps")
+        routers = model.routers or []
         # lab routers are namespaces of this host with their own sshd and, with an asn, BIRD (as netns's)
-        need = [*machine.TOOLS, proxy.DAEMON, dns.DAEMON, *(("nsenter", SSHD) if routers else ())]
-        need += ["bird", "birdc"] if any(r.get("asn") is not None for r in routers) else []
-        missing = [t for t in need if shutil.which(t) is None]
-        if missing:
-            raise HostError(
-                f"missing tools: {', '.join(missing)}",
-                "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng dnsmasq-base bird2 "
-                "openssh-server (`make qemu-deps`)",
-            )
-        long = [r["bird_socket"] for r in routers if len(r["bird_socket"]) > 107]
-        if long:
-            raise HostError(
-                f"the lab dir {self.dir.root} is too deep for Unix socket paths ({long[0]})",
-                "set LABCTL_HOME to a shorter directory",
-            )
-        cfg = self._cfg(data)
+        need = [*machine.TOOLS, proxy.DAEMON, dns.DAEMON, *(("nsenter", sshd.SSHD) if routers else ())]
+        need += ["bird", "birdc"] if any(r.asn is not None for r in routers) else []
+        preflight.need_tools(
+            need,
+            "apt-get install -y qemu-system-x86 qemu-utils mmdebstrap e2fsprogs apt-cacher-ng dnsmasq-base bird2 "
+            "openssh-server (`make qemu-deps`)",
+        )
+        preflight.socket_paths(self.dir.root, [r.bird_socket for r in routers])
+        cfg = self._cfg(model)
         if cfg.image not in image.RECIPES and shutil.which(machine.SEED_TOOL) is None:
             raise HostError(
                 f"{machine.SEED_TOOL} is missing: a cloud image ({cfg.image}) gets its settings from a NoCloud seed",
                 "apt-get install -y cloud-image-utils (`make qemu-deps`)",
             )
-        if any(machine.link_exists(b) for b in self._bridges(data)) and not self._owns_links():
+        if any(machine.link_exists(b) for b in self._bridges(model)) and not self._owns_links():
             raise HostError(
-                f"a qemu lab named {data['name']!r} is already running from another labctl home",
+                f"a qemu lab named {model.name!r} is already running from another labctl home",
                 "take it down there, or rename this lab",
             )
-        check_routes(model, set(self._bridges(data)))
-        self._check_memory(data, cfg)
+        preflight.check_routes(model, set(self._bridges(model)))
+        self._check_memory(model, cfg)
         if not bridgefw.bridged_through_iptables():
             return []
-        note = bridgefw.warning(bridgefw.forward_chain(), self._bridges(data))
+        note = bridgefw.warning(bridgefw.forward_chain(), self._bridges(model))
         return [note] if note else []
 
-    def _check_memory(self, data: dict, cfg: Qemu) -> None:
+    def _check_memory(self, model: LabModel, cfg: Qemu) -> None:
         """The VMs still to boot must fit in the memory the host has available now (running ones are in use)."""
-        vms = {
-            n["name"]: (cfg.control_plane if n["role"] == "control-plane" else cfg.worker).memory
-            for n in data["nodes"]
-            if not machine.running(self.dir.node_dir(n["name"]))
-        }
+        vms = {n.name: self._size(cfg, n).memory for n in model.nodes if not machine.running(self.dir.node_dir(n.name))}
         try:
             meminfo = Path("/proc/meminfo").read_text()
         except OSError:
@@ -161,73 +141,28 @@ class QemuProvider(VmProvider):
         if short:
             raise HostError(short, "give the VMs less memory (qemu.control_plane/worker.memory) or stop what uses it")
 
+    @staticmethod
+    def _size(cfg: Qemu, node):
+        return cfg.control_plane if node.role == "control-plane" else cfg.worker
+
     # -- bring up --------------------------------------------------------------------------
 
     def bootstrap(self, model: LabModel, progress) -> dict:
         """Image, keys, bridge, taps, proxy, disks, VMs; idempotent (a killed VM boots again).
         Returns the QEMU pid per node."""
-        data = model.to_data()
-        cfg = self._cfg(data)
-        name = data["name"]
+        cfg = self._cfg(model)
         cloud = cfg.image not in image.RECIPES  # a path, its sha256 checked by validation
-        if cloud:
-            base = Path(cfg.image).expanduser().resolve()
-            backing, fmt = base, machine.image_format(base)
-        else:
-            base = image.get(cfg.image)
-            if base is None:
-                t0 = time.monotonic()
-                base, _ = image.build(cfg.image, progress)
-                progress.info(f"  image {cfg.image} built in {time.monotonic() - t0:.0f} s ({base})")
-            backing, fmt = base / "base.raw", "raw"
+        base = self._image(cfg, cloud, progress)
         self.lab.checkpoint()
         accel = self._accel(cfg, None if cloud else base, progress)
-        self._keys(data)
-        self._host_mark().touch()
-        if data.get("networks"):
-            self._networks(data)
-            hosts = [net["host"] for net in data["networks"].values()]
-        else:
-            gw = data["network"]["gateway"]
-            machine.ensure_bridge(name, gw, int(data["network"]["lan"].split("/")[1]))
-            hosts = [gw]
-        for br in self._bridges(data):
-            bridgefw.accept(br, name)
-        proxy.start(self._proxy_dir(), hosts, cfg.internet)
-        dns.start(
-            self._dns_dir(),
-            hosts,
-            self._bridges(data),
-            {n["name"]: n["address"] for n in data["nodes"]},
-            cfg.internet,
-            proxy.NAME,
-        )
-        pub = Path(str(self.dir.ssh_key) + ".pub").read_text()
-        pids, booted = {}, []
-        for n in data["nodes"]:
-            self.lab.checkpoint()
-            nd = self.dir.node_dir(n["name"])
-            net = n.get("network")
-            machine.ensure_tap(name, n["name"], self.bridge(name, net))
-            m = cfg.control_plane if n["role"] == "control-plane" else cfg.worker
-            if not machine.running(nd):
-                machine.overlay(backing, fmt, nd / "disk.qcow2")
-                if cloud:
-                    machine.seed_iso(nd, n, data, pub)
-                else:
-                    machine.config_disk(nd, n, data, pub)
-                booted.append(n["name"])
-            boot = machine.cloud_boot(nd) if cloud else machine.kernel_boot(base, nd)
-            pids[n["name"]] = machine.start(name, n, nd, boot, accel, m.cpus, m.memory)
+        self._host_side(model, cfg)
+        pids, booted = self._boot(model, cfg, base, cloud, accel)
         self.lab.save_state(qemu={"accel": accel, "image": str(base), "pids": pids})
         if booted:
             progress.info(f"  booting {', '.join(booted)} ({accel}); waiting for SSH")
         t0 = time.monotonic()
         late = machine.wait_ssh(
-            data["nodes"],
-            SSH_READY_SECONDS,
-            lambda n: machine.running(self.dir.node_dir(n["name"])),
-            self.lab.checkpoint,
+            model.nodes, SSH_READY_SECONDS, lambda n: machine.running(self.dir.node_dir(n.name)), self.lab.checkpoint
         )
         if late:
             raise HostError(
@@ -238,28 +173,75 @@ class QemuProvider(VmProvider):
             progress.info(f"  SSH up on every node in {time.monotonic() - t0:.1f} s")
         return pids
 
-    def _networks(self, data: dict) -> None:
+    @staticmethod
+    def _image(cfg: Qemu, cloud: bool, progress) -> Path:
+        """The base the nodes' disks sit on: a cloud image file, or labctl's image dir (built if missing)."""
+        if cloud:
+            return Path(cfg.image).expanduser().resolve()
+        base = image.get(cfg.image)
+        if base is None:
+            t0 = time.monotonic()
+            base, _ = image.build(cfg.image, progress)
+            progress.info(f"  image {cfg.image} built in {time.monotonic() - t0:.0f} s ({base})")
+        return base
+
+    def _host_side(self, model: LabModel, cfg: Qemu) -> None:
+        """Keys, the lab's bridge(s) (and routers), the bridge firewall's accept, the apt proxy and DNS."""
+        self._keys(model)
+        self._host_mark().touch()
+        if model.networks:
+            self._networks(model)
+            hosts = [net.host for net in model.networks.values()]
+        else:
+            gw = model.network.gateway
+            links.ensure_bridge(names.bridge("lq", model.name), gw, int(model.network.lan.split("/")[1]))
+            hosts = [gw]
+        for br in self._bridges(model):
+            bridgefw.accept(br, model.name)
+        proxy.start(self._proxy_dir(), hosts, cfg.internet)
+        addresses = {n.name: n.address for n in model.nodes}
+        dns.start(self._dns_dir(), hosts, self._bridges(model), addresses, cfg.internet, proxy.NAME)
+
+    def _boot(self, model: LabModel, cfg: Qemu, base: Path, cloud: bool, accel: str) -> tuple[dict, list[str]]:
+        """Each node's tap, disk, settings disk and QEMU (those not running yet boot); (pids, booted)."""
+        backing, fmt = (base, machine.image_format(base)) if cloud else (base / "base.raw", "raw")
+        pub = Path(str(self.dir.ssh_key) + ".pub").read_text()
+        pids, booted = {}, []
+        for n in model.nodes:
+            self.lab.checkpoint()
+            nd = self.dir.node_dir(n.name)
+            machine.ensure_tap(model.name, n.name, self.bridge(model.name, n.network))
+            if not machine.running(nd):
+                machine.overlay(backing, fmt, nd / "disk.qcow2")
+                if cloud:
+                    machine.seed_iso(nd, n, model, pub)
+                else:
+                    machine.config_disk(nd, n, model, pub)
+                booted.append(n.name)
+            boot = machine.cloud_boot(nd) if cloud else machine.kernel_boot(base, nd)
+            size = self._size(cfg, n)
+            pids[n.name] = machine.start(model.name, n, nd, boot, accel, size.cpus, size.memory)
+        return pids, booted
+
+    def _networks(self, model: LabModel) -> None:
         """`networks:`: a bridge per network with the host's address on it (SSH and the proxy), routers as
         namespaces joined to the bridges, forwarding inside them only, each with its sshd (`labctl exec`, `ssh`
         and the live reads reach it like a node) and, with an asn, BIRD (ToR peering): labctl/host/routers.py and
-        the netns provider's sshd, as for netns."""
-        from labctl.host import routers
-
-        name = data["name"]
+        labctl/host/sshd.py, as for netns."""
+        name = model.name
         netns_of = lambda r: names.netns("lq", name, r)  # noqa: E731
-        members = routers.lan_members(data, lambda n: machine.mac(name, n["name"]))
-        routers.ensure_bridges(data, members)
+        members = routers.lan_members(model, lambda n: machine.mac(name, n.name))
+        routers.ensure_bridges(model, members)
         routers.build(
-            data,
+            model,
             members,
             netns_of,
             lambda r, net: machine.router_veth(name, r, net),
             self.lab.checkpoint,
         )
-        if data.get("routers"):
-            m = LabModel.model_validate(data)
-            namespace_sshd(self.lab, m, m.routers, netns_of)
-            routers.ensure_bird(self.dir, data, netns_of)
+        if model.routers:
+            sshd.namespace_sshd(self.lab, model, model.routers, netns_of)
+            routers.ensure_bird(self.dir, model, netns_of)
 
     def _accel(self, cfg: Qemu, base: Path | None, progress) -> str:
         """`base`: labctl's image, whose kernel the KVM probe boots (a cloud image has no loose kernel:
@@ -276,18 +258,17 @@ class QemuProvider(VmProvider):
         progress.warn(f"KVM unusable here, VMs run under TCG (software emulation, several times slower): {why}")
         return "tcg"
 
-    def _keys(self, data: dict) -> None:
+    def _keys(self, model: LabModel) -> None:
         """The lab key and one host key per node and router, pinned in known_hosts before any VM boots."""
-        make_lab_keys(self.dir, data["name"], [as_node(h) for h in data["nodes"] + data.get("routers", [])])
+        make_lab_keys(self.dir, model.name, model.speakers)
 
     # -- tear down -------------------------------------------------------------------------
 
     def teardown(self, lab: LabModel | Remains, progress) -> None:
         """Remove whatever of the lab exists; one failure does not stop the rest."""
-        data = lab.to_data()
         errors: list[str] = []
         self._close_masters()
-        stuck = machine.stop([self.dir.node_dir(n["name"]) for n in data["nodes"]])
+        stuck = machine.stop([self.dir.node_dir(n.name) for n in lab.nodes])
         if stuck:
             errors.append(f"QEMU of {', '.join(stuck)} did not stop")
         for stop in (proxy.stop, dns.stop):
@@ -296,21 +277,19 @@ class QemuProvider(VmProvider):
             except HostError as e:
                 errors.append(str(e))
         if self._owns_links():  # else they are another home's lab of this name (or none at all)
-            stuck = machine.remove_routers(data["name"], data.get("routers", []))
+            stuck = machine.remove_routers(lab.name, lab.routers or [])
             if stuck:
                 errors.append(f"processes {', '.join(map(str, stuck))} in the routers' namespaces did not stop")
-            for br in self._bridges(data):
-                bridgefw.remove(br, data["name"])
-            machine.remove_links(data["name"], [n["name"] for n in data["nodes"]])
-            for link in machine.lab_links(data["name"]):  # `networks:` labs: a bridge per network
+            for br in self._bridges(lab):
+                bridgefw.remove(br, lab.name)
+            machine.remove_links(lab.name, [n.name for n in lab.nodes])
+            for link in machine.lab_links(lab.name):  # `networks:` labs: a bridge per network
                 sh.run(["ip", "link", "del", link], check=False)
-            left = machine.lab_links(data["name"])
+            left = machine.lab_links(lab.name)
             if left:
                 errors.append(f"links {', '.join(left)} still present")
         if errors:
-            raise HostError(
-                f"teardown of lab {data['name']!r} incomplete: {'; '.join(errors)}", "run `labctl down` again"
-            )
+            raise HostError(f"teardown of lab {lab.name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
 
     def _close_masters(self) -> None:
         cp = self.dir.control_dir
@@ -319,15 +298,14 @@ class QemuProvider(VmProvider):
                 sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
     def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
-        data = model.to_data()
-        gone = [n for n in data["nodes"] if n["name"] in names]
+        gone = [n for n in model.nodes if n.name in names]
         for n in gone:
-            progress.info(f"  removing node {n['name']}")
-        machine.stop([self.dir.node_dir(n["name"]) for n in gone])
-        machine.remove_links(data["name"], [n["name"] for n in gone])
+            progress.info(f"  removing node {n.name}")
+        machine.stop([self.dir.node_dir(n.name) for n in gone])
+        machine.remove_links(model.name, [n.name for n in gone])
         # the bridge stays: remove_links takes it too, so put it back for the nodes that remain
-        if not data.get("networks"):  # (a bridge per network is not the lab's bridge: untouched)
-            gw = data["network"]["gateway"]
-            machine.ensure_bridge(data["name"], gw, int(data["network"]["lan"].split("/")[1]))
+        if not model.networks:  # (a bridge per network is not the lab's bridge: untouched)
+            gw = model.network.gateway
+            links.ensure_bridge(self.bridge(model.name), gw, int(model.network.lan.split("/")[1]))
         for n in gone:
-            shutil.rmtree(self.dir.node_dir(n["name"]), ignore_errors=True)
+            shutil.rmtree(self.dir.node_dir(n.name), ignore_errors=True)

@@ -11,16 +11,14 @@ package cache is shared by the labs of one $LABCTL_HOME, so a second lab downloa
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from labctl.errors import HostError
-from labctl.host.hostside import cmdline, read_pid
+from labctl.host.hostside import cmdline, read_pid, terminate
 from labctl.plan import layout
 
 DAEMON = "/usr/sbin/apt-cacher-ng"
@@ -96,17 +94,6 @@ def start(run_dir: Path, addresses: list[str], internet: bool = False, timeout: 
 
 def stop(run_dir: Path) -> None:
     pid = running(run_dir)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not pid:
-            break
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and running(run_dir):
-            time.sleep(0.05)
-        pid = running(run_dir)
-    if pid:
+    if pid and terminate([pid], 6.0):
         raise HostError(f"apt-cacher-ng (pid {pid}) did not stop")
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,5 +1,5 @@
-"""Each node's sshd (and each lab router's: the qemu provider's routers are namespaces of this host
-too), in the node's namespaces, letting in root with the lab key; started all at once by start.py."""
+"""sshd in a namespace of this host (a netns node; a lab router of netns or qemu), letting in root with
+the lab key: its config, hosts file and start, all of a lab's at once by labctl/host/start.py."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def _config(d: LabDir, n: Node | Router, pidfile: Path, home: Path) -> str:
 
 def start(pids: dict[str, int | dict], more: list[dict] = ()) -> dict[str, int | None]:
     """Start the sshds that sshd() returned a job for, and `more` jobs (BIRD), all in one process
-    (providers/netns/start.py); the sshds' pids are None until await_sshd reads their pid files."""
+    (labctl/host/start.py); the sshds' pids are None until await_sshd reads their pid files."""
     jobs = [j for j in pids.values() if isinstance(j, dict)] + list(more)
     if jobs:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir

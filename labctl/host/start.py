@@ -1,4 +1,4 @@
-"""Start each node's sshd in its namespaces: run by the netns provider as `python -I -S THIS_FILE`
+"""Start each node's sshd in its namespaces: run by labctl/host/sshd.py as `python -I -S THIS_FILE`
 with a JSON list of jobs on stdin, one process for every node of the lab. A job without a hostname
 (BIRD) only joins the node's network namespace.
 

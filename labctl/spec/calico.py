@@ -33,9 +33,14 @@ FELIX = "80"
 FELIX_IPIP_FROM = (3, 33)
 
 
+def tunnelled(encapsulation: str) -> bool:
+    """Nodes get a tunnel device and a tunnel address (Calico's IPIP/VXLAN); None: plain routes."""
+    return encapsulation != "None"
+
+
 def tunnel_device(encapsulation: str, ipip: bool) -> str | None:
     """The node's tunnel device; IPIP falls back to VXLAN where the kernel has no ipip."""
-    if encapsulation == "None":
+    if not tunnelled(encapsulation):
         return None
     if encapsulation.startswith("IPIP") and ipip:
         return TUNL0
