@@ -110,6 +110,15 @@ def test_explicit_tag_that_cannot_construct_is_a_problem_line():
     assert any("'10.96.0.0/12' cannot be read as timestamp" in p for p in e.value.problems), e.value.problems
 
 
+@pytest.mark.parametrize("tag", ["!!int", "!!float"])
+def test_an_empty_tagged_number_is_a_problem_line(tag):
+    # found by the fuzzer: PyYAML's int and float constructors raise IndexError on an empty value
+    with pytest.raises(TopologyError) as e:
+        topology.loads(f"name: {tag}\nnodes: {{}}\n", "x.yml")
+    assert_problem_lines(e.value)
+    assert any(f"'' cannot be read as {tag[2:]}" in p for p in e.value.problems), e.value.problems
+
+
 @FAST
 @given(seed_spliced())
 def test_spliced_seed_gives_problem_lines(text):

@@ -85,9 +85,10 @@ class _Walker:
         if isinstance(node, yaml.ScalarNode):
             try:
                 return self.scalars.construct_object(node)
-            except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as e:
+            except (ValueError, KeyError, TypeError, OverflowError, AttributeError, IndexError) as e:
                 # e.g. 2001-02-30 (a timestamp with no such day), !!int abc, !!bool maybe; PyYAML's
-                # timestamp constructor raises AttributeError on a value that is no timestamp at all
+                # timestamp constructor raises AttributeError on a value that is no timestamp at all, its int and
+                # float constructors IndexError on an empty one (`!!int` alone)
                 msg = f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]} ({e})"
                 raise yaml.constructor.ConstructorError(None, None, msg, node.start_mark) from None
         if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
