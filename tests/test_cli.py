@@ -148,3 +148,20 @@ def test_a_failed_raw_task_is_reported_by_its_own_words_not_ssh_noise():
     assert runner._message({"rc": 2, "stderr": "ip: RTNETLINK answers: File exists\n"}) == (
         "ip: RTNETLINK answers: File exists"
     )
+
+
+def test_a_bug_is_one_line_and_exit_1_and_its_traceback_comes_with_debug(monkeypatch):
+    from labctl.cli import lifecycle
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lifecycle, "load_topology", boom)
+    monkeypatch.setattr(cli, "_debug", False)  # --debug below sets it; restored after the test
+    r = CliRunner().invoke(cli.app, ["validate", "-t", str(SEED)])
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip().splitlines() == [
+        "labctl: error: internal error: RuntimeError: boom (hint: a bug in labctl: run again with --debug and report the traceback)"
+    ]
+    r = CliRunner().invoke(cli.app, ["--debug", "validate", "-t", str(SEED)])
+    assert isinstance(r.exception, RuntimeError)

@@ -125,6 +125,15 @@ def guarded(fn):
             what = f"{e.filename}: " if e.filename else ""
             hint = "run labctl as root, or set LABCTL_HOME to a directory you own"
             fail(LabctlError(f"{what}{e.strerror or e}", hint if isinstance(e, PermissionError) else None))
+        except Exception as e:  # a bug of labctl's: one line, the traceback with --debug
+            if _debug:
+                raise
+            fail(
+                LabctlError(
+                    f"internal error: {type(e).__name__}: {e}",
+                    "a bug in labctl: run again with --debug and report the traceback",
+                )
+            )
 
     return run
 
