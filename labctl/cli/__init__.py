@@ -125,6 +125,8 @@ def guarded(fn):
             what = f"{e.filename}: " if e.filename else ""
             hint = "run labctl as root, or set LABCTL_HOME to a directory you own"
             fail(LabctlError(f"{what}{e.strerror or e}", hint if isinstance(e, PermissionError) else None))
+        except (typer.Exit, typer.Abort, typer.TyperException):  # a command's own way out, and bad usage
+            raise
         except Exception as e:  # a bug of labctl's: one line, the traceback with --debug
             if _debug:
                 raise
