@@ -12,6 +12,7 @@ from pathlib import Path
 
 from labctl.errors import HostError, UsageError
 from labctl.host import sh
+from labctl.plan.model import LabModel
 
 # the lab dir is interpolated unquoted into shell scripts and into sshd/BIRD/ansible/QEMU arguments:
 # allow only characters that need no quoting
@@ -48,10 +49,9 @@ def socket_paths(root: Path, paths) -> None:
         )
 
 
-def check_routes(model, ours: str | set[str]) -> None:
+def check_routes(model: LabModel, ours: str | set[str]) -> None:
     """Refuse the LabModel's CIDRs that overlap a route the host already has (but the lab's own bridges',
-    `ours`). The model is not imported here: the topology's checks reach this module through the qemu
-    image's preflight, and plan.model imports the topology."""
+    `ours`)."""
     ours = {ours} if isinstance(ours, str) else ours
     nets = model.networks or {}
     lans = {f"networks.{k}.lan": v.lan for k, v in nets.items()} or {"network.lan": model.network.lan}

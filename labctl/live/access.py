@@ -186,7 +186,7 @@ def for_node(traits, ssh, lab_dir, lab_name: str, network: str | None = None) ->
     """A node's access: the provider's lab key (its nodes trust nothing else), or the merged ssh
     block; `bridge` is the bridge of the node's network (or the lab's) if the provider makes bridges,
     checked before every connection."""
-    bridge = names.bridge(traits.links, lab_name, network) if traits.links else None
+    bridge = names.lab_bridge(traits.links, lab_name, network)
     if traits.lab_key:
         return Access.of(traits.lab_user, 22, str(lab_dir.ssh_key), None, bridge)
     return Access.of(ssh.user, ssh.port, ssh.key, ssh.jump, bridge)

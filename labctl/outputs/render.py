@@ -222,7 +222,7 @@ def _racks_data(t, routers: list[dict]) -> dict:
         return {}
     lans = {
         name: {"lan": str(x.lan), "gateway": str(x.gateway), "asn": x.asn, "host": str(x.host)}
-        | {"bridge": names.bridge(traits(t.provider).links, t.name, name) if traits(t.provider).links else None}
+        | {"bridge": names.lab_bridge(traits(t.provider).links, t.name, name)}
         for name, x in t.lans.items()
     }
     return {"networks": lans, "routers": routers}

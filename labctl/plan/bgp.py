@@ -106,7 +106,7 @@ def _router(t, kind, lab: LabDir, name: str, router) -> dict:
             "ifname": net,
             "address": str(addr),
             "prefixlen": lans[net].lan.prefixlen,
-            "bridge": names.bridge(kind.links, t.name, net) if kind.links else None,
+            "bridge": names.lab_bridge(kind.links, t.name, net),
             "host": str(lans[net].host),
         }
         for net, addr in router.interfaces.items()

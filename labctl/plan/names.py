@@ -22,6 +22,11 @@ def bridge(links: str, lab: str, network: str | None = None) -> str:
     return base if network is None else f"{base}{_h(network, 4)}"
 
 
+def lab_bridge(links: str | None, lab: str, network: str | None = None) -> str | None:
+    """bridge() for a provider's Traits.links: None where the provider makes no links (vm)."""
+    return bridge(links, lab, network) if links else None
+
+
 def host_link(links: str, lab: str, node: str) -> str:
     """The host's end of a node's link (netns: the veth; qemu: the tap)."""
     return f"{links}{lab_id(links, lab)}{_h(node, 7)}"

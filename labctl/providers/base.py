@@ -141,7 +141,7 @@ class Provider:
         """The host bridge the lab's nodes (of one of its `networks:`) are reached through (every
         connection is refused unless the host's route to the node goes out of it); None: the nodes are
         remote by design."""
-        return names.bridge(self.traits.links, lab, network) if self.traits.links else None
+        return names.lab_bridge(self.traits.links, lab, network)
 
     def birdc(self, node: Node | Router) -> str:
         """The shell command that talks to the node's BIRD (append a CLI command)."""
