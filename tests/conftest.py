@@ -69,22 +69,47 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             f"every test needs exactly one tier marker ({', '.join(TIERS)}):\n  " + "\n  ".join(problems)
         )
+    prerequisites(items)
+    schedule(items)
+
+
+def tier(item) -> str:
+    return next(m.name for m in item.iter_markers() if m.name in TIERS)
+
+
+def prerequisites(items) -> None:
+    """A test whose tier's tools are missing: skipped on a developer's machine, a strict xfail on CI."""
     # a kernel or qemu test needs everything a netns test needs, and more
     whys = {"kernel": kernel_missing, "qemu": qemu_missing, "netns": netns_missing}
     found: dict[str, str | None] = {}
     for item in items:
-        tier = next(m.name for m in item.iter_markers() if m.name in TIERS)
-        if tier not in whys:
+        t = tier(item)
+        if t not in whys:
             continue
-        if tier not in found:
-            found[tier] = whys[tier]()
-        if (why := found[tier]) is None:
+        if t not in found:
+            found[t] = whys[t]()
+        if (why := found[t]) is None:
             continue
         if os.environ.get("CI"):
             # CI installs everything: a skipped real-network or real-VM test there would hide a broken setup
-            item.add_marker(pytest.mark.xfail(reason=f"{tier} prerequisites: {why}", strict=True, run=False))
+            item.add_marker(pytest.mark.xfail(reason=f"{t} prerequisites: {why}", strict=True, run=False))
         else:
-            item.add_marker(pytest.mark.skip(reason=f"{tier} test: {why}"))
+            item.add_marker(pytest.mark.skip(reason=f"{t} test: {why}"))
+
+
+# `make test` runs two pytest-xdist workers with `--dist loadgroup`. The files that boot VMs (qemu, kernel) are
+# one group: one worker runs them in order, first, one VM lab at a time (TCG on two cores), while the other
+# worker runs every other file. Each file is a group of its own, so a module-scoped lab is built once. The
+# netns tests wait on BIRD, sshd and ansible more than they compute; they overlap with the VMs' CPU work.
+VM_TIERS = ("qemu", "kernel")
+
+
+def schedule(items) -> None:
+    vm_files = {item.path for item in items if tier(item) in VM_TIERS}
+    for item in items:
+        group = "vm" if item.path in vm_files else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.path not in vm_files)  # stable: file order otherwise kept
 
 
 @pytest.fixture
@@ -114,13 +139,20 @@ def labctl(*args, home: Path | None = None, check: bool = False, timeout: float 
     return p
 
 
+def _qemu_owned(name: str) -> bool:
+    # a qemu lab's namespaces ("lq-"), taps and veths ("lq"), bridges ("br-lq"): the VM tests' labs, which
+    # `make test` runs alongside (schedule()); each of those checks its own lab's leftovers (qemu_residue)
+    return name.startswith(("lq", "br-lq"))
+
+
 def host_snapshot(home: Path) -> dict:
-    """What a lab under `home` could leave behind on the host."""
+    """What a netns lab under `home` could leave behind on the host."""
     ns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    ns = {x for x in ns if not x.startswith("(")}
+    ns = {x for x in ns if not x.startswith("(") and not _qemu_owned(x)}
     links = set()
     for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines():
-        links.add(line.split(":")[1].strip().split("@")[0])
+        if not _qemu_owned(name := line.split(":")[1].strip().split("@")[0]):
+            links.add(name)
     procs = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -131,7 +163,8 @@ def host_snapshot(home: Path) -> dict:
             if str(home) in cmd:  # every lab process (sshd, bird, ssh masters) names a path in the lab dir
                 procs.add((int(pid), cmd.strip()))
     routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    return {"netns": ns, "links": links, "procs": procs, "routes": set(routes.splitlines())}
+    routes = {r for r in routes.splitlines() if " dev br-lq" not in r and " dev lq" not in r}
+    return {"netns": ns, "links": links, "procs": procs, "routes": routes}
 
 
 def residue(before: dict, after: dict) -> dict:

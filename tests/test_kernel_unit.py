@@ -1,6 +1,7 @@
 """The kernel tier's parts that need no VM: its image recipe and conftest's rule for a missing tool."""
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -33,13 +34,30 @@ class Item(SimpleNamespace):
         self.marks.append(m)
 
 
+def test_make_test_runs_the_vm_files_first_as_one_group_and_every_other_file_as_its_own():
+    """`make test`'s two workers (--dist loadgroup): every test of a file that boots VMs in group "vm", first (a
+    netns-tier test in such a file too: it shares the file's module fixtures); any other file is its own group."""
+    f = lambda path, t: Item(tier=t, marks=[], path=Path(path), nodeid=f"{path}::t_{t}")  # noqa: E731
+    items = [f("a.py", "unit"), f("q.py", "netns"), f("b.py", "netns"), f("q.py", "qemu"), f("k.py", "kernel")]
+    conftest.schedule(items)
+    assert [(str(i.path), i.tier) for i in items] == [
+        ("q.py", "netns"),
+        ("q.py", "qemu"),
+        ("k.py", "kernel"),
+        ("a.py", "unit"),
+        ("b.py", "netns"),
+    ]
+    groups = [[m.args[0] for m in i.marks if m.name == "xdist_group"] for i in items]
+    assert groups == [["vm"], ["vm"], ["vm"], ["a.py"], ["b.py"]]
+
+
 @pytest.mark.parametrize("ci, want", [("1", "xfail"), ("", "skip")])
 def test_a_missing_vm_tool_is_a_strict_xfail_on_ci_and_a_skip_elsewhere(monkeypatch, ci, want):
     monkeypatch.setattr(conftest, "netns_missing", lambda: None)
     monkeypatch.setattr(conftest.shutil, "which", lambda t: None if t == "qemu-img" else f"/usr/bin/{t}")
     monkeypatch.setenv("CI", ci)
     kernel, netns = Item(tier="kernel", marks=[]), Item(tier="netns", marks=[])
-    conftest.pytest_collection_modifyitems(None, [kernel, netns])
+    conftest.prerequisites([kernel, netns])
     [m] = kernel.marks
     assert m.name == want and "missing qemu-img" in m.kwargs["reason"]
     if want == "xfail":
