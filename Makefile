@@ -39,7 +39,7 @@ verify: venv
 	$(VENV)/bin/labctl verify
 
 test: deps qemu-deps venv
-	$(VENV)/bin/python -m pytest -v -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS) tests
+	$(VENV)/bin/python -m pytest -v -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 unit: venv
 	$(VENV)/bin/python -m pytest -q -m unit --hypothesis-profile=unit -n auto $(PYTEST_ARGS) tests

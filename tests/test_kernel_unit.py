@@ -1,7 +1,6 @@
 """The kernel tier's parts that need no VM: its image recipe and conftest's rule for a missing tool."""
 
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -34,21 +33,22 @@ class Item(SimpleNamespace):
         self.marks.append(m)
 
 
-def test_make_test_runs_the_vm_files_first_as_one_group_and_every_other_file_as_its_own():
-    """`make test`'s two workers (--dist loadgroup): every test of a file that boots VMs in group "vm", first (a
-    netns-tier test in such a file too: it shares the file's module fixtures); any other file is its own group."""
-    f = lambda path, t: Item(tier=t, marks=[], path=Path(path), nodeid=f"{path}::t_{t}")  # noqa: E731
-    items = [f("a.py", "unit"), f("q.py", "netns"), f("b.py", "netns"), f("q.py", "qemu"), f("k.py", "kernel")]
+def test_make_test_runs_the_vm_files_first_as_one_unit_and_every_other_file_as_its_own():
+    """`make test`'s two workers (--dist loadfile, conftest's scheduler): the files that boot VMs are one unit,
+    first (a netns-tier test there too: it shares the file's module fixtures); any other file is its own unit."""
+    f = lambda path, t: Item(tier=t, marks=[], nodeid=f"tests/{path}::t_{t}")  # noqa: E731
+    items = [f("a.py", "unit"), f("test_qemu.py", "netns"), f("b.py", "netns"), f("test_kernel.py", "kernel")]
     conftest.schedule(items)
-    assert [(str(i.path), i.tier) for i in items] == [
-        ("q.py", "netns"),
-        ("q.py", "qemu"),
-        ("k.py", "kernel"),
-        ("a.py", "unit"),
-        ("b.py", "netns"),
+    assert [i.nodeid for i in items] == [
+        "tests/test_qemu.py::t_netns",
+        "tests/test_kernel.py::t_kernel",
+        "tests/a.py::t_unit",
+        "tests/b.py::t_netns",
     ]
-    groups = [[m.args[0] for m in i.marks if m.name == "xdist_group"] for i in items]
-    assert groups == [["vm"], ["vm"], ["vm"], ["a.py"], ["b.py"]]
+    assert [conftest.unit_of(i.nodeid) for i in items] == ["vm", "vm", "tests/a.py", "tests/b.py"]
+    with pytest.raises(pytest.UsageError, match="add tests/c.py to VM_FILES"):
+        conftest.schedule([f("c.py", "qemu")])
+    conftest.schedule([Item(tier="qemu", marks=[], nodeid="sample.py::t")])  # not this suite's file
 
 
 @pytest.mark.parametrize("ci, want", [("1", "xfail"), ("", "skip")])
