@@ -457,6 +457,9 @@ def test_containerd_source_choice_in_check_mode(tmp_path, no_containerd_here):
     hold = yaml.safe_load((ROLES / "containerd" / "tasks" / "main.yml").read_text())
     hold = [t for b in hold if "block" in b for t in b["block"] if "ansible.builtin.dpkg_selections" in t]
     assert hold and hold[0]["ansible.builtin.dpkg_selections"]["selection"] == "hold"
+    raw = [b for b in yaml.safe_load((ROLES / "containerd" / "tasks" / "main.yml").read_text()) if "block" in b]
+    raw = [t for b in raw for t in b["block"] if t["name"].startswith("Install the distro containerd and hold")]
+    assert "hold | dpkg --set-selections" in raw[0]["vars"]["containerd_apt_command"]  # a real run holds it too
     config = tasks["Configuration (schema version 2 for 1.x, 3 for 2.x)"]
     c134, c133 = host_part(config, "distro"), host_part(config, "k133")
     assert "registry.k8s.io/pause:3.10.1" in c134, c134
@@ -467,9 +470,9 @@ def test_containerd_source_choice_in_check_mode(tmp_path, no_containerd_here):
     assert "containerd 1.6.20" in why and "too old for Kubernetes 1.34" in why, why
     assert "Is 127.0.0.1 reachable from auto" in why, why
     assert "containerd_source=distro" in why
-    assert DECIDED_NOT in host_part(tasks["Install the distro containerd"], "auto")
+    assert DECIDED_NOT in host_part(tasks["Install the distro containerd (check mode)"], "auto")
     assert DECIDED_NOT in host_part(tasks["Download the containerd release"], "newenough")
-    assert DECIDED_NOT not in host_part(tasks["Install the distro containerd"], "newenough")
+    assert DECIDED_NOT not in host_part(tasks["Install the distro containerd (check mode)"], "newenough")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,8 +535,11 @@ def test_host_prep_waits_for_cloud_init_and_names_the_host_before_apt():
     assert probe.index("cloud-init status --wait") < probe.index("echo cloud_init=yes")
     hostname = names.index("Hostname is the node name")
     assert tasks[hostname]["ansible.builtin.hostname"]["name"] == "{{ node_name }}"
-    hosts = names.index("Every node's name in /etc/hosts")
+    hosts = names.index("Every node's name in /etc/hosts (check mode)")
     assert tasks[hosts]["ansible.builtin.blockinfile"]["block"] == "{{ host_prep_hosts }}"
+    # a real run writes the same section (the probe compares it with host_prep_hosts_block)
+    raw = tasks[names.index("Every node's name in /etc/hosts")]["ansible.builtin.raw"]
+    assert "{{ host_prep_hosts_block | trim }}" in raw and 'cat "$t" > /etc/hosts' in raw
     assert "node_address" in (ROLES / "host_prep" / "vars" / "main.yml").read_text()
     assert wait < hostname and wait < names.index("Apt through the lab proxy")
 
@@ -550,7 +556,7 @@ def test_host_prep_sets_hostname_and_hosts_in_check_mode(tmp_path):
     extravars = {"calico_encapsulation": "IPIP", "lab_name": "vmroles"}
     rc, tasks, out = run_role(tmp_path, "host_prep", hosts, extravars)
     assert rc == 0, out
-    hosts_diff = tasks["Every node's name in /etc/hosts"]
+    hosts_diff = tasks["Every node's name in /etc/hosts (check mode)"]
     assert "+10.20.0.10 k8s-master" in hosts_diff and "+10.20.0.11 k8s-worker-1" in hosts_diff, hosts_diff
     assert "k8s-worker-1" in tasks["Hostname is the node name"]
     assert "labctl lab vmroles" not in Path("/etc/hosts").read_text()  # check mode changed nothing

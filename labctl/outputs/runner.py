@@ -188,11 +188,12 @@ def run_playbook(
     if r.status == "canceled":
         raise Interrupted(getattr(cancel, "signum", 2))
     if r.status != "successful":
-        log = progress.log_path
+        # `down` writes no log file: then the output above is all there is
+        hint = f"log file saved to {progress.log_path}" if progress.log_path else None
         if events.failures:
             f = events.failures[0]
-            raise ProvisionError(f"{f.host}: task '{f.task}' failed: {f.message}", f"log file saved to {log}")
+            raise ProvisionError(f"{f.host}: task '{f.task}' failed: {f.message}", hint)
         errors = [x for x in events.output if "ERROR" in x]
         why = errors[0].split("]:", 1)[-1].strip() if errors else f"ended {r.status} (rc {r.rc})"
-        raise ProvisionError(f"ansible-playbook {playbook}: {why}", f"log file saved to {log}")
+        raise ProvisionError(f"ansible-playbook {playbook}: {why}", hint)
     return result
