@@ -47,3 +47,16 @@ def reap(procs: list[subprocess.Popen]) -> None:
         if p.poll() is None:
             p.kill()
         p.wait()
+
+
+def close_masters(lab: LabDir) -> None:
+    """Ask every master with a socket in the lab's ControlPath directory (ansible's and the openers') to
+    exit. One that does not answer within 5 s is left to the caller (netns kills by the path it names)."""
+    if not lab.control_dir.is_dir():
+        return
+    for sock in lab.control_dir.iterdir():
+        argv = ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"]
+        try:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=5)
+        except subprocess.TimeoutExpired:
+            continue

@@ -17,7 +17,7 @@ from labctl.host import birdrun, links, preflight, sh, sshd
 from labctl.host import routers as lab_routers
 from labctl.host.hostside import alive, cmdline, lan_mac, lan_neighbours, link_exists, read_pid, terminate
 from labctl.host.nsshell import NsShell
-from labctl.live import impair
+from labctl.live import impair, sshmux
 from labctl.plan import names
 from labctl.plan.layout import LabDir
 from labctl.plan.model import LabModel, Node, Router
@@ -272,7 +272,7 @@ class NetnsProvider(Provider):
             except HostError as e:
                 errors.append(str(e))
 
-        attempt(self._close_masters)
+        attempt(sshmux.close_masters, self.dir)
         self.lab.checkpoint()
         self._end_detached(name)
         attempt(self._remove_nodes, name, [*lab.nodes, *(lab.routers or [])], self.lab.checkpoint)
@@ -334,13 +334,6 @@ class NetnsProvider(Provider):
 
         _each(close_sockets, nodes)
         _each(delete, spaces)
-
-    def _close_masters(self) -> None:
-        cp = self.dir.control_dir
-        if not cp.is_dir():
-            return
-        for sock in cp.iterdir():
-            sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
 
 def _plug(ns: str, veth: str, nic: str, mac: str, bridge: str) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 from labctl.errors import HostError, UsageError
 from labctl.host import links, preflight, routers, sh, sshd
 from labctl.host.nsshell import NsShell
+from labctl.live import sshmux
 from labctl.plan import names
 from labctl.plan.model import LabModel, Node, Router
 from labctl.providers.base import Remains, make_lab_keys
@@ -267,7 +268,7 @@ class QemuProvider(VmProvider):
     def teardown(self, lab: LabModel | Remains, progress) -> None:
         """Remove whatever of the lab exists; one failure does not stop the rest."""
         errors: list[str] = []
-        self._close_masters()
+        sshmux.close_masters(self.dir)
         stuck = machine.stop([self.dir.node_dir(n.name) for n in lab.nodes])
         if stuck:
             errors.append(f"QEMU of {', '.join(stuck)} did not stop")
@@ -290,12 +291,6 @@ class QemuProvider(VmProvider):
                 errors.append(f"links {', '.join(left)} still present")
         if errors:
             raise HostError(f"teardown of lab {lab.name!r} incomplete: {'; '.join(errors)}", "run `labctl down` again")
-
-    def _close_masters(self) -> None:
-        cp = self.dir.control_dir
-        if cp.is_dir():
-            for sock in cp.iterdir():
-                sh.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "labctl-node"], check=False, timeout=5)
 
     def remove_nodes(self, model: LabModel, names: list[str], progress) -> None:
         gone = [n for n in model.nodes if n.name in names]
