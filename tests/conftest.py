@@ -106,9 +106,12 @@ VM_TIERS = ("qemu", "kernel")
 VM_FILES = ("tests/test_kernel.py", "tests/test_qemu.py", "tests/test_qemu_network.py", "tests/test_qemu_racks.py")
 
 
+def file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def unit_of(nodeid: str) -> str:
-    path = nodeid.split("::", 1)[0]
-    return "vm" if path in VM_FILES else path
+    return "vm" if file_of(nodeid) in VM_FILES else file_of(nodeid)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -127,7 +130,7 @@ def pytest_xdist_make_scheduler(config, log):
 def schedule(items) -> None:
     """The VM files first; a file of the suite with a qemu or kernel test that VM_FILES does not name is an
     error (its VMs would boot beside the others')."""
-    found = {item.nodeid.split("::", 1)[0] for item in items if tier(item) in VM_TIERS}
+    found = {file_of(item.nodeid) for item in items if tier(item) in VM_TIERS}
     found = {f for f in found if f.startswith("tests/")}  # this suite's files (not test_markers.py's samples)
     if stray := sorted(found - set(VM_FILES)):
         raise pytest.UsageError(f"add {', '.join(stray)} to VM_FILES in tests/conftest.py: it boots VMs")
@@ -167,6 +170,11 @@ def _qemu_owned(name: str) -> bool:
     return name.startswith(("lq", "br-lq"))
 
 
+def _route_dev(route: str) -> str:
+    """The device of an `ip route` line ("" for one without, e.g. a blackhole)."""
+    return route.split(" dev ", 1)[1].split()[0] if " dev " in route else ""
+
+
 def host_snapshot(home: Path) -> dict:
     """What a netns lab under `home` could leave behind on the host."""
     ns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
@@ -185,7 +193,7 @@ def host_snapshot(home: Path) -> dict:
             if str(home) in cmd:  # every lab process (sshd, bird, ssh masters) names a path in the lab dir
                 procs.add((int(pid), cmd.strip()))
     routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    routes = {r for r in routes.splitlines() if " dev br-lq" not in r and " dev lq" not in r}
+    routes = {r for r in routes.splitlines() if not _qemu_owned(_route_dev(r))}
     return {"netns": ns, "links": links, "procs": procs, "routes": routes}
 
 
